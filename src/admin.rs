@@ -1,0 +1,278 @@
+//! The admin listener (its own address, loopback by default):
+//!
+//! - `GET /metrics`: Prometheus text format.
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 once config and snapshot are loaded and the listeners
+//!   accept; 503 from the moment SIGTERM arrives. The body reports each
+//!   upstream's health; an unhealthy upstream does not make the gateway unready.
+//! - `GET /keys`: key metadata with `last_used_at`, never a hash.
+//! - `POST /reload`: like SIGHUP; 200 with what was loaded, 422 with the errors.
+//!
+//! With `[admin] token_hash` set, `/keys` and `/reload` need that bearer token;
+//! `/metrics` and the probes stay open. It keeps answering through the SIGTERM
+//! grace period (so `/readyz` can say 503), unlike the proxy listeners.
+
+use crate::denial::json_body;
+use crate::proxy::Shared;
+use crate::reload::Reloader;
+use crate::snapshot::format_time;
+use crate::token::{BearerError, KeyDigest, bearer_token};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Time a client has to send its request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin HTTP service.
+pub struct AdminService {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    handler: Handler,
+}
+
+/// Answers admin requests; cheap to clone into each connection's task.
+#[derive(Clone)]
+struct Handler {
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+}
+
+/// A response: status, content type, body.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+    www_authenticate: bool,
+}
+
+impl Reply {
+    fn json(status: u16, value: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(value.to_string()),
+            www_authenticate: false,
+        }
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: json_body(code, message),
+            www_authenticate: status == 401,
+        }
+    }
+}
+
+impl AdminService {
+    /// Serves on an already bound listener (bound at start-up, so a busy port
+    /// fails `keygate run` at once with a clear message).
+    pub fn new(listener: std::net::TcpListener, shared: Arc<Shared>, reloader: Arc<Reloader>) -> Self {
+        AdminService {
+            listener: Mutex::new(Some(listener)),
+            handler: Handler { shared, reloader },
+        }
+    }
+}
+
+impl Handler {
+    async fn serve(self, tcp: tokio::net::TcpStream) {
+        let stream: Stream = tcp.into();
+        let mut session = ServerSession::new_http1(Box::new(stream));
+        match tokio::time::timeout(REQUEST_TIMEOUT, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            _ => return,
+        }
+        session.set_keepalive(None);
+        let reply = self.route(&mut session).await;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        let Ok(mut resp) = ResponseHeader::build(reply.status, Some(4)) else {
+            return;
+        };
+        let headers_ok = resp.insert_header("content-type", reply.content_type).is_ok()
+            && resp
+                .insert_header("content-length", reply.body.len().to_string())
+                .is_ok()
+            && resp.insert_header("cache-control", "no-store").is_ok()
+            && (!reply.www_authenticate || resp.insert_header("www-authenticate", "Bearer").is_ok());
+        if !headers_ok {
+            return;
+        }
+        if session.write_response_header(Box::new(resp)).await.is_err() {
+            return;
+        }
+        if !head_only {
+            let _ = session.write_response_body(reply.body, true).await;
+        }
+        let _ = session.finish().await;
+    }
+
+    async fn route(&self, session: &mut ServerSession) -> Reply {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let is_get = method == http::Method::GET || method == http::Method::HEAD;
+        match (path.as_str(), is_get, method == http::Method::POST) {
+            ("/metrics", true, _) => self.metrics(),
+            ("/healthz", true, _) => Reply::json(200, json!({"status": "ok"})),
+            ("/readyz", true, _) => self.readyz(),
+            ("/keys", true, _) => match self.authorize(session) {
+                Some(denied) => denied,
+                None => self.keys(),
+            },
+            ("/reload", _, true) => match self.authorize(session) {
+                Some(denied) => denied,
+                None => self.reload().await,
+            },
+            ("/metrics" | "/healthz" | "/readyz" | "/keys" | "/reload", _, _) => Reply::error(
+                405,
+                "METHOD_NOT_ALLOWED",
+                &format!("Method {method} is not allowed on this route"),
+            ),
+            _ => Reply::error(404, "NOT_FOUND", &format!("No route for {method} {path}")),
+        }
+    }
+
+    /// `None` when allowed; the 401 reply otherwise.
+    fn authorize(&self, session: &ServerSession) -> Option<Reply> {
+        let gw = self.shared.state.load();
+        let expected = gw.config.admin.token_hash?;
+        let values = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes());
+        match bearer_token(values) {
+            Err(BearerError::Missing) => Some(Reply::error(401, "UNAUTHORIZED", "Missing bearer token")),
+            Err(BearerError::Ambiguous) => Some(Reply::error(401, "UNAUTHORIZED", "Invalid admin token")),
+            Ok(token) if KeyDigest::of(token).ct_eq(&expected) => None,
+            Ok(_) => Some(Reply::error(401, "UNAUTHORIZED", "Invalid admin token")),
+        }
+    }
+
+    fn metrics(&self) -> Reply {
+        let gw = self.shared.state.load();
+        gw.record_key_gauges(&self.shared.metrics, self.shared.clock.unix_secs());
+        self.shared
+            .metrics
+            .buckets
+            .set(self.shared.limiter.len() as i64);
+        Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: Bytes::from(self.shared.metrics.render()),
+            www_authenticate: false,
+        }
+    }
+
+    fn readyz(&self) -> Reply {
+        let gw = self.shared.state.load();
+        let lc = &self.shared.lifecycle;
+        let (status, word) = if lc.is_draining() {
+            (503, "draining")
+        } else if lc.is_ready() {
+            (200, "ready")
+        } else {
+            (503, "starting")
+        };
+        let upstreams: Vec<_> = gw
+            .upstreams
+            .iter()
+            .map(|u| {
+                json!({
+                    "name": &*u.name,
+                    "healthy": u.is_healthy(),
+                    "servers": u.health(),
+                })
+            })
+            .collect();
+        Reply::json(status, json!({"status": word, "upstreams": upstreams}))
+    }
+
+    fn keys(&self) -> Reply {
+        let gw = self.shared.state.load();
+        let now = self.shared.clock.unix_secs();
+        let keys = &gw.policy.keys;
+        let list: Vec<_> = keys
+            .records()
+            .iter()
+            .enumerate()
+            .map(|(slot, k)| {
+                json!({
+                    "id": &*k.id,
+                    "name": &*k.name,
+                    "description": k.description.as_deref(),
+                    "type": k.key_type.as_str(),
+                    "company": &*k.company,
+                    "workspace": k.workspace.as_deref(),
+                    "scopes": k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "state": k.state(now).as_str(),
+                    "created_at": format_time(k.created_at),
+                    "expires_at": k.expires_at.map(format_time),
+                    "revoked_at": k.revoked_at.map(format_time),
+                    "last_used_at": keys.last_used(slot).map(format_time),
+                    "rate_limit": k.rate_limit.map(|l| json!({
+                        "requests": l.requests.get(),
+                        "per_secs": l.per_secs.get(),
+                        "burst": l.burst.get(),
+                    })),
+                })
+            })
+            .collect();
+        Reply::json(200, serde_json::Value::Array(list))
+    }
+
+    async fn reload(&self) -> Reply {
+        match self.reloader.reload_async("POST /reload").await {
+            Ok(report) => Reply::json(200, json!({"status": "reloaded", "report": report})),
+            Err(problems) => Reply::json(
+                422,
+                json!({
+                    "status": "refused",
+                    "errors": problems.0.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                }),
+            ),
+        }
+    }
+}
+
+/// Runs the accept loop on the service's runtime. It ignores the shutdown
+/// watch on purpose: the process exit ends it, after the grace period.
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(std_listener) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener failed");
+                return;
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    tokio::spawn(self.handler.clone().serve(tcp));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}

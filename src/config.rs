@@ -1,0 +1,768 @@
+//! The gateway config (`keygate.toml`): parsed with `deny_unknown_fields` into a
+//! private serde mirror, then validated into [`Config`], reporting every problem
+//! at once with file and line. Paths inside are relative to the config's folder.
+
+use crate::problems::{Problem, Problems, from_toml_error, line_of};
+use crate::ratelimit::Limit;
+use crate::routes::Pattern;
+use crate::scope::ScopeRule;
+use crate::token::{KeyDigest, Prefixes};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated gateway config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[keys]`
+    pub keys: KeysConfig,
+    /// `[rate_limit]`
+    pub rate_limit: RateLimitConfig,
+    /// `[upstream_headers]`
+    pub upstream_headers: UpstreamHeaders,
+    /// `[[upstreams]]`, in file order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[[routes]]`, in file order (first match wins).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: listeners and process settings (changes need a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads.
+    pub threads: usize,
+    /// How long SIGTERM lets in-flight requests finish.
+    pub grace_period: Duration,
+    /// `[server.tls]`
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// TLS listeners.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// What plain HTTP listeners do.
+    pub plain_http: PlainHttp,
+}
+
+/// `plain_http = "allow" | "reject"`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Plain HTTP is served like HTTPS.
+    Allow,
+    /// Plain HTTP gets 403 `HTTPS is required`.
+    Reject,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/keys` and `/reload` answer.
+    pub listen: SocketAddr,
+    /// When set, `/keys` and `/reload` need this bearer token.
+    pub token_hash: Option<KeyDigest>,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeysConfig {
+    /// The key snapshot (`.toml` or `.json`).
+    pub snapshot: PathBuf,
+    /// Key prefixes.
+    pub prefixes: Prefixes,
+    /// When non-zero, reload when the config's or snapshot's content changes.
+    pub watch: Option<Duration>,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Limit for keys without their own.
+    pub default: Limit,
+    /// Most buckets kept at once.
+    pub max_buckets: usize,
+}
+
+/// `[upstream_headers]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    /// Send the client's `Authorization` upstream.
+    pub forward_authorization: bool,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamConfig {
+    /// Unique name, used in routes, messages and metrics.
+    pub name: String,
+    /// `host:port` of each server.
+    pub servers: Vec<String>,
+    /// Speak TLS to the servers.
+    pub tls: bool,
+    /// SNI and certificate name for TLS (defaults to the server's host).
+    pub sni: Option<String>,
+    /// Verify the upstream certificate (TLS only).
+    pub verify_cert: bool,
+    /// Extra CA bundle (PEM) to trust for upstream TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed between reads of the upstream response.
+    pub read_timeout: Duration,
+    /// Active health check.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// `health_check = { path, interval_secs }`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckConfig {
+    /// Path probed with GET; a 2xx answer is healthy.
+    pub path: String,
+    /// Seconds between probes.
+    pub interval: Duration,
+}
+
+/// Which key types a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Company keys only.
+    Company,
+    /// Workspace keys only.
+    Workspace,
+    /// Either kind.
+    Any,
+    /// No key check at all.
+    None,
+}
+
+impl AuthMode {
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "company" => Some(AuthMode::Company),
+            "workspace" => Some(AuthMode::Workspace),
+            "any" => Some(AuthMode::Any),
+            "none" => Some(AuthMode::None),
+            _ => None,
+        }
+    }
+
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Company => "company",
+            AuthMode::Workspace => "workspace",
+            AuthMode::Any => "any",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Unique name; the `route` label.
+    pub name: String,
+    /// Compiled path pattern.
+    pub pattern: Pattern,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Key types accepted.
+    pub auth: AuthMode,
+    /// Scope required.
+    pub scope: ScopeRule,
+    /// Methods allowed; `None` allows all.
+    pub methods: Option<Vec<http::Method>>,
+}
+
+mod raw {
+    //! The serde mirror of the file. Never leaves this module.
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub server: Spanned<Server>,
+        pub admin: Option<Spanned<Admin>>,
+        pub keys: Option<Spanned<Keys>>,
+        pub rate_limit: Option<Spanned<RateLimit>>,
+        pub upstream_headers: Option<UpstreamHeaders>,
+        #[serde(default)]
+        pub upstreams: Vec<Spanned<Upstream>>,
+        #[serde(default)]
+        pub routes: Vec<Spanned<Route>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        #[serde(default)]
+        pub listen: Vec<String>,
+        pub threads: Option<i64>,
+        pub grace_period_secs: Option<i64>,
+        pub tls: Option<Spanned<Tls>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        #[serde(default)]
+        pub listen: Vec<String>,
+        pub cert: String,
+        pub key: String,
+        pub plain_http: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: Option<String>,
+        pub token_hash: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Keys {
+        pub snapshot: Option<String>,
+        pub company_prefix: Option<String>,
+        pub workspace_prefix: Option<String>,
+        pub watch_secs: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimit {
+        pub requests: i64,
+        pub per_secs: i64,
+        pub burst: Option<i64>,
+        pub max_buckets: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct UpstreamHeaders {
+        pub forward_authorization: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub name: String,
+        pub servers: Vec<String>,
+        pub tls: Option<bool>,
+        pub sni: Option<String>,
+        pub verify_cert: Option<bool>,
+        pub ca_file: Option<String>,
+        pub connect_timeout_ms: Option<i64>,
+        pub read_timeout_ms: Option<i64>,
+        pub health_check: Option<HealthCheck>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HealthCheck {
+        pub path: String,
+        pub interval_secs: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub name: String,
+        pub path: String,
+        pub upstream: String,
+        pub auth: String,
+        pub scope: Option<String>,
+        pub methods: Option<Vec<String>>,
+    }
+}
+
+/// Default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/keygate.toml";
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem::at_line(
+                path,
+                None,
+                format!("cannot read config: {e}"),
+            )])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
+        let raw: raw::Config = toml::from_str(text)
+            .map_err(|e| Problems(vec![from_toml_error(path, text, &e)]))?;
+        Validator {
+            path,
+            text,
+            dir: path.parent().unwrap_or(Path::new(".")),
+            problems: Problems(Vec::new()),
+        }
+        .validate(raw)
+    }
+
+    /// The upstream a route forwards to.
+    pub fn route_upstream(&self, route: &RouteConfig) -> &UpstreamConfig {
+        &self.upstreams[route.upstream]
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    dir: &'a Path,
+    problems: Problems,
+}
+
+impl Validator<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> Option<usize> {
+        Some(line_of(self.text, span.start))
+    }
+
+    fn err(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.problems
+            .push(Problem::at_line(self.path, line, message.into()));
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn addrs(&mut self, line: Option<usize>, what: &str, list: &[String]) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for a in list {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => out.push(addr),
+                Err(_) => self.err(line, format!("{what}: {a:?} is not an ip:port address")),
+            }
+        }
+        out
+    }
+
+    fn positive(&mut self, line: Option<usize>, what: &str, v: Option<i64>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(n) if n > 0 => n as u64,
+            Some(n) => {
+                self.err(line, format!("{what} must be greater than 0 (got {n})"));
+                default
+            }
+        }
+    }
+
+    fn validate(mut self, raw: raw::Config) -> Result<Config, Problems> {
+        let raw::Config {
+            server,
+            admin,
+            keys,
+            rate_limit,
+            upstream_headers,
+            upstreams,
+            routes,
+        } = raw;
+        let server = self.server(server);
+        let admin = self.admin(admin);
+        let keys = self.keys(keys);
+        let rate_limit = self.rate_limit(rate_limit);
+        let upstream_headers = UpstreamHeaders {
+            forward_authorization: upstream_headers
+                .and_then(|u| {
+                    let raw::UpstreamHeaders {
+                        forward_authorization,
+                    } = u;
+                    forward_authorization
+                })
+                .unwrap_or(false),
+        };
+        let upstreams = self.upstreams(upstreams);
+        let routes = self.routes(routes, &upstreams);
+        if server.listen.is_empty() && server.tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
+            self.err(None, "no listener: set [server] listen or [server.tls] listen");
+        }
+        let config = Config {
+            path: self.path.to_path_buf(),
+            server,
+            admin,
+            keys,
+            rate_limit,
+            upstream_headers,
+            upstreams,
+            routes,
+        };
+        self.problems.into_result(config)
+    }
+
+    fn server(&mut self, raw: toml::Spanned<raw::Server>) -> ServerConfig {
+        let line = self.line(raw.span());
+        let raw::Server {
+            listen,
+            threads,
+            grace_period_secs,
+            tls,
+        } = raw.into_inner();
+        let listen = self.addrs(line, "server.listen", &listen);
+        let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let threads = self.positive(line, "server.threads", threads, default_threads) as usize;
+        let grace = match grace_period_secs {
+            None => 10,
+            Some(n) if n >= 0 => n as u64,
+            Some(n) => {
+                self.err(line, format!("server.grace_period_secs must not be negative (got {n})"));
+                10
+            }
+        };
+        let tls = tls.map(|t| self.tls(t));
+        ServerConfig {
+            listen,
+            threads,
+            grace_period: Duration::from_secs(grace),
+            tls,
+        }
+    }
+
+    fn tls(&mut self, raw: toml::Spanned<raw::Tls>) -> TlsConfig {
+        let line = self.line(raw.span());
+        let raw::Tls {
+            listen,
+            cert,
+            key,
+            plain_http,
+        } = raw.into_inner();
+        let listen = self.addrs(line, "server.tls.listen", &listen);
+        let plain_http = match plain_http.as_deref() {
+            None | Some("allow") => PlainHttp::Allow,
+            Some("reject") => PlainHttp::Reject,
+            Some(other) => {
+                self.err(
+                    line,
+                    format!("server.tls.plain_http must be \"allow\" or \"reject\" (got {other:?})"),
+                );
+                PlainHttp::Allow
+            }
+        };
+        let cert = self.resolve(&cert);
+        let key = self.resolve(&key);
+        for (what, p) in [("cert", &cert), ("key", &key)] {
+            if let Err(e) = std::fs::metadata(p) {
+                self.err(line, format!("server.tls.{what} {}: {e}", p.display()));
+            }
+        }
+        TlsConfig {
+            listen,
+            cert,
+            key,
+            plain_http,
+        }
+    }
+
+    fn admin(&mut self, raw: Option<toml::Spanned<raw::Admin>>) -> AdminConfig {
+        let default_listen = SocketAddr::from(([127, 0, 0, 1], 9091));
+        let Some(raw) = raw else {
+            return AdminConfig {
+                listen: default_listen,
+                token_hash: None,
+            };
+        };
+        let line = self.line(raw.span());
+        let raw::Admin { listen, token_hash } = raw.into_inner();
+        let listen = match listen {
+            None => default_listen,
+            Some(l) => self
+                .addrs(line, "admin.listen", &[l])
+                .pop()
+                .unwrap_or(default_listen),
+        };
+        let token_hash = token_hash.and_then(|h| match KeyDigest::parse(&h) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(line, format!("admin.token_hash: {e}"));
+                None
+            }
+        });
+        AdminConfig { listen, token_hash }
+    }
+
+    fn keys(&mut self, raw: Option<toml::Spanned<raw::Keys>>) -> KeysConfig {
+        let (line, raw) = match raw {
+            Some(r) => (self.line(r.span()), r.into_inner()),
+            None => (
+                None,
+                raw::Keys {
+                    snapshot: None,
+                    company_prefix: None,
+                    workspace_prefix: None,
+                    watch_secs: None,
+                },
+            ),
+        };
+        let raw::Keys {
+            snapshot,
+            company_prefix,
+            workspace_prefix,
+            watch_secs,
+        } = raw;
+        let snapshot = self.resolve(snapshot.as_deref().unwrap_or("keys.toml"));
+        match snapshot.extension().and_then(|e| e.to_str()) {
+            Some("toml") | Some("json") => {}
+            _ => self.err(
+                line,
+                format!(
+                    "keys.snapshot {}: the file name must end in .toml or .json",
+                    snapshot.display()
+                ),
+            ),
+        }
+        let prefixes = match Prefixes::new(
+            company_prefix.as_deref().unwrap_or("ord_c_"),
+            workspace_prefix.as_deref().unwrap_or("ord_"),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.err(line, format!("keys: {e}"));
+                Prefixes::default()
+            }
+        };
+        let watch = match watch_secs {
+            None | Some(0) => None,
+            Some(n) if n > 0 => Some(Duration::from_secs(n as u64)),
+            Some(n) => {
+                self.err(line, format!("keys.watch_secs must not be negative (got {n})"));
+                None
+            }
+        };
+        KeysConfig {
+            snapshot,
+            prefixes,
+            watch,
+        }
+    }
+
+    fn rate_limit(&mut self, raw: Option<toml::Spanned<raw::RateLimit>>) -> RateLimitConfig {
+        const DEFAULT_MAX_BUCKETS: usize = 1_000_000;
+        let Some(raw) = raw else {
+            return RateLimitConfig {
+                default: Limit::DEFAULT,
+                max_buckets: DEFAULT_MAX_BUCKETS,
+            };
+        };
+        let line = self.line(raw.span());
+        let raw::RateLimit {
+            requests,
+            per_secs,
+            burst,
+            max_buckets,
+        } = raw.into_inner();
+        let default = match Limit::from_raw(requests, per_secs, burst) {
+            Ok(l) => l,
+            Err(e) => {
+                self.err(line, format!("rate_limit: {e}"));
+                Limit::DEFAULT
+            }
+        };
+        let max_buckets = self.positive(
+            line,
+            "rate_limit.max_buckets",
+            max_buckets,
+            DEFAULT_MAX_BUCKETS as u64,
+        ) as usize;
+        RateLimitConfig {
+            default,
+            max_buckets,
+        }
+    }
+
+    fn upstreams(&mut self, raw: Vec<toml::Spanned<raw::Upstream>>) -> Vec<UpstreamConfig> {
+        let mut names = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let line = self.line(r.span());
+            let raw::Upstream {
+                name,
+                servers,
+                tls,
+                sni,
+                verify_cert,
+                ca_file,
+                connect_timeout_ms,
+                read_timeout_ms,
+                health_check,
+            } = r.into_inner();
+            if !valid_name(&name) {
+                self.err(line, format!("upstream name {name:?} must be 1-64 letters, digits, '_', '-' or '.'"));
+            }
+            if !names.insert(name.clone()) {
+                self.err(line, format!("duplicate upstream name {name:?}"));
+            }
+            if servers.is_empty() {
+                self.err(line, format!("upstream {name:?}: servers must not be empty"));
+            }
+            for s in &servers {
+                if !valid_server(s) {
+                    self.err(line, format!("upstream {name:?}: server {s:?} must be host:port"));
+                }
+            }
+            let connect = self.positive(line, "connect_timeout_ms", connect_timeout_ms, 2000);
+            let read = self.positive(line, "read_timeout_ms", read_timeout_ms, 30000);
+            let health_check = health_check.map(|h| {
+                let raw::HealthCheck {
+                    path,
+                    interval_secs,
+                } = h;
+                if !path.starts_with('/') {
+                    self.err(line, format!("upstream {name:?}: health_check.path must start with '/'"));
+                }
+                let interval = self.positive(line, "health_check.interval_secs", interval_secs, 5);
+                HealthCheckConfig {
+                    path,
+                    interval: Duration::from_secs(interval),
+                }
+            });
+            let ca_file = ca_file.map(|c| self.resolve(&c));
+            out.push(UpstreamConfig {
+                name,
+                servers,
+                tls: tls.unwrap_or(false),
+                sni,
+                verify_cert: verify_cert.unwrap_or(true),
+                ca_file,
+                connect_timeout: Duration::from_millis(connect),
+                read_timeout: Duration::from_millis(read),
+                health_check,
+            });
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        raw: Vec<toml::Spanned<raw::Route>>,
+        upstreams: &[UpstreamConfig],
+    ) -> Vec<RouteConfig> {
+        let mut names = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let line = self.line(r.span());
+            let raw::Route {
+                name,
+                path,
+                upstream,
+                auth,
+                scope,
+                methods,
+            } = r.into_inner();
+            if !valid_name(&name) || name == crate::metrics::UNMATCHED {
+                self.err(
+                    line,
+                    format!("route name {name:?} must be 1-64 letters, digits, '_', '-' or '.' (and not \"unmatched\")"),
+                );
+            }
+            if !names.insert(name.clone()) {
+                self.err(line, format!("duplicate route name {name:?}"));
+            }
+            let pattern = match path.parse::<Pattern>() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.err(line, format!("route {name:?}: path {path:?}: {e}"));
+                    None
+                }
+            };
+            let upstream_idx = upstreams.iter().position(|u| u.name == upstream);
+            if upstream_idx.is_none() {
+                self.err(line, format!("route {name:?}: unknown upstream {upstream:?}"));
+            }
+            let auth_mode = AuthMode::parse(&auth);
+            if auth_mode.is_none() {
+                self.err(
+                    line,
+                    format!("route {name:?}: auth must be \"company\", \"workspace\", \"any\" or \"none\" (got {auth:?})"),
+                );
+            }
+            let scope_rule = match scope.as_deref() {
+                None => Some(ScopeRule::Auto),
+                Some(s) => ScopeRule::parse(s),
+            };
+            if scope_rule.is_none() {
+                self.err(
+                    line,
+                    format!(
+                        "route {name:?}: scope must be \"auto\", \"read:all\", \"write:all\", \"admin\" or \"none\" (got {:?})",
+                        scope.unwrap_or_default()
+                    ),
+                );
+            }
+            let methods = methods.map(|list| {
+                let mut parsed = Vec::with_capacity(list.len());
+                for m in list {
+                    match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(method) if !m.is_empty() => parsed.push(method),
+                        _ => self.err(line, format!("route {name:?}: {m:?} is not an HTTP method")),
+                    }
+                }
+                if parsed.is_empty() {
+                    self.err(line, format!("route {name:?}: methods must not be empty (omit it to allow every method)"));
+                }
+                parsed
+            });
+            if let (Some(pattern), Some(upstream), Some(auth), Some(scope)) =
+                (pattern, upstream_idx, auth_mode, scope_rule)
+            {
+                out.push(RouteConfig {
+                    name,
+                    pattern,
+                    upstream,
+                    auth,
+                    scope,
+                    methods,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Route and upstream names become metric labels and log fields: keep them tame.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn valid_server(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! [`Gateway`]: everything one load builds from the config and the key snapshot
+//! (routes, key index, upstream pools, metric handles), built whole by
+//! [`Gateway::load`] and swapped whole by the reloader. Nothing in it changes
+//! after it is built, except the health of its pools and last-used times.
+
+use crate::config::Config;
+use crate::decide::{Policy, Route};
+use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::problems::{Problem, Problems};
+use crate::snapshot::KeyIndex;
+use crate::upstream::Upstream;
+use pingora::tls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The content digests of the files a gateway was built from (file watch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// SHA-256 of the config text.
+    pub config: [u8; 32],
+    /// SHA-256 of the snapshot text.
+    pub snapshot: [u8; 32],
+}
+
+/// One complete, validated generation of gateway state.
+pub struct Gateway {
+    /// The validated config.
+    pub config: Config,
+    /// What `decide` reads.
+    pub policy: Policy,
+    /// Upstream pools, indexed like `config.upstreams`.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Metric handles, indexed like `policy.routes`.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Metric handles for requests that matched no route.
+    pub unmatched_metrics: RouteMetrics,
+    /// The server certificate, checked, ready to install.
+    pub certificate: Option<Arc<CertifiedKey>>,
+    /// Digests of the source files.
+    pub fingerprint: Fingerprint,
+}
+
+impl Gateway {
+    /// Reads and validates the config and its snapshot and builds every part.
+    /// `previous` lends its upstream pools where their config is unchanged.
+    pub fn load(
+        config_path: &Path,
+        metrics: &Metrics,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, Problems> {
+        let config_text = std::fs::read_to_string(config_path).map_err(|e| {
+            Problems(vec![Problem::at_line(
+                config_path,
+                None,
+                format!("cannot read config: {e}"),
+            )])
+        })?;
+        let config = Config::parse(config_path, &config_text)?;
+        let snapshot_text = std::fs::read_to_string(&config.keys.snapshot).map_err(|e| {
+            Problems(vec![Problem::at_line(
+                &config.keys.snapshot,
+                None,
+                format!("cannot read key snapshot: {e}"),
+            )])
+        })?;
+        let keys = KeyIndex::parse(&config.keys.snapshot, &snapshot_text)?;
+        let fingerprint = Fingerprint {
+            config: Sha256::digest(config_text.as_bytes()).into(),
+            snapshot: Sha256::digest(snapshot_text.as_bytes()).into(),
+        };
+        Gateway::build(config, keys, fingerprint, metrics, previous)
+    }
+
+    /// Builds a gateway from already validated parts.
+    pub fn build(
+        config: Config,
+        keys: KeyIndex,
+        fingerprint: Fingerprint,
+        metrics: &Metrics,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, Problems> {
+        let mut problems = Problems(Vec::new());
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            let reused = previous.and_then(|p| {
+                p.upstreams
+                    .iter()
+                    .find(|old| old.config == *u)
+                    .map(Arc::clone)
+            });
+            match reused.map_or_else(|| Upstream::build(u, metrics).map(Arc::new), Ok) {
+                Ok(up) => upstreams.push(up),
+                Err(e) => problems.push(Problem::at_line(&config.path, None, e)),
+            }
+        }
+        let certificate = match &config.server.tls {
+            Some(tls) => match crate::tls::load_certified_key(&tls.cert, &tls.key) {
+                Ok(ck) => Some(Arc::new(ck)),
+                Err(e) => {
+                    problems.push(Problem::at_line(&config.path, None, format!("server.tls: {e}")));
+                    None
+                }
+            },
+            None => None,
+        };
+        let routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.as_str().into(),
+                pattern: r.pattern.clone(),
+                upstream: r.upstream,
+                auth: r.auth,
+                scope: r.scope,
+                methods: r.methods.clone().map(Vec::into_boxed_slice),
+                allow: r
+                    .methods
+                    .as_ref()
+                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+                    .into(),
+            })
+            .collect();
+        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        if let Some(prev) = previous {
+            keys.carry_last_used_from(&prev.policy.keys);
+        }
+        let policy = Policy {
+            routes,
+            keys,
+            prefixes: config.keys.prefixes.clone(),
+            plain_http: config
+                .server
+                .tls
+                .as_ref()
+                .map_or(crate::config::PlainHttp::Allow, |t| t.plain_http),
+        };
+        problems.into_result(())?;
+        Ok(Gateway {
+            policy,
+            upstreams,
+            route_metrics,
+            unmatched_metrics: metrics.route(UNMATCHED),
+            certificate,
+            fingerprint,
+            config,
+        })
+    }
+
+    /// Metric handles of a route index, or of `unmatched`.
+    pub fn route_metrics(&self, route: Option<usize>) -> &RouteMetrics {
+        route
+            .and_then(|i| self.route_metrics.get(i))
+            .unwrap_or(&self.unmatched_metrics)
+    }
+
+    /// Refreshes `keygate_keys{type,state}` for time `now`.
+    pub fn record_key_gauges(&self, metrics: &Metrics, now: i64) {
+        use crate::snapshot::KeyState;
+        use crate::token::KeyType;
+        let mut counts = [[0i64; 3]; 2];
+        for r in self.policy.keys.records() {
+            let t = match r.key_type {
+                KeyType::Company => 0,
+                KeyType::Workspace => 1,
+            };
+            let s = match r.state(now) {
+                KeyState::Active => 0,
+                KeyState::Revoked => 1,
+                KeyState::Expired => 2,
+            };
+            counts[t][s] += 1;
+        }
+        for (ti, t) in [KeyType::Company, KeyType::Workspace].into_iter().enumerate() {
+            for (si, s) in [KeyState::Active, KeyState::Revoked, KeyState::Expired]
+                .into_iter()
+                .enumerate()
+            {
+                metrics
+                    .keys
+                    .with_label_values(&[t.as_str(), s.as_str()])
+                    .set(counts[ti][si]);
+            }
+        }
+    }
+
+    /// One line for `keygate check` and the start-up log.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} routes, {} upstreams, {} keys, {} workspaces",
+            self.config.path.display(),
+            self.policy.routes.len(),
+            self.upstreams.len(),
+            self.policy.keys.len(),
+            self.policy.keys.workspace_count()
+        )
+    }
+}

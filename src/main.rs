@@ -1,0 +1,132 @@
+//! The `keygate` binary: argument handling over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keygate::logging::LogFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// keygate: an API-key auth gateway in front of existing HTTP backends.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stdout.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway in the foreground (logs to stdout).
+    Run {
+        /// Gateway config file.
+        #[arg(long, default_value = keygate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate config and key snapshot; exit 0 with a summary, or 1 with every error.
+    Check {
+        /// Gateway config file.
+        #[arg(long, default_value = keygate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run the bundled demo: the gateway plus an echo upstream, with curl lines to try.
+    Demo {
+        /// Demo config file.
+        #[arg(long, default_value = keygate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Manage keys in a snapshot file.
+    #[command(subcommand)]
+    Keys(Box<KeysCommand>),
+    /// Probe the admin /healthz of a running gateway (for container health checks).
+    Healthcheck {
+        /// Gateway config file (its [admin] listen address is probed).
+        #[arg(long, default_value = keygate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Probe this address instead of the config's.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key: prints the key alone on stdout (once), the record id on stderr.
+    New(Box<keygate::keys_cli::NewArgs>),
+    /// Mark a key revoked now.
+    Revoke(keygate::keys_cli::RevokeArgs),
+    /// List key metadata.
+    List(keygate::keys_cli::ListArgs),
+    /// Read a key on stdin and print its `sha256:<hex>` hash.
+    Hash,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            keygate::logging::init(cli.log_format);
+            start(&config, keygate::run::RunOptions::default())
+        }
+        Command::Check { config } => match keygate::run::check(&config) {
+            Ok(summary) => {
+                println!("ok: {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in &problems.0 {
+                    println!("error: {p}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { config } => {
+            keygate::logging::init(cli.log_format);
+            match keygate::demo::prepare(&config) {
+                Ok(options) => start(&config, options),
+                Err(e) => {
+                    eprintln!("keygate demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Keys(k) => report(keys(*k)),
+        Command::Healthcheck { config, admin } => report(keygate::demo::healthcheck(&config, admin)),
+    }
+}
+
+fn start(config: &std::path::Path, options: keygate::run::RunOptions) -> ExitCode {
+    match keygate::run::run(config, options) {
+        Ok(never) => match never {},
+        Err(e) => {
+            // Printed plainly as well as logged, so `keygate run` in a terminal
+            // shows every reason even with logs filtered.
+            for line in e.to_string().lines() {
+                eprintln!("keygate: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(k: KeysCommand) -> anyhow::Result<()> {
+    use keygate::keys_cli;
+    match k {
+        KeysCommand::New(args) => keys_cli::new_key(&args).context("keys new"),
+        KeysCommand::Revoke(args) => keys_cli::revoke(&args).context("keys revoke"),
+        KeysCommand::List(args) => keys_cli::list(&args).context("keys list"),
+        KeysCommand::Hash => keys_cli::hash_stdin().context("keys hash"),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The Pingora glue: [`Proxy`] implements `ProxyHttp` by calling [`decide`],
+//! the limiter and the upstream pools, and by writing what they return. It makes
+//! no decision of its own; every answer it writes itself comes from a
+//! [`Denial`].
+
+use crate::clock::Clock;
+use crate::config::AuthMode;
+use crate::decide::{Authorization, Decision, Request, decide};
+use crate::denial::Denial;
+use crate::gateway::Gateway;
+use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::ratelimit::{Limiter, Outcome};
+use crate::run::Lifecycle;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// State shared by every request.
+pub struct Shared {
+    /// The live gateway, swapped whole on reload.
+    pub state: Arc<ArcSwap<Gateway>>,
+    /// Per-key buckets (outlive reloads).
+    pub limiter: Arc<Limiter>,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Readiness and in-flight accounting.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// The `ProxyHttp` implementation.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy over shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy { shared }
+    }
+}
+
+/// How a request ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome_ {
+    Pending,
+    Proxied,
+    Denied(&'static str),
+    RateLimited,
+    UpstreamError(UpstreamErrorKind),
+    ClientError,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    gateway: Option<Arc<Gateway>>,
+    request_id: String,
+    route: Option<usize>,
+    key_slot: Option<usize>,
+    workspace: Option<Arc<str>>,
+    rate: Option<Outcome>,
+    tried: Vec<String>,
+    connect_failed: bool,
+    outcome: Outcome_,
+    _inflight: crate::run::InflightGuard,
+}
+
+/// Headers the client may not set for the upstream: identity (`x-keygate-*`),
+/// request id and forwarding headers. Compared after folding `_` to `-`, so
+/// `X_Keygate_Key_Id` cannot sneak through a backend that treats them alike.
+fn is_reserved(name: &str) -> bool {
+    const EXACT: [&str; 3] = ["x-request-id", "x-forwarded-for", "x-forwarded-proto"];
+    const PREFIX: &str = "x-keygate-";
+    let folded_eq = |a: &str, b: &str| {
+        a.len() == b.len()
+            && a.bytes().zip(b.bytes()).all(|(x, y)| {
+                let x = if x == b'_' { b'-' } else { x.to_ascii_lowercase() };
+                x == y
+            })
+    };
+    (name.len() >= PREFIX.len() && folded_eq(&name[..PREFIX.len()], PREFIX))
+        || EXACT.iter().any(|e| folded_eq(name, e))
+}
+
+/// A client-supplied request id is kept only if it is short and plain.
+fn sane_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn client_ip(session: &Session) -> Option<String> {
+    match session.client_addr()? {
+        PeerAddr::Inet(a) => Some(a.ip().to_string()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Adds the five rate-limit headers of an authorized request.
+fn rate_headers(h: &mut ResponseHeader, o: &Outcome) -> Result<()> {
+    h.insert_header("x-ratelimit-limit", o.limit.requests.to_string())?;
+    h.insert_header("x-ratelimit-remaining", o.remaining.to_string())?;
+    h.insert_header("x-ratelimit-reset", o.reset_secs.to_string())?;
+    h.insert_header(
+        "ratelimit-policy",
+        format!("\"default\";q={};w={}", o.limit.requests, o.limit.per_secs),
+    )?;
+    h.insert_header(
+        "ratelimit",
+        format!("\"default\";r={};t={}", o.remaining, o.reset_secs),
+    )?;
+    Ok(())
+}
+
+impl Proxy {
+    /// Writes a denial as the whole response.
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, denial: &Denial) -> Result<()> {
+        let body = denial.body();
+        let mut resp = ResponseHeader::build(denial.status(), Some(8))?;
+        resp.insert_header(CONTENT_TYPE, "application/json")?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(v) = denial.www_authenticate() {
+            resp.insert_header("www-authenticate", v)?;
+        }
+        match denial {
+            Denial::MethodNotAllowed { allowed, .. } => {
+                resp.insert_header("allow", &**allowed)?;
+            }
+            Denial::RateLimited { retry_after, .. } => {
+                resp.insert_header("retry-after", retry_after.to_string())?;
+            }
+            _ => {}
+        }
+        if let Some(rate) = &ctx.rate {
+            rate_headers(&mut resp, rate)?;
+        }
+        // An unread request body would be drained before the connection is
+        // reused; close instead so a large or slow upload cannot hold it.
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head_only).await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    fn gateway(&self, ctx: &mut Ctx) -> Arc<Gateway> {
+        Arc::clone(
+            ctx.gateway
+                .get_or_insert_with(|| self.shared.state.load_full()),
+        )
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            gateway: None,
+            request_id: String::new(),
+            route: None,
+            key_slot: None,
+            workspace: None,
+            rate: None,
+            tried: Vec::new(),
+            connect_failed: false,
+            outcome: Outcome_::Pending,
+            _inflight: self.shared.lifecycle.enter(),
+        }
+    }
+
+    /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
+    /// written and the request ends here; `Ok(false)`: proxy it.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let gw = self.gateway(ctx);
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if sane_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => new_request_id(),
+        };
+        let mut auth = req.headers.get_all(AUTHORIZATION).iter();
+        let authorization = match (auth.next(), auth.next()) {
+            (None, _) => Authorization::Absent,
+            (Some(v), None) => Authorization::One(v.as_bytes()),
+            (Some(_), Some(_)) => Authorization::Many,
+        };
+        let request = Request {
+            method: &req.method,
+            path: req.uri.path(),
+            authorization,
+            tls: is_tls(session),
+        };
+        let now = self.shared.clock.unix_secs();
+        let denial = match decide(&request, &gw.policy, now) {
+            Decision::Deny { route, denial } => {
+                ctx.route = route;
+                denial
+            }
+            Decision::Allow(allow) => {
+                ctx.route = Some(allow.route);
+                let Some((slot, key)) = allow.key else {
+                    return Ok(false);
+                };
+                ctx.key_slot = Some(slot);
+                ctx.workspace = match (allow.workspace, &key.workspace) {
+                    (None, _) => None,
+                    (Some(_), Some(own)) => Some(Arc::clone(own)),
+                    (Some(bound), None) => Some(Arc::from(&*bound)),
+                };
+                gw.policy.keys.touch(slot, now);
+                let limit = key.rate_limit.unwrap_or(gw.config.rate_limit.default);
+                let outcome = self.shared.limiter.check(&key.id, limit);
+                ctx.rate = Some(outcome);
+                if outcome.allowed {
+                    return Ok(false);
+                }
+                Denial::RateLimited {
+                    limit,
+                    retry_after: outcome.retry_after_secs,
+                }
+            }
+        };
+        let metrics = gw.route_metrics(ctx.route);
+        ctx.outcome = match denial.reason() {
+            Some(reason) => {
+                metrics.denial(reason);
+                Outcome_::Denied(reason.as_str())
+            }
+            None if matches!(denial, Denial::RateLimited { .. }) => {
+                metrics.rate_limited.inc();
+                Outcome_::RateLimited
+            }
+            None => Outcome_::Denied(match denial {
+                Denial::NoRoute { .. } => "no_route",
+                _ => "method_not_allowed",
+            }),
+        };
+        self.respond(session, ctx, &denial).await?;
+        Ok(true)
+    }
+
+    /// The next healthy server of the route's upstream, skipping those that
+    /// already failed to connect for this request.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let gw = self.gateway(ctx);
+        let route = ctx
+            .route
+            .and_then(|r| gw.policy.routes.get(r))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let upstream = &gw.upstreams[route.upstream];
+        match upstream.peer(&ctx.tried) {
+            Some(peer) => Ok(peer),
+            None => {
+                upstream.metrics.error(UpstreamErrorKind::Connect);
+                ctx.connect_failed = true;
+                let mut e = Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("upstream {} has no healthy server left", upstream.name),
+                );
+                e.set_retry(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rewrites the upstream request: client copies of reserved headers out,
+    /// `Authorization` out unless configured, identity and forwarding in.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let gw = self.gateway(ctx);
+        let reserved: Vec<http::HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|n| is_reserved(n.as_str()))
+            .cloned()
+            .collect();
+        for name in reserved {
+            upstream_request.remove_header(&name);
+        }
+        if !gw.config.upstream_headers.forward_authorization {
+            upstream_request.remove_header(&AUTHORIZATION);
+        }
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(ip) = client_ip(session) {
+            upstream_request.insert_header("x-forwarded-for", ip)?;
+        }
+        let proto = if is_tls(session) { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        let route_auth = ctx
+            .route
+            .and_then(|r| gw.policy.routes.get(r))
+            .map(|r| r.auth);
+        if let (Some(slot), Some(auth)) = (ctx.key_slot, route_auth)
+            && auth != AuthMode::None
+        {
+            let key = gw.policy.keys.record(slot);
+            upstream_request.insert_header("x-keygate-key-id", &*key.id)?;
+            upstream_request.insert_header("x-keygate-key-type", key.key_type.as_str())?;
+            upstream_request.insert_header("x-keygate-company", &*key.company)?;
+            if let Some(ws) = &ctx.workspace {
+                upstream_request.insert_header("x-keygate-workspace", &**ws)?;
+            }
+            upstream_request.insert_header("x-keygate-scopes", key.scopes.header_value())?;
+        }
+        Ok(())
+    }
+
+    /// Adds the request id and the rate-limit headers to the upstream's answer.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(rate) = &ctx.rate {
+            rate_headers(upstream_response, rate)?;
+        }
+        ctx.outcome = Outcome_::Proxied;
+        Ok(())
+    }
+
+    /// Counts the failed attempt and retries on the next healthy server while
+    /// there is one: nothing was sent, so any method may be retried.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(gw) = &ctx.gateway
+            && let Some(route) = ctx.route.and_then(|r| gw.policy.routes.get(r))
+        {
+            let upstream = &gw.upstreams[route.upstream];
+            let kind = if e.etype() == &ErrorType::ConnectTimedout {
+                UpstreamErrorKind::Timeout
+            } else {
+                UpstreamErrorKind::Connect
+            };
+            upstream.metrics.error(kind);
+            ctx.tried.push(peer._address.to_string());
+            e.set_retry(ctx.tried.len() < upstream.server_count());
+        }
+        ctx.connect_failed = true;
+        e
+    }
+
+    /// Maps a failure to the contract's 502/504 (or a 400/500 JSON body) when
+    /// nothing has been sent to the client yet.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let gw = self.gateway(ctx);
+        let upstream = ctx
+            .route
+            .and_then(|r| gw.policy.routes.get(r))
+            .map(|r| &gw.upstreams[r.upstream]);
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let upstream_failure = ctx.connect_failed || e.esource() == &ErrorSource::Upstream;
+        let denial = match upstream {
+            Some(up) if upstream_failure => {
+                let kind = if timed_out {
+                    UpstreamErrorKind::Timeout
+                } else {
+                    UpstreamErrorKind::Other
+                };
+                if !ctx.connect_failed {
+                    up.metrics.error(kind);
+                }
+                ctx.outcome = Outcome_::UpstreamError(if ctx.connect_failed && !timed_out {
+                    UpstreamErrorKind::Connect
+                } else {
+                    kind
+                });
+                let name = Arc::clone(&up.name);
+                if timed_out {
+                    Some(Denial::UpstreamTimeout { upstream: name })
+                } else {
+                    Some(Denial::UpstreamUnavailable { upstream: name })
+                }
+            }
+            _ => {
+                if e.esource() == &ErrorSource::Downstream {
+                    ctx.outcome = Outcome_::ClientError;
+                }
+                None
+            }
+        };
+        let code = match &denial {
+            Some(d) => d.status(),
+            None => match e.esource() {
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if session.response_written().is_none() && code != 0 {
+            let result = match &denial {
+                Some(d) => self.respond(session, ctx, d).await,
+                None => {
+                    let (c, m) = if code == 400 {
+                        ("BAD_REQUEST", "Invalid request")
+                    } else {
+                        ("INTERNAL_ERROR", "Internal gateway error")
+                    };
+                    write_json(session, code, c, m, &ctx.request_id).await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "could not write error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Counts the request and writes its access-log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let gw = self.gateway(ctx);
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let metrics = gw.route_metrics(ctx.route);
+        if status != 0 {
+            metrics.request(status);
+        }
+        let elapsed = ctx.started.elapsed();
+        metrics.duration.observe(elapsed.as_secs_f64());
+        let route = ctx
+            .route
+            .and_then(|r| gw.policy.routes.get(r));
+        let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
+        let outcome = match ctx.outcome {
+            Outcome_::Pending if e.is_some() => "error",
+            Outcome_::Pending | Outcome_::Proxied => "proxied",
+            Outcome_::Denied(r) => r,
+            Outcome_::RateLimited => "rate_limited",
+            Outcome_::UpstreamError(UpstreamErrorKind::Connect) => "upstream_connect",
+            Outcome_::UpstreamError(UpstreamErrorKind::Timeout) => "upstream_timeout",
+            Outcome_::UpstreamError(UpstreamErrorKind::Other) => "upstream_error",
+            Outcome_::ClientError => "client_error",
+        };
+        let req = session.req_header();
+        crate::logging::access(&crate::logging::AccessRecord {
+            request_id: &ctx.request_id,
+            client: client_ip(session).as_deref().unwrap_or("-"),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: route.map_or(crate::metrics::UNMATCHED, |r| &r.name),
+            status,
+            outcome,
+            key_id: key.map(|k| &*k.id),
+            company: key.map(|k| &*k.company),
+            workspace: ctx.workspace.as_deref(),
+            upstream: route.map(|r| &*gw.upstreams[r.upstream].name),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Result<()> {
+    let body: Bytes = crate::denial::json_body(code, message);
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, "application/json")?;
+    resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    if !request_id.is_empty() {
+        resp.insert_header("x-request-id", request_id)?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_headers_fold_case_and_underscores() {
+        for n in [
+            "x-keygate-key-id",
+            "x_keygate_key_id",
+            "X-KEYGATE-COMPANY",
+            "x-keygate-anything",
+            "x-request-id",
+            "x_forwarded_for",
+            "x-forwarded-proto",
+        ] {
+            assert!(is_reserved(n), "{n}");
+        }
+        for n in ["x-keygate", "authorization", "x-forwarded-host", "x-requestid"] {
+            assert!(!is_reserved(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert!(sane_request_id(b"abc-123"));
+        assert!(!sane_request_id(b""));
+        assert!(!sane_request_id(b"a b"));
+        assert!(!sane_request_id(&[b'a'; 129]));
+        assert!(!sane_request_id("é".as_bytes()));
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

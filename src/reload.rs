@@ -1,0 +1,326 @@
+//! Reload: SIGHUP, `POST /reload` and the file watch all call
+//! [`Reloader::reload`], which builds a complete new [`Gateway`] off the request
+//! path and installs it with one store. A refused reload changes nothing: it is
+//! logged with every reason, counted, and the old gateway keeps serving.
+//! Requests in flight keep the `Arc<Gateway>` they started with.
+
+use crate::gateway::Gateway;
+use crate::problems::Problems;
+use crate::proxy::Shared;
+use crate::tls::CertStore;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    /// One-line summary of what is now loaded.
+    pub loaded: String,
+    /// Key ids new in the snapshot.
+    pub keys_added: Vec<String>,
+    /// Key ids gone from the snapshot.
+    pub keys_removed: Vec<String>,
+    /// Key ids newly revoked.
+    pub keys_revoked: Vec<String>,
+    /// Key ids whose record changed otherwise (scopes, expiry, hash, limit, ...).
+    pub keys_changed: Vec<String>,
+    /// Route names added.
+    pub routes_added: Vec<String>,
+    /// Route names removed.
+    pub routes_removed: Vec<String>,
+    /// Route names changed.
+    pub routes_changed: Vec<String>,
+    /// Upstream names added.
+    pub upstreams_added: Vec<String>,
+    /// Upstream names removed.
+    pub upstreams_removed: Vec<String>,
+    /// Upstream names changed.
+    pub upstreams_changed: Vec<String>,
+    /// Settings that changed but only take effect after a restart.
+    pub restart_required: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Whether nothing changed.
+    pub fn is_noop(&self) -> bool {
+        self.keys_added.is_empty()
+            && self.keys_removed.is_empty()
+            && self.keys_revoked.is_empty()
+            && self.keys_changed.is_empty()
+            && self.routes_added.is_empty()
+            && self.routes_removed.is_empty()
+            && self.routes_changed.is_empty()
+            && self.upstreams_added.is_empty()
+            && self.upstreams_removed.is_empty()
+            && self.upstreams_changed.is_empty()
+    }
+}
+
+/// Added, removed and changed names between two keyed lists.
+fn diff_named<T: PartialEq>(
+    old: &[(String, T)],
+    new: &[(String, T)],
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let old_map: HashMap<&str, &T> = old.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|(n, _)| n.as_str()).collect();
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for (n, v) in new {
+        match old_map.get(n.as_str()) {
+            None => added.push(n.clone()),
+            Some(o) if *o != v => changed.push(n.clone()),
+            Some(_) => {}
+        }
+    }
+    let removed = old
+        .iter()
+        .filter(|(n, _)| !new_names.contains(n.as_str()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    (added, removed, changed)
+}
+
+/// Describes what changes from `old` to `new` at time `now`.
+pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
+    let mut r = ReloadReport {
+        loaded: new.summary(),
+        ..Default::default()
+    };
+    let old_keys = &old.policy.keys;
+    let new_keys = &new.policy.keys;
+    let old_by_id: HashMap<&str, usize> = old_keys
+        .records()
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (&*k.id, i))
+        .collect();
+    for (slot, k) in new_keys.records().iter().enumerate() {
+        match old_by_id.get(&*k.id) {
+            None => r.keys_added.push(k.id.to_string()),
+            Some(&o) => {
+                let ok = old_keys.record(o);
+                let was_revoked = ok.revoked_at.is_some_and(|t| t <= now);
+                let is_revoked = k.revoked_at.is_some_and(|t| t <= now);
+                if is_revoked && !was_revoked {
+                    r.keys_revoked.push(k.id.to_string());
+                } else if ok != k || old_keys.digest(o) != new_keys.digest(slot) {
+                    r.keys_changed.push(k.id.to_string());
+                }
+            }
+        }
+    }
+    let new_ids: HashSet<&str> = new_keys.records().iter().map(|k| &*k.id).collect();
+    r.keys_removed = old_keys
+        .records()
+        .iter()
+        .filter(|k| !new_ids.contains(&*k.id))
+        .map(|k| k.id.to_string())
+        .collect();
+
+    let routes = |g: &Gateway| -> Vec<(String, String)> {
+        g.config
+            .routes
+            .iter()
+            .map(|rt| {
+                (
+                    rt.name.clone(),
+                    format!(
+                        "{}|{}|{}|{:?}|{:?}",
+                        rt.pattern,
+                        g.config.upstreams[rt.upstream].name,
+                        rt.auth.as_str(),
+                        rt.scope,
+                        rt.methods
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (a, rm, c) = diff_named(&routes(old), &routes(new));
+    (r.routes_added, r.routes_removed, r.routes_changed) = (a, rm, c);
+    let ups = |g: &Gateway| -> Vec<(String, crate::config::UpstreamConfig)> {
+        g.config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), u.clone()))
+            .collect()
+    };
+    let (a, rm, c) = diff_named(&ups(old), &ups(new));
+    (r.upstreams_added, r.upstreams_removed, r.upstreams_changed) = (a, rm, c);
+
+    let (os, ns) = (&old.config.server, &new.config.server);
+    if os.listen != ns.listen {
+        r.restart_required.push("server.listen".into());
+    }
+    if os.threads != ns.threads {
+        r.restart_required.push("server.threads".into());
+    }
+    if os.grace_period != ns.grace_period {
+        r.restart_required.push("server.grace_period_secs".into());
+    }
+    if os.tls.as_ref().map(|t| &t.listen) != ns.tls.as_ref().map(|t| &t.listen) {
+        r.restart_required.push("server.tls.listen".into());
+    }
+    if old.config.admin.listen != new.config.admin.listen {
+        r.restart_required.push("admin.listen".into());
+    }
+    r
+}
+
+/// Performs reloads, one at a time.
+pub struct Reloader {
+    config_path: PathBuf,
+    shared: Arc<Shared>,
+    certs: Option<Arc<CertStore>>,
+    lock: Mutex<()>,
+    last_watched: Mutex<Option<WatchedDigests>>,
+}
+
+type WatchedDigests = (Option<[u8; 32]>, Option<[u8; 32]>);
+
+impl Reloader {
+    /// A reloader of `config_path` into `shared.state`.
+    pub fn new(config_path: PathBuf, shared: Arc<Shared>, certs: Option<Arc<CertStore>>) -> Self {
+        Reloader {
+            config_path,
+            shared,
+            certs,
+            lock: Mutex::new(()),
+            last_watched: Mutex::new(None),
+        }
+    }
+
+    /// Builds, validates and installs a new gateway. Blocking (file reads,
+    /// name resolution): call it from a blocking thread.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadReport, Problems> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.shared.state.load_full();
+        let metrics = &self.shared.metrics;
+        let built = Gateway::load(&self.config_path, metrics, Some(&old));
+        let new = match built {
+            Ok(g) => g,
+            Err(problems) => {
+                metrics.reload_failure.inc();
+                for p in &problems.0 {
+                    tracing::error!(trigger, problem = %p, "reload refused; still serving the previous config and keys");
+                }
+                return Err(problems);
+            }
+        };
+        let now = self.shared.clock.unix_secs();
+        let report = diff(&old, &new, now);
+        if let (Some(store), Some(tls), Some(ck)) =
+            (&self.certs, &new.config.server.tls, &new.certificate)
+        {
+            store.install(&tls.cert, &tls.key, (**ck).clone());
+        }
+        self.shared
+            .limiter
+            .set_max_buckets(new.config.rate_limit.max_buckets);
+        let new = Arc::new(new);
+        self.shared.state.store(Arc::clone(&new));
+        // Buckets of keys that are gone are dropped; a changed limit resets
+        // its bucket on the key's next request.
+        if !report.keys_removed.is_empty() {
+            let removed: HashSet<&str> = report.keys_removed.iter().map(String::as_str).collect();
+            self.shared.limiter.retain_keys(|id| !removed.contains(id));
+        }
+        metrics.reload_success.inc();
+        metrics.last_reload_success.set(now);
+        new.record_key_gauges(metrics, now);
+        tracing::info!(
+            trigger,
+            loaded = %report.loaded,
+            keys_added = ?report.keys_added,
+            keys_removed = ?report.keys_removed,
+            keys_revoked = ?report.keys_revoked,
+            keys_changed = ?report.keys_changed,
+            routes_added = ?report.routes_added,
+            routes_removed = ?report.routes_removed,
+            routes_changed = ?report.routes_changed,
+            upstreams_added = ?report.upstreams_added,
+            upstreams_removed = ?report.upstreams_removed,
+            upstreams_changed = ?report.upstreams_changed,
+            "reloaded"
+        );
+        for setting in &report.restart_required {
+            tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
+        }
+        Ok(report)
+    }
+
+    /// Reloads on a blocking thread.
+    pub async fn reload_async(self: &Arc<Self>, trigger: &'static str) -> Result<ReloadReport, Problems> {
+        let me = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
+            Ok(r) => r,
+            Err(e) => Err(Problems(vec![crate::problems::Problem {
+                location: self.config_path.display().to_string(),
+                message: format!("reload task failed: {e}"),
+            }])),
+        }
+    }
+
+    /// Whether the config's or the snapshot's content differs from both what
+    /// is loaded and what the watch last tried and saw refused (a broken file
+    /// is reported once, not on every tick).
+    fn files_changed(&self) -> bool {
+        let gw = self.shared.state.load();
+        let digest = |p: &std::path::Path| {
+            std::fs::read(p)
+                .ok()
+                .map(|b| <[u8; 32]>::from(Sha256::digest(&b)))
+        };
+        let seen = (digest(&self.config_path), digest(&gw.config.keys.snapshot));
+        let loaded = (Some(gw.fingerprint.config), Some(gw.fingerprint.snapshot));
+        let mut last = self.last_watched.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = seen != loaded && last.as_ref() != Some(&seen);
+        *last = Some(seen);
+        changed
+    }
+}
+
+/// The background service: SIGHUP and the file watch.
+pub struct ReloadService {
+    /// The shared reloader.
+    pub reloader: Arc<Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /reload");
+                return;
+            }
+        };
+        loop {
+            let watch = self.reloader.shared.state.load().config.keys.watch;
+            let tick = watch.unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => {
+                    let _ = self.reloader.reload_async("SIGHUP").await;
+                }
+                _ = tokio::time::sleep(tick) => {
+                    if watch.is_some() {
+                        let r = Arc::clone(&self.reloader);
+                        let changed = tokio::task::spawn_blocking(move || r.files_changed()).await.unwrap_or(false);
+                        if changed {
+                            let _ = self.reloader.reload_async("file change").await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Path patterns and the request-path checks that guard them.
+//!
+//! A pattern is matched segment by segment: a literal matches itself, `*` one
+//! segment, `{workspace}` one segment (bound), `**` (last only) zero or more.
+//! Paths are compared percent-decoded, so `/api/%63ompany` cannot slip past a
+//! route written `/api/company`; the raw path is what the upstream receives.
+//! Paths that could be read differently by the upstream (dot segments, encoded
+//! slashes, backslashes, NUL, broken escapes) are refused before any matching.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// One compiled segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    Any,
+    Workspace,
+    Rest,
+}
+
+/// A compiled route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: Box<str>,
+    segments: Box<[Segment]>,
+}
+
+/// Why a pattern could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Patterns are absolute.
+    #[error("pattern must start with '/'")]
+    NotAbsolute,
+    /// `**` anywhere but the end.
+    #[error("'**' may only be the last segment")]
+    RestNotLast,
+    /// `{name}` other than `{workspace}`.
+    #[error("unknown placeholder {0:?}: only {{workspace}} is supported")]
+    UnknownPlaceholder(String),
+    /// Two `{workspace}` segments.
+    #[error("{{workspace}} may appear only once")]
+    TwoWorkspaces,
+    /// `*`, `{` or `}` mixed into a literal segment.
+    #[error("segment {0:?} mixes a wildcard with literal text")]
+    MixedSegment(String),
+    /// A literal that no allowed request path could ever contain.
+    #[error("segment {0:?} can never match a request path")]
+    Unmatchable(String),
+}
+
+impl Pattern {
+    /// The pattern as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the pattern binds `{workspace}`.
+    pub fn binds_workspace(&self) -> bool {
+        self.segments.contains(&Segment::Workspace)
+    }
+
+    /// Matches a path that passed [`check_path`] (query string already removed).
+    /// Returns the bound `{workspace}` segment, decoded, if the pattern has one.
+    pub fn matches<'p>(&self, path: &'p str) -> Option<Match<'p>> {
+        let mut parts = path.strip_prefix('/')?.split('/');
+        let mut workspace = None;
+        for seg in self.segments.iter() {
+            match seg {
+                Segment::Rest => return Some(Match { workspace }),
+                Segment::Literal(lit) => {
+                    if !decoded_eq(parts.next()?, lit) {
+                        return None;
+                    }
+                }
+                Segment::Any => {
+                    if parts.next()?.is_empty() {
+                        return None;
+                    }
+                }
+                Segment::Workspace => {
+                    let raw = parts.next()?;
+                    if raw.is_empty() {
+                        return None;
+                    }
+                    workspace = Some(decode(raw));
+                }
+            }
+        }
+        match parts.next() {
+            None => Some(Match { workspace }),
+            Some(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = PatternError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let body = text.strip_prefix('/').ok_or(PatternError::NotAbsolute)?;
+        let raw: Vec<&str> = body.split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        let mut seen_workspace = false;
+        for (i, seg) in raw.iter().enumerate() {
+            let compiled = match *seg {
+                "**" if i + 1 == raw.len() => Segment::Rest,
+                "**" => return Err(PatternError::RestNotLast),
+                "*" => Segment::Any,
+                "{workspace}" => {
+                    if seen_workspace {
+                        return Err(PatternError::TwoWorkspaces);
+                    }
+                    seen_workspace = true;
+                    Segment::Workspace
+                }
+                s if s.starts_with('{') && s.ends_with('}') => {
+                    return Err(PatternError::UnknownPlaceholder(s.to_string()));
+                }
+                s if s.contains(['*', '{', '}']) => {
+                    return Err(PatternError::MixedSegment(s.to_string()));
+                }
+                s if s == "."
+                    || s == ".."
+                    || s.contains(['\\', '?', '#', '%', '\0'])
+                    || s.chars().any(char::is_whitespace) =>
+                {
+                    return Err(PatternError::Unmatchable(s.to_string()));
+                }
+                s => Segment::Literal(s.into()),
+            };
+            segments.push(compiled);
+        }
+        Ok(Pattern {
+            text: text.into(),
+            segments: segments.into_boxed_slice(),
+        })
+    }
+}
+
+/// The result of a successful match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match<'p> {
+    /// The `{workspace}` segment, percent-decoded.
+    pub workspace: Option<Cow<'p, str>>,
+}
+
+/// A request path the gateway refuses to interpret (contract row 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPath;
+
+/// Refuses paths with `.`/`..` segments (raw or %-encoded), `%2F`, `\` (raw or
+/// `%5C`), NUL (raw or `%00`), malformed escapes, escapes that decode to invalid
+/// UTF-8, and anything not starting with `/` (asterisk- and authority-form).
+pub fn check_path(path: &str) -> Result<(), BadPath> {
+    let rest = path.strip_prefix('/').ok_or(BadPath)?;
+    for seg in rest.split('/') {
+        check_segment(seg)?;
+    }
+    Ok(())
+}
+
+fn check_segment(seg: &str) -> Result<(), BadPath> {
+    let bytes = seg.as_bytes();
+    let mut decoded_len = 0usize;
+    let mut all_dots = true;
+    let mut has_escape = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = match bytes[i] {
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|c| hex_val(*c)).ok_or(BadPath)?;
+                let lo = bytes.get(i + 2).and_then(|c| hex_val(*c)).ok_or(BadPath)?;
+                i += 3;
+                has_escape = true;
+                (hi << 4) | lo
+            }
+            other => {
+                i += 1;
+                other
+            }
+        };
+        if b == b'/' || b == b'\\' || b == 0 {
+            return Err(BadPath);
+        }
+        all_dots &= b == b'.';
+        decoded_len += 1;
+    }
+    if all_dots && (decoded_len == 1 || decoded_len == 2) {
+        return Err(BadPath);
+    }
+    if has_escape && std::str::from_utf8(&decode_bytes(seg)).is_err() {
+        return Err(BadPath);
+    }
+    Ok(())
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decoded bytes of a segment that passed [`check_segment`].
+fn decoded_bytes(seg: &str) -> impl Iterator<Item = u8> + '_ {
+    let bytes = seg.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let b = *bytes.get(i)?;
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| hex_val(*c));
+            let lo = bytes.get(i + 2).and_then(|c| hex_val(*c));
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                i += 3;
+                return Some((hi << 4) | lo);
+            }
+        }
+        i += 1;
+        Some(b)
+    })
+}
+
+fn decode_bytes(seg: &str) -> Vec<u8> {
+    decoded_bytes(seg).collect()
+}
+
+fn decoded_eq(raw: &str, literal: &str) -> bool {
+    if !raw.contains('%') {
+        return raw == literal;
+    }
+    decoded_bytes(raw).eq(literal.bytes())
+}
+
+fn decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(String::from_utf8_lossy(&decode_bytes(raw)).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn literal_star_and_rest() {
+        let pat = p("/api/v1/company/**");
+        assert!(pat.matches("/api/v1/company").is_some());
+        assert!(pat.matches("/api/v1/company/").is_some());
+        assert!(pat.matches("/api/v1/company/a/b/c").is_some());
+        assert!(pat.matches("/api/v1/companyx").is_none());
+        assert!(pat.matches("/api/v1").is_none());
+        let star = p("/a/*/c");
+        assert!(star.matches("/a/b/c").is_some());
+        assert!(star.matches("/a//c").is_none());
+        assert!(star.matches("/a/b/c/d").is_none());
+        assert!(p("/**").matches("/").is_some());
+        assert!(p("/healthz").matches("/healthz").is_some());
+        assert!(p("/healthz").matches("/healthz/").is_none());
+    }
+
+    #[test]
+    fn workspace_binding_is_decoded() {
+        let pat = p("/api/v1/workspaces/{workspace}/posts/**");
+        let m = pat.matches("/api/v1/workspaces/ws_a/posts/1").unwrap();
+        assert_eq!(m.workspace.as_deref(), Some("ws_a"));
+        let m = pat.matches("/api/v1/workspaces/ws%5Fa/posts").unwrap();
+        assert_eq!(m.workspace.as_deref(), Some("ws_a"));
+        assert!(pat.binds_workspace());
+        assert!(!p("/x").binds_workspace());
+    }
+
+    #[test]
+    fn literals_compare_decoded() {
+        assert!(p("/api/company").matches("/api/%63ompany").is_some());
+        assert!(p("/api/company").matches("/api/%43ompany").is_none());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert_eq!("api".parse::<Pattern>(), Err(PatternError::NotAbsolute));
+        assert_eq!("/**/a".parse::<Pattern>(), Err(PatternError::RestNotLast));
+        assert!(matches!(
+            "/{tenant}".parse::<Pattern>(),
+            Err(PatternError::UnknownPlaceholder(_))
+        ));
+        assert_eq!(
+            "/{workspace}/{workspace}".parse::<Pattern>(),
+            Err(PatternError::TwoWorkspaces)
+        );
+        assert!(matches!("/a*".parse::<Pattern>(), Err(PatternError::MixedSegment(_))));
+        assert!(matches!("/../a".parse::<Pattern>(), Err(PatternError::Unmatchable(_))));
+    }
+
+    #[test]
+    fn path_checks() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a/%2e%2E/b",
+            "/a/.%2e/b",
+            "/a/%2e/b",
+            "/a%2Fb",
+            "/a%2fb",
+            "/a\\b",
+            "/a%5cb",
+            "/a%00b",
+            "/a\0b",
+            "/a%zz",
+            "/a%2",
+            "/a%ff",
+            "*",
+            "",
+            "example.com:443",
+        ] {
+            assert_eq!(check_path(bad), Err(BadPath), "{bad:?}");
+        }
+        for good in ["/", "/a/b", "/a/.../b", "/a/.b", "/a/b.", "/a%20b", "/caf%C3%A9", "//x"] {
+            assert_eq!(check_path(good), Ok(()), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The key snapshot (`keys.toml` / `keys.json`): parsed into private serde types,
+//! validated whole (every problem reported, each with file and line or key id),
+//! and indexed by SHA-256 digest for the hot path.
+//!
+//! Records sit in one `Vec`; the digest map holds 4-byte slots, which keeps a
+//! million keys within a few hundred bytes each. `last_used` is one atomic per
+//! slot, written only when the second changes.
+
+use crate::problems::{Problem, Problems, line_of};
+use crate::ratelimit::Limit;
+use crate::scope::{Scope, Scopes};
+use crate::token::{KeyDigest, KeyType};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One key's metadata. Never holds the key or its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Stable id: logs, headers, metrics and buckets use it.
+    pub id: Arc<str>,
+    /// Human name.
+    pub name: Box<str>,
+    /// Optional description.
+    pub description: Option<Box<str>>,
+    /// Company or workspace key.
+    pub key_type: KeyType,
+    /// Owning company.
+    pub company: Arc<str>,
+    /// The one workspace of a workspace key.
+    pub workspace: Option<Arc<str>>,
+    /// Scopes held.
+    pub scopes: Scopes,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; the key stops working at this instant.
+    pub expires_at: Option<i64>,
+    /// Unix seconds; the key is refused from this instant.
+    pub revoked_at: Option<i64>,
+    /// Own limit, overriding `[rate_limit]`.
+    pub rate_limit: Option<Limit>,
+}
+
+/// Where a key stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Usable.
+    Active,
+    /// Past `revoked_at`.
+    Revoked,
+    /// Past `expires_at`.
+    Expired,
+}
+
+impl KeyState {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Revoked => "revoked",
+            KeyState::Expired => "expired",
+        }
+    }
+}
+
+impl KeyRecord {
+    /// The state at `now` (revocation wins over expiry for reporting).
+    pub fn state(&self, now: i64) -> KeyState {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+}
+
+/// SHA-256 output is uniform and clients cannot choose a digest's bytes, so its
+/// first eight bytes are a perfectly good hash: no SipHash on the hot path and
+/// no way to aim collisions at the map.
+#[derive(Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+type DigestMap = HashMap<KeyDigest, u32, BuildHasherDefault<DigestHasher>>;
+
+/// The validated snapshot, indexed for lookups.
+#[derive(Debug)]
+pub struct KeyIndex {
+    records: Vec<KeyRecord>,
+    digests: Vec<KeyDigest>,
+    by_digest: DigestMap,
+    workspaces: HashMap<Arc<str>, Arc<str>>,
+    last_used: Box<[AtomicI64]>,
+}
+
+impl KeyIndex {
+    /// Reads a snapshot, `.toml` or `.json` by extension.
+    pub fn load(path: &Path) -> Result<KeyIndex, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem::at_line(
+                path,
+                None,
+                format!("cannot read key snapshot: {e}"),
+            )])
+        })?;
+        KeyIndex::parse(path, &text)
+    }
+
+    /// Validates snapshot text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
+        let (workspaces, keys) = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => parse_json(path, text)?,
+            Some("toml") => parse_toml(path, text)?,
+            _ => {
+                return Err(Problems(vec![Problem::at_line(
+                    path,
+                    None,
+                    "the key snapshot's name must end in .toml or .json",
+                )]));
+            }
+        };
+        build(path, workspaces, keys)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Finds the key with this digest.
+    #[inline]
+    pub fn lookup(&self, digest: &KeyDigest) -> Option<(usize, &KeyRecord)> {
+        let slot = *self.by_digest.get(digest)? as usize;
+        Some((slot, &self.records[slot]))
+    }
+
+    /// The record in a slot returned by [`KeyIndex::lookup`].
+    pub fn record(&self, slot: usize) -> &KeyRecord {
+        &self.records[slot]
+    }
+
+    /// Every record, in file order.
+    pub fn records(&self) -> &[KeyRecord] {
+        &self.records
+    }
+
+    /// A record by id (admin listing, reload diffs; not the hot path).
+    pub fn by_id(&self, id: &str) -> Option<(usize, &KeyRecord)> {
+        self.records
+            .iter()
+            .enumerate()
+            .find(|(_, r)| &*r.id == id)
+    }
+
+    /// The company owning a listed workspace.
+    pub fn workspace_company(&self, workspace: &str) -> Option<&Arc<str>> {
+        self.workspaces.get(workspace)
+    }
+
+    /// Listed workspaces.
+    pub fn workspace_count(&self) -> usize {
+        self.workspaces.len()
+    }
+
+    /// Records a use at `now` (unix seconds). Written only when the second
+    /// changes, so a busy key's slot is mostly read, not bounced between cores.
+    #[inline]
+    pub fn touch(&self, slot: usize, now: i64) {
+        let cell = &self.last_used[slot];
+        if cell.load(Ordering::Relaxed) != now {
+            cell.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Last use (unix seconds) of a slot, if any since the process started.
+    pub fn last_used(&self, slot: usize) -> Option<i64> {
+        match self.last_used[slot].load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Copies last-used times from the index this one replaces, by key id.
+    pub fn carry_last_used_from(&self, old: &KeyIndex) {
+        let by_id: HashMap<&str, usize> = old
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&*r.id, i))
+            .collect();
+        for (slot, r) in self.records.iter().enumerate() {
+            if let Some(&o) = by_id.get(&*r.id) {
+                let t = old.last_used[o].load(Ordering::Relaxed);
+                self.last_used[slot].fetch_max(t, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether `digest` of the record in `slot` equals `other` (reload diffs).
+    pub fn digest(&self, slot: usize) -> &KeyDigest {
+        &self.digests[slot]
+    }
+}
+
+/// Formats unix seconds as RFC 3339 (UTC).
+pub fn format_time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Parses RFC 3339 into unix seconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| format!("{text:?} is not an RFC 3339 date-time (like 2026-11-01T10:00:00Z)"))
+}
+
+mod raw {
+    //! The serde mirror of the file. Never leaves this module.
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TomlSnapshot {
+        #[serde(default)]
+        pub workspaces: Vec<toml::Spanned<Workspace>>,
+        #[serde(default)]
+        pub keys: Vec<toml::Spanned<Key>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct JsonSnapshot {
+        #[serde(default)]
+        pub workspaces: Vec<Workspace>,
+        #[serde(default)]
+        pub keys: Vec<Key>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Workspace {
+        pub id: String,
+        pub company: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Key {
+        pub id: String,
+        pub name: String,
+        pub description: Option<String>,
+        #[serde(rename = "type")]
+        pub key_type: String,
+        pub company: String,
+        pub workspace: Option<String>,
+        pub scopes: Vec<String>,
+        pub hash: String,
+        pub created_at: Time,
+        pub expires_at: Option<Time>,
+        pub revoked_at: Option<Time>,
+        pub rate_limit: Option<Rate>,
+    }
+
+    /// RFC 3339 text, or a native TOML offset date-time.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Time {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rate {
+        pub requests: i64,
+        pub per_secs: i64,
+        pub burst: Option<i64>,
+    }
+}
+
+type Located<T> = (Option<usize>, T);
+type RawParts = (Vec<Located<raw::Workspace>>, Vec<Located<raw::Key>>);
+
+fn parse_toml(
+    path: &Path,
+    text: &str,
+) -> Result<RawParts, Problems> {
+    let snap: raw::TomlSnapshot = toml::from_str(text)
+        .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
+    let locate = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
+    Ok((
+        snap.workspaces
+            .into_iter()
+            .map(|w| (locate(w.span()), w.into_inner()))
+            .collect(),
+        snap.keys
+            .into_iter()
+            .map(|k| (locate(k.span()), k.into_inner()))
+            .collect(),
+    ))
+}
+
+fn parse_json(
+    path: &Path,
+    text: &str,
+) -> Result<RawParts, Problems> {
+    let snap: raw::JsonSnapshot = serde_json::from_str(text).map_err(|e| {
+        Problems(vec![Problem::at_line(
+            path,
+            Some(e.line()),
+            format!("{e}"),
+        )])
+    })?;
+    Ok((
+        snap.workspaces.into_iter().map(|w| (None, w)).collect(),
+        snap.keys.into_iter().map(|k| (None, k)).collect(),
+    ))
+}
+
+/// Key ids travel in headers, metrics and logs: keep them to a safe alphabet.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+fn time_of(t: raw::Time) -> Result<i64, String> {
+    match t {
+        raw::Time::Text(s) => parse_time(&s),
+        raw::Time::Toml(d) => parse_time(&d.to_string())
+            .map_err(|_| format!("{d} must be a full date-time with a UTC offset")),
+    }
+}
+
+struct Interner(HashMap<String, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = s.into();
+        self.0.insert(s.to_string(), Arc::clone(&a));
+        a
+    }
+}
+
+fn build(
+    path: &Path,
+    workspaces: Vec<Located<raw::Workspace>>,
+    keys: Vec<Located<raw::Key>>,
+) -> Result<KeyIndex, Problems> {
+    let mut problems = Problems(Vec::new());
+    let mut interner = Interner(HashMap::new());
+    let mut ws_map: HashMap<Arc<str>, Arc<str>> = HashMap::with_capacity(workspaces.len());
+    for (line, w) in workspaces {
+        let raw::Workspace { id, company } = w;
+        let mut err = |m: String| problems.push(Problem::at_line(path, line, m));
+        if !valid_id(&id) {
+            err(format!("workspace {id:?}: id must be 1-128 letters, digits, '_', '-', '.' or ':'"));
+        }
+        if company.is_empty() {
+            err(format!("workspace {id:?}: company must not be empty"));
+        }
+        let id = interner.get(&id);
+        let company = interner.get(&company);
+        if ws_map.insert(Arc::clone(&id), company).is_some() {
+            err(format!("workspace {id:?}: duplicate workspace id"));
+        }
+    }
+
+    let mut records = Vec::with_capacity(keys.len());
+    let mut digests = Vec::with_capacity(keys.len());
+    let mut by_digest = DigestMap::with_capacity_and_hasher(keys.len(), Default::default());
+    let mut ids: HashMap<Arc<str>, ()> = HashMap::with_capacity(keys.len());
+    for (line, k) in keys {
+        let raw::Key {
+            id,
+            name,
+            description,
+            key_type,
+            company,
+            workspace,
+            scopes,
+            hash,
+            created_at,
+            expires_at,
+            revoked_at,
+            rate_limit,
+        } = k;
+        let before = problems.0.len();
+        let mut err = |m: String| problems.push(Problem::at_line(path, line, format!("key {id:?}: {m}")));
+        if !valid_id(&id) {
+            err("id must be 1-128 letters, digits, '_', '-', '.' or ':'".into());
+        }
+        if name.is_empty() {
+            err("name must not be empty".into());
+        }
+        let key_type_parsed = KeyType::parse(&key_type);
+        if key_type_parsed.is_none() {
+            err(format!("type must be \"company\" or \"workspace\" (got {key_type:?})"));
+        }
+        if company.is_empty() {
+            err("company must not be empty".into());
+        }
+        match (key_type_parsed, &workspace) {
+            (Some(KeyType::Workspace), None) => err("a workspace key must name its workspace".into()),
+            (Some(KeyType::Workspace), Some(ws)) => match ws_map.get(ws.as_str()) {
+                None => err(format!("workspace {ws:?} is not listed in [[workspaces]]")),
+                Some(owner) if **owner != *company => err(format!(
+                    "workspace {ws:?} belongs to company {owner:?}, not {company:?}"
+                )),
+                Some(_) => {}
+            },
+            (Some(KeyType::Company), Some(ws)) => {
+                err(format!("a company key must not name a workspace (got {ws:?})"))
+            }
+            _ => {}
+        }
+        let mut scope_set = Scopes::NONE;
+        for s in &scopes {
+            match Scope::parse(s) {
+                Some(scope) => scope_set = scope_set.with(scope),
+                None => err(format!(
+                    "unknown scope {s:?} (expected \"read:all\", \"write:all\" or \"admin\")"
+                )),
+            }
+        }
+        let digest = match KeyDigest::parse(&hash) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                err(e.to_string());
+                None
+            }
+        };
+        let mut time = |what: &str, t: raw::Time| match time_of(t) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                err(format!("{what}: {e}"));
+                None
+            }
+        };
+        let created = time("created_at", created_at);
+        let expires = expires_at.map(|t| time("expires_at", t));
+        let revoked = revoked_at.map(|t| time("revoked_at", t));
+        let limit = rate_limit.map(|r| {
+            let raw::Rate {
+                requests,
+                per_secs,
+                burst,
+            } = r;
+            Limit::from_raw(requests, per_secs, burst)
+                .map_err(|e| err(format!("rate_limit: {e}")))
+                .ok()
+        });
+        let id_arc: Arc<str> = id.as_str().into();
+        if ids.insert(Arc::clone(&id_arc), ()).is_some() {
+            problems.push(Problem::at_line(path, line, format!("key {id:?}: duplicate key id")));
+        }
+        if let Some(d) = digest
+            && by_digest.contains_key(&d)
+        {
+            // Never print the hash itself: it names which key is duplicated.
+            problems.push(Problem::at_line(
+                path,
+                line,
+                format!("key {id:?}: the same hash appears on another key"),
+            ));
+        }
+        if problems.0.len() != before {
+            continue;
+        }
+        let (Some(key_type), Some(digest), Some(created_at)) = (key_type_parsed, digest, created)
+        else {
+            continue;
+        };
+        let slot = records.len();
+        by_digest.insert(digest, slot as u32);
+        digests.push(digest);
+        records.push(KeyRecord {
+            id: id_arc,
+            name: name.into(),
+            description: description.map(Into::into),
+            key_type,
+            company: interner.get(&company),
+            workspace: workspace.map(|w| interner.get(&w)),
+            scopes: scope_set,
+            created_at,
+            expires_at: expires.flatten(),
+            revoked_at: revoked.flatten(),
+            rate_limit: limit.flatten(),
+        });
+    }
+    if records.len() > u32::MAX as usize {
+        problems.push(Problem::at_line(path, None, "too many keys"));
+    }
+    let last_used = (0..records.len()).map(|_| AtomicI64::new(0)).collect();
+    records.shrink_to_fit();
+    digests.shrink_to_fit();
+    problems.into_result(KeyIndex {
+        records,
+        digests,
+        by_digest,
+        workspaces: ws_map,
+        last_used,
+    })
+}
+
+/// The snapshot path's display form, for summaries.
+pub fn describe(path: &Path, index: &KeyIndex) -> String {
+    format!(
+        "{}: {} keys, {} workspaces",
+        PathBuf::from(path).display(),
+        index.len(),
+        index.workspace_count()
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! Server certificates for the TLS listeners, re-read on every reload: the
+//! listeners resolve the certificate through a [`CertStore`] whose key pair is
+//! swapped atomically, so a renewed certificate takes effect without a restart
+//! and a broken one is refused like any other bad config.
+
+use arc_swap::ArcSwap;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Loads and checks a PEM certificate chain and its private key.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    pingora::tls::install_default_crypto_provider();
+    let (certs, private_key) = pingora::tls::load_certs_and_key_files(
+        &cert.to_string_lossy(),
+        &key.to_string_lossy(),
+    )
+    .map_err(|e| format!("cannot read {} / {}: {e}", cert.display(), key.display()))?
+    .ok_or_else(|| {
+        format!(
+            "{} must hold a PEM certificate and {} a PEM private key",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    let provider = CryptoProvider::get_default()
+        .ok_or_else(|| "no TLS crypto provider is installed".to_string())?;
+    let signing = provider
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|e| format!("unusable private key {}: {e}", key.display()))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
+    Ok(certified)
+}
+
+/// Checks that a certificate and key can be served.
+pub fn check_files(cert: &Path, key: &Path) -> Result<(), String> {
+    load_certified_key(cert, key).map(|_| ())
+}
+
+/// The live server certificate, swappable on reload.
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+    files: ArcSwap<(PathBuf, PathBuf)>,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let files = self.files.load();
+        f.debug_struct("CertStore")
+            .field("cert", &files.0)
+            .field("key", &files.1)
+            .finish()
+    }
+}
+
+impl CertStore {
+    /// Loads the initial certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, String> {
+        let ck = load_certified_key(cert, key)?;
+        Ok(Arc::new(CertStore {
+            current: ArcSwap::from_pointee(ck),
+            files: ArcSwap::from_pointee((cert.to_path_buf(), key.to_path_buf())),
+        }))
+    }
+
+    /// Installs an already-checked certificate (part of a reload's swap).
+    pub fn install(&self, cert: &Path, key: &Path, ck: CertifiedKey) {
+        self.current.store(Arc::new(ck));
+        self.files
+            .store(Arc::new((cert.to_path_buf(), key.to_path_buf())));
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}

@@ -1,0 +1,317 @@
+//! From the `Authorization` header to a key digest: bearer parsing, key prefixes,
+//! and the SHA-256 digest the snapshot is keyed by.
+//!
+//! Nothing here allocates: the token is borrowed from the header and the digest
+//! lives on the stack. `KeyDigest`'s `Debug` is redacted so a digest can never
+//! reach a log line by accident.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest token we are willing to hash. Real keys are ~40 bytes; anything far
+/// longer is garbage or an attack and is refused without a lookup.
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// The SHA-256 digest of a whole key text (prefix included).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl KeyDigest {
+    /// Digest of a presented key.
+    pub fn of(key: &[u8]) -> Self {
+        KeyDigest(Sha256::digest(key).into())
+    }
+
+    /// Parses the snapshot form `sha256:<64 lowercase hex>`.
+    pub fn parse(text: &str) -> Result<Self, DigestError> {
+        let hex_part = text.strip_prefix("sha256:").ok_or(DigestError)?;
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(DigestError);
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).map_err(|_| DigestError)?;
+        Ok(KeyDigest(out))
+    }
+
+    /// The snapshot form `sha256:<64 lowercase hex>`.
+    pub fn to_text(&self) -> String {
+        format!("sha256:{}", hex::encode(self.0))
+    }
+
+    /// Compares in constant time, for secrets compared outside the hash map
+    /// (the admin token).
+    pub fn ct_eq(&self, other: &KeyDigest) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyDigest(<redacted>)")
+    }
+}
+
+/// A hash that is not `sha256:` followed by 64 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("hash must be \"sha256:\" followed by 64 lowercase hex digits")]
+pub struct DigestError;
+
+/// The two kinds of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// Reaches every workspace of its company.
+    Company,
+    /// Reaches its one workspace.
+    Workspace,
+}
+
+impl KeyType {
+    /// The word used in snapshots, headers, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Company => "company",
+            KeyType::Workspace => "workspace",
+        }
+    }
+
+    /// Parses the snapshot / CLI word.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "company" => Some(KeyType::Company),
+            "workspace" => Some(KeyType::Workspace),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The configured key prefixes; the longest one a token starts with decides its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefixes {
+    company: Box<str>,
+    workspace: Box<str>,
+}
+
+/// Prefixes that cannot tell keys apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// An empty prefix would match every token.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// Only characters that can appear in a header token are allowed.
+    #[error("{0} may only contain letters, digits, '_' and '-'")]
+    BadChars(&'static str),
+    /// Identical prefixes make the key type ambiguous.
+    #[error("company_prefix and workspace_prefix must differ")]
+    Same,
+}
+
+impl Prefixes {
+    /// Validates a pair of prefixes.
+    pub fn new(company: &str, workspace: &str) -> Result<Self, PrefixError> {
+        for (name, p) in [("company_prefix", company), ("workspace_prefix", workspace)] {
+            if p.is_empty() {
+                return Err(PrefixError::Empty(name));
+            }
+            if !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(PrefixError::BadChars(name));
+            }
+        }
+        if company == workspace {
+            return Err(PrefixError::Same);
+        }
+        Ok(Prefixes {
+            company: company.into(),
+            workspace: workspace.into(),
+        })
+    }
+
+    /// The prefix of one key type.
+    pub fn prefix(&self, key_type: KeyType) -> &str {
+        match key_type {
+            KeyType::Company => &self.company,
+            KeyType::Workspace => &self.workspace,
+        }
+    }
+
+    /// The key type a token claims by its prefix, or `None` when it starts with no
+    /// configured prefix, has nothing after it, or is too long to be a key.
+    pub fn classify(&self, token: &[u8]) -> Option<KeyType> {
+        if token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        let c = token.starts_with(self.company.as_bytes()) && token.len() > self.company.len();
+        let w =
+            token.starts_with(self.workspace.as_bytes()) && token.len() > self.workspace.len();
+        match (c, w) {
+            (true, true) if self.company.len() >= self.workspace.len() => Some(KeyType::Company),
+            (true, true) => Some(KeyType::Workspace),
+            (true, false) => Some(KeyType::Company),
+            (false, true) => Some(KeyType::Workspace),
+            (false, false) => None,
+        }
+    }
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Prefixes {
+            company: "ord_c_".into(),
+            workspace: "ord_".into(),
+        }
+    }
+}
+
+/// Why no usable bearer token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No header, another scheme, or an empty token (contract row 5).
+    Missing,
+    /// Two `Authorization` headers: ambiguous, so refused as invalid (row 6).
+    Ambiguous,
+}
+
+/// Extracts the bearer token from every `Authorization` header value of a request.
+///
+/// `Bearer` is matched case-insensitively, one or more spaces or tabs may follow
+/// it, and the token ends at the first whitespace.
+pub fn bearer_token<'a, I>(mut values: I) -> Result<&'a [u8], BearerError>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    let value = values.next().ok_or(BearerError::Missing)?;
+    if values.next().is_some() {
+        return Err(BearerError::Ambiguous);
+    }
+    let value = trim_start(value);
+    const SCHEME: &[u8] = b"bearer";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return Err(BearerError::Missing);
+    }
+    let rest = &value[SCHEME.len()..];
+    if !is_space(rest[0]) {
+        // "Bearerxyz" is another scheme, not a bearer token.
+        return Err(BearerError::Missing);
+    }
+    let rest = trim_start(rest);
+    let end = rest.iter().position(|&b| is_space(b)).unwrap_or(rest.len());
+    if end == 0 {
+        return Err(BearerError::Missing);
+    }
+    Ok(&rest[..end])
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if is_space(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(v: &str) -> Result<&[u8], BearerError> {
+        bearer_token(std::iter::once(v.as_bytes()))
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_allows_several_spaces() {
+        assert_eq!(one("Bearer abc").unwrap(), b"abc");
+        assert_eq!(one("bearer abc").unwrap(), b"abc");
+        assert_eq!(one("BEARER    abc").unwrap(), b"abc");
+        assert_eq!(one("Bearer \tabc").unwrap(), b"abc");
+    }
+
+    #[test]
+    fn token_ends_at_first_whitespace() {
+        assert_eq!(one("Bearer abc def").unwrap(), b"abc");
+        assert_eq!(one("Bearer abc\tdef").unwrap(), b"abc");
+    }
+
+    #[test]
+    fn missing_token_cases() {
+        assert_eq!(
+            bearer_token(std::iter::empty()).unwrap_err(),
+            BearerError::Missing
+        );
+        for v in ["", "Bearer", "Bearer ", "Bearer    ", "Basic abc", "Bearerabc", "Token abc"] {
+            assert_eq!(one(v).unwrap_err(), BearerError::Missing, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn two_headers_are_ambiguous() {
+        let values = [b"Bearer a".as_slice(), b"Bearer b".as_slice()];
+        assert_eq!(
+            bearer_token(values.iter().copied()).unwrap_err(),
+            BearerError::Ambiguous
+        );
+    }
+
+    #[test]
+    fn longest_prefix_decides() {
+        let p = Prefixes::default();
+        assert_eq!(p.classify(b"ord_c_abc"), Some(KeyType::Company));
+        assert_eq!(p.classify(b"ord_abc"), Some(KeyType::Workspace));
+        assert_eq!(p.classify(b"ord_"), None);
+        assert_eq!(p.classify(b"ord_c_"), Some(KeyType::Workspace));
+        assert_eq!(p.classify(b"sk_abc"), None);
+        let long = vec![b'a'; MAX_TOKEN_LEN + 1];
+        let mut t = b"ord_".to_vec();
+        t.extend_from_slice(&long);
+        assert_eq!(p.classify(&t), None);
+        // The longer prefix wins whichever of the two it is.
+        let q = Prefixes::new("k_", "k_ws_").unwrap();
+        assert_eq!(q.classify(b"k_ws_abc"), Some(KeyType::Workspace));
+        assert_eq!(q.classify(b"k_abc"), Some(KeyType::Company));
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert_eq!(Prefixes::new("", "a"), Err(PrefixError::Empty("company_prefix")));
+        assert_eq!(Prefixes::new("a", "a"), Err(PrefixError::Same));
+        assert_eq!(
+            Prefixes::new("a b", "c"),
+            Err(PrefixError::BadChars("company_prefix"))
+        );
+    }
+
+    #[test]
+    fn digest_round_trip_and_validation() {
+        let d = KeyDigest::of(b"ord_c_test");
+        let text = d.to_text();
+        assert_eq!(KeyDigest::parse(&text).unwrap(), d);
+        assert!(KeyDigest::parse(&text.to_uppercase()).is_err());
+        assert!(KeyDigest::parse("sha256:abc").is_err());
+        assert!(KeyDigest::parse(&text.replace("sha256:", "sha1:")).is_err());
+        assert_eq!(format!("{d:?}"), "KeyDigest(<redacted>)");
+        assert!(d.ct_eq(&d));
+        assert!(!d.ct_eq(&KeyDigest::of(b"other")));
+    }
+}

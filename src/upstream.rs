@@ -1,0 +1,177 @@
+//! Upstream pools: round robin over the healthy servers of each `[[upstreams]]`
+//! entry (pingora-load-balancing), optional HTTP health checks, per-upstream
+//! timeouts, and TLS to the upstream with SNI and certificate verification.
+//!
+//! A pool whose config is unchanged is carried over by a reload as the same
+//! `Arc`, so its health state and its pooled connections survive.
+
+use crate::config::UpstreamConfig;
+use crate::metrics::{Metrics, UpstreamMetrics};
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, LoadBalancer};
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One upstream and its servers.
+pub struct Upstream {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// The config it was built from (compared on reload).
+    pub config: UpstreamConfig,
+    /// Error counters.
+    pub metrics: UpstreamMetrics,
+    lb: LoadBalancer<RoundRobin>,
+    servers: Vec<Backend>,
+    sni: String,
+    ca: Option<Arc<CaType>>,
+    next_check: AtomicU64,
+}
+
+/// Health of one server, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerHealth {
+    /// `ip:port`
+    pub address: String,
+    /// Whether it is selected for requests.
+    pub healthy: bool,
+}
+
+impl Upstream {
+    /// Resolves the servers and builds the pool. Name resolution happens here,
+    /// on the reload path, never per request.
+    pub fn build(config: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, String> {
+        let mut addrs = Vec::new();
+        for s in &config.servers {
+            let resolved: Vec<_> = s
+                .to_socket_addrs()
+                .map_err(|e| format!("upstream {:?}: cannot resolve {s:?}: {e}", config.name))?
+                .collect();
+            if resolved.is_empty() {
+                return Err(format!("upstream {:?}: {s:?} resolves to no address", config.name));
+            }
+            addrs.extend(resolved);
+        }
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())
+            .map_err(|e| format!("upstream {:?}: {e}", config.name))?;
+        let sni = config.sni.clone().unwrap_or_else(|| {
+            config
+                .servers
+                .first()
+                .and_then(|s| s.rsplit_once(':'))
+                .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
+        });
+        if let Some(hc) = &config.health_check {
+            let mut check = HttpHealthCheck::new(&sni, config.tls);
+            check.req.set_uri(
+                hc.path
+                    .parse()
+                    .map_err(|_| format!("upstream {:?}: bad health_check.path", config.name))?,
+            );
+            check.peer_template.options.connection_timeout = Some(config.connect_timeout);
+            check.peer_template.options.read_timeout = Some(config.read_timeout.min(Duration::from_secs(5)));
+            check.peer_template.options.verify_cert = config.verify_cert;
+            check.peer_template.options.verify_hostname = config.verify_cert;
+            lb.set_health_check(Box::new(check));
+        }
+        let ca = match &config.ca_file {
+            Some(path) => Some(load_ca(path).map_err(|e| format!("upstream {:?}: {e}", config.name))?),
+            None => None,
+        };
+        let servers = addrs.iter().map(|a| Backend::new(&a.to_string())).collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("upstream {:?}: {e}", config.name))?;
+        Ok(Upstream {
+            name: config.name.as_str().into(),
+            config: config.clone(),
+            metrics: metrics.upstream(&config.name),
+            lb,
+            servers,
+            sni,
+            ca,
+            next_check: AtomicU64::new(0),
+        })
+    }
+
+    /// Picks the next healthy server, skipping those in `tried` (addresses that
+    /// already failed to connect for this request).
+    pub fn peer(&self, tried: &[String]) -> Option<Box<HttpPeer>> {
+        let backend = self.lb.select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
+            healthy && !tried.iter().any(|t| *t == b.addr.to_string())
+        })?;
+        let mut peer = HttpPeer::new(&backend, self.config.tls, self.sni.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.read_timeout = Some(self.config.read_timeout);
+        o.write_timeout = Some(self.config.read_timeout);
+        o.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        o.verify_cert = self.config.verify_cert;
+        o.verify_hostname = self.config.verify_cert;
+        o.ca = self.ca.clone();
+        Some(Box::new(peer))
+    }
+
+    /// Number of servers (after name resolution).
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Runs a health check pass if one is configured and due at `now_secs`.
+    pub async fn health_check_if_due(&self, now_secs: u64) {
+        let Some(hc) = &self.config.health_check else {
+            return;
+        };
+        let due = self.next_check.load(Ordering::Relaxed);
+        if now_secs < due {
+            return;
+        }
+        self.next_check
+            .store(now_secs + hc.interval.as_secs().max(1), Ordering::Relaxed);
+        self.lb.backends().run_health_check(true).await;
+    }
+
+    /// Health of every server.
+    pub fn health(&self) -> Vec<ServerHealth> {
+        self.servers
+            .iter()
+            .map(|b| ServerHealth {
+                address: b.addr.to_string(),
+                healthy: self.lb.backends().ready(b),
+            })
+            .collect()
+    }
+
+    /// Whether at least one server is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.servers.iter().any(|b| self.lb.backends().ready(b))
+    }
+}
+
+fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::new(&text[..]);
+    let mut out = Vec::new();
+    let mut store = pingora::tls::RootCertStore::empty();
+    for item in rustls_pemfile::certs(&mut reader) {
+        let der = item.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        // webpki parses it first, so the X.509 parser below never sees garbage.
+        store
+            .add(der.clone())
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        out.push(WrappedX509::new(der.to_vec(), |raw| {
+            pingora::utils::tls::parse_x509(raw)
+        }));
+    }
+    if out.is_empty() {
+        return Err(format!("ca_file {} holds no PEM certificate", path.display()));
+    }
+    Ok(Arc::from(out.into_boxed_slice()))
+}
