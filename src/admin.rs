@@ -75,7 +75,11 @@ impl Reply {
 impl AdminService {
     /// Serves on an already bound listener (bound at start-up, so a busy port
     /// fails `keygate run` at once with a clear message).
-    pub fn new(listener: std::net::TcpListener, shared: Arc<Shared>, reloader: Arc<Reloader>) -> Self {
+    pub fn new(
+        listener: std::net::TcpListener,
+        shared: Arc<Shared>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
         AdminService {
             listener: Mutex::new(Some(listener)),
             handler: Handler { shared, reloader },
@@ -97,12 +101,15 @@ impl Handler {
         let Ok(mut resp) = ResponseHeader::build(reply.status, Some(4)) else {
             return;
         };
-        let headers_ok = resp.insert_header("content-type", reply.content_type).is_ok()
+        let headers_ok = resp
+            .insert_header("content-type", reply.content_type)
+            .is_ok()
             && resp
                 .insert_header("content-length", reply.body.len().to_string())
                 .is_ok()
             && resp.insert_header("cache-control", "no-store").is_ok()
-            && (!reply.www_authenticate || resp.insert_header("www-authenticate", "Bearer").is_ok());
+            && (!reply.www_authenticate
+                || resp.insert_header("www-authenticate", "Bearer").is_ok());
         if !headers_ok {
             return;
         }
@@ -152,8 +159,12 @@ impl Handler {
             .iter()
             .map(|v| v.as_bytes());
         match bearer_token(values) {
-            Err(BearerError::Missing) => Some(Reply::error(401, "UNAUTHORIZED", "Missing bearer token")),
-            Err(BearerError::Ambiguous) => Some(Reply::error(401, "UNAUTHORIZED", "Invalid admin token")),
+            Err(BearerError::Missing) => {
+                Some(Reply::error(401, "UNAUTHORIZED", "Missing bearer token"))
+            }
+            Err(BearerError::Ambiguous) => {
+                Some(Reply::error(401, "UNAUTHORIZED", "Invalid admin token"))
+            }
             Ok(token) if KeyDigest::of(token).ct_eq(&expected) => None,
             Ok(_) => Some(Reply::error(401, "UNAUTHORIZED", "Invalid admin token")),
         }
@@ -250,7 +261,12 @@ impl Handler {
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(std_listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
             return;
         };
         let listener = match std_listener

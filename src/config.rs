@@ -309,8 +309,8 @@ impl Config {
 
     /// Validates config text as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
-        let raw: raw::Config = toml::from_str(text)
-            .map_err(|e| Problems(vec![from_toml_error(path, text, &e)]))?;
+        let raw: raw::Config =
+            toml::from_str(text).map_err(|e| Problems(vec![from_toml_error(path, text, &e)]))?;
         Validator {
             path,
             text,
@@ -396,7 +396,10 @@ impl Validator<'_> {
         let upstreams = self.upstreams(upstreams);
         let routes = self.routes(routes, &upstreams);
         if server.listen.is_empty() && server.tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
-            self.err(None, "no listener: set [server] listen or [server.tls] listen");
+            self.err(
+                None,
+                "no listener: set [server] listen or [server.tls] listen",
+            );
         }
         let config = Config {
             path: self.path.to_path_buf(),
@@ -426,7 +429,10 @@ impl Validator<'_> {
             None => 10,
             Some(n) if n >= 0 => n as u64,
             Some(n) => {
-                self.err(line, format!("server.grace_period_secs must not be negative (got {n})"));
+                self.err(
+                    line,
+                    format!("server.grace_period_secs must not be negative (got {n})"),
+                );
                 10
             }
         };
@@ -454,7 +460,9 @@ impl Validator<'_> {
             Some(other) => {
                 self.err(
                     line,
-                    format!("server.tls.plain_http must be \"allow\" or \"reject\" (got {other:?})"),
+                    format!(
+                        "server.tls.plain_http must be \"allow\" or \"reject\" (got {other:?})"
+                    ),
                 );
                 PlainHttp::Allow
             }
@@ -545,7 +553,10 @@ impl Validator<'_> {
             None | Some(0) => None,
             Some(n) if n > 0 => Some(Duration::from_secs(n as u64)),
             Some(n) => {
-                self.err(line, format!("keys.watch_secs must not be negative (got {n})"));
+                self.err(
+                    line,
+                    format!("keys.watch_secs must not be negative (got {n})"),
+                );
                 None
             }
         };
@@ -607,17 +618,26 @@ impl Validator<'_> {
                 health_check,
             } = r.into_inner();
             if !valid_name(&name) {
-                self.err(line, format!("upstream name {name:?} must be 1-64 letters, digits, '_', '-' or '.'"));
+                self.err(
+                    line,
+                    format!("upstream name {name:?} must be 1-64 letters, digits, '_', '-' or '.'"),
+                );
             }
             if !names.insert(name.clone()) {
                 self.err(line, format!("duplicate upstream name {name:?}"));
             }
             if servers.is_empty() {
-                self.err(line, format!("upstream {name:?}: servers must not be empty"));
+                self.err(
+                    line,
+                    format!("upstream {name:?}: servers must not be empty"),
+                );
             }
             for s in &servers {
                 if !valid_server(s) {
-                    self.err(line, format!("upstream {name:?}: server {s:?} must be host:port"));
+                    self.err(
+                        line,
+                        format!("upstream {name:?}: server {s:?} must be host:port"),
+                    );
                 }
             }
             let connect = self.positive(line, "connect_timeout_ms", connect_timeout_ms, 2000);
@@ -628,7 +648,10 @@ impl Validator<'_> {
                     interval_secs,
                 } = h;
                 if !path.starts_with('/') {
-                    self.err(line, format!("upstream {name:?}: health_check.path must start with '/'"));
+                    self.err(
+                        line,
+                        format!("upstream {name:?}: health_check.path must start with '/'"),
+                    );
                 }
                 let interval = self.positive(line, "health_check.interval_secs", interval_secs, 5);
                 HealthCheckConfig {
@@ -687,7 +710,10 @@ impl Validator<'_> {
             };
             let upstream_idx = upstreams.iter().position(|u| u.name == upstream);
             if upstream_idx.is_none() {
-                self.err(line, format!("route {name:?}: unknown upstream {upstream:?}"));
+                self.err(
+                    line,
+                    format!("route {name:?}: unknown upstream {upstream:?}"),
+                );
             }
             let auth_mode = AuthMode::parse(&auth);
             if auth_mode.is_none() {

@@ -164,13 +164,23 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
     if let Some(t) = key.expires_at
         && t <= now
     {
-        return deny(route_id, Denial::Expired { ago: now.abs_diff(t) });
+        return deny(
+            route_id,
+            Denial::Expired {
+                ago: now.abs_diff(t),
+            },
+        );
     }
     // Row 8.
     if let Some(t) = key.revoked_at
         && t <= now
     {
-        return deny(route_id, Denial::Revoked { ago: now.abs_diff(t) });
+        return deny(
+            route_id,
+            Denial::Revoked {
+                ago: now.abs_diff(t),
+            },
+        );
     }
     // Rows 9-10.
     match (route.auth, key.key_type) {

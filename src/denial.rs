@@ -204,9 +204,9 @@ impl Denial {
     /// most frequent denials are static, so a flood of bad keys allocates nothing.
     pub fn body(&self) -> Bytes {
         match self {
-            Denial::MissingToken => Bytes::from_static(
-                br#"{"code":"UNAUTHORIZED","message":"Missing bearer token"}"#,
-            ),
+            Denial::MissingToken => {
+                Bytes::from_static(br#"{"code":"UNAUTHORIZED","message":"Missing bearer token"}"#)
+            }
             Denial::InvalidKey => Bytes::from_static(
                 br#"{"code":"UNAUTHORIZED","message":"Invalid or unauthorized API key"}"#,
             ),
@@ -306,7 +306,11 @@ mod tests {
     #[test]
     fn static_bodies_equal_generated_ones() {
         for d in [Denial::MissingToken, Denial::InvalidKey, Denial::BadPath] {
-            assert_eq!(body(&d), serde_json::from_slice::<serde_json::Value>(&json_body(d.code(), &d.message())).unwrap());
+            assert_eq!(
+                body(&d),
+                serde_json::from_slice::<serde_json::Value>(&json_body(d.code(), &d.message()))
+                    .unwrap()
+            );
         }
     }
 
@@ -315,22 +319,48 @@ mod tests {
         let cases: Vec<(Denial, u16, &str, &str)> = vec![
             (Denial::BadPath, 400, "BAD_REQUEST", "Invalid request path"),
             (
-                Denial::NoRoute { method: http::Method::GET, path: "/the/path".into() },
+                Denial::NoRoute {
+                    method: http::Method::GET,
+                    path: "/the/path".into(),
+                },
                 404,
                 "NOT_FOUND",
                 "No route for GET /the/path",
             ),
             (
-                Denial::MethodNotAllowed { method: http::Method::DELETE, allowed: "GET".into() },
+                Denial::MethodNotAllowed {
+                    method: http::Method::DELETE,
+                    allowed: "GET".into(),
+                },
                 405,
                 "METHOD_NOT_ALLOWED",
                 "Method DELETE is not allowed on this route",
             ),
             (Denial::HttpsRequired, 403, "FORBIDDEN", "HTTPS is required"),
-            (Denial::MissingToken, 401, "UNAUTHORIZED", "Missing bearer token"),
-            (Denial::InvalidKey, 401, "UNAUTHORIZED", "Invalid or unauthorized API key"),
-            (Denial::Expired { ago: 3 * 3600 }, 401, "UNAUTHORIZED", "API key expired 3 hours ago"),
-            (Denial::Revoked { ago: 2 * 86400 }, 403, "FORBIDDEN", "API key was revoked 2 days ago"),
+            (
+                Denial::MissingToken,
+                401,
+                "UNAUTHORIZED",
+                "Missing bearer token",
+            ),
+            (
+                Denial::InvalidKey,
+                401,
+                "UNAUTHORIZED",
+                "Invalid or unauthorized API key",
+            ),
+            (
+                Denial::Expired { ago: 3 * 3600 },
+                401,
+                "UNAUTHORIZED",
+                "API key expired 3 hours ago",
+            ),
+            (
+                Denial::Revoked { ago: 2 * 86400 },
+                403,
+                "FORBIDDEN",
+                "API key was revoked 2 days ago",
+            ),
             (
                 Denial::NeedsCompanyKey,
                 403,
@@ -344,7 +374,9 @@ mod tests {
                 "This endpoint requires a workspace API key. Use a workspace-scoped API key to access workspace resources.",
             ),
             (
-                Denial::Workspace { workspace: "ws_x".into() },
+                Denial::Workspace {
+                    workspace: "ws_x".into(),
+                },
                 403,
                 "FORBIDDEN",
                 "API key does not have access to workspace ws_x",
@@ -356,25 +388,35 @@ mod tests {
                 "API key is missing the required scope: write:all",
             ),
             (
-                Denial::RateLimited { limit: Limit::DEFAULT, retry_after: 1 },
+                Denial::RateLimited {
+                    limit: Limit::DEFAULT,
+                    retry_after: 1,
+                },
                 429,
                 "TOO_MANY_REQUESTS",
                 "Rate limit of 100 requests per 60s exceeded. Quota resets in 1 second",
             ),
             (
-                Denial::RateLimited { limit: Limit::DEFAULT, retry_after: 7 },
+                Denial::RateLimited {
+                    limit: Limit::DEFAULT,
+                    retry_after: 7,
+                },
                 429,
                 "TOO_MANY_REQUESTS",
                 "Rate limit of 100 requests per 60s exceeded. Quota resets in 7 seconds",
             ),
             (
-                Denial::UpstreamUnavailable { upstream: "api".into() },
+                Denial::UpstreamUnavailable {
+                    upstream: "api".into(),
+                },
                 502,
                 "BAD_GATEWAY",
                 "Upstream api is unavailable",
             ),
             (
-                Denial::UpstreamTimeout { upstream: "api".into() },
+                Denial::UpstreamTimeout {
+                    upstream: "api".into(),
+                },
                 504,
                 "GATEWAY_TIMEOUT",
                 "Upstream api timed out",
@@ -393,7 +435,10 @@ mod tests {
     #[test]
     fn www_authenticate_on_401_and_scope() {
         assert_eq!(Denial::InvalidKey.www_authenticate(), Some("Bearer"));
-        assert_eq!(Denial::Expired { ago: 1 }.www_authenticate(), Some("Bearer"));
+        assert_eq!(
+            Denial::Expired { ago: 1 }.www_authenticate(),
+            Some("Bearer")
+        );
         assert_eq!(
             Denial::MissingScope(Scope::Write).www_authenticate(),
             Some(r#"Bearer error="insufficient_scope", scope="write:all""#)

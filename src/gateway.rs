@@ -98,7 +98,11 @@ impl Gateway {
             Some(tls) => match crate::tls::load_certified_key(&tls.cert, &tls.key) {
                 Ok(ck) => Some(Arc::new(ck)),
                 Err(e) => {
-                    problems.push(Problem::at_line(&config.path, None, format!("server.tls: {e}")));
+                    problems.push(Problem::at_line(
+                        &config.path,
+                        None,
+                        format!("server.tls: {e}"),
+                    ));
                     None
                 }
             },
@@ -172,7 +176,10 @@ impl Gateway {
             };
             counts[t][s] += 1;
         }
-        for (ti, t) in [KeyType::Company, KeyType::Workspace].into_iter().enumerate() {
+        for (ti, t) in [KeyType::Company, KeyType::Workspace]
+            .into_iter()
+            .enumerate()
+        {
             for (si, s) in [KeyState::Active, KeyState::Revoked, KeyState::Expired]
                 .into_iter()
                 .enumerate()

@@ -93,7 +93,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Keys(k) => report(keys(*k)),
-        Command::Healthcheck { config, admin } => report(keygate::demo::healthcheck(&config, admin)),
+        Command::Healthcheck { config, admin } => {
+            report(keygate::demo::healthcheck(&config, admin))
+        }
     }
 }
 

@@ -161,7 +161,10 @@ impl Metrics {
         .unwrap_or_else(|e| unreachable!("static histogram is valid: {e}"));
         register(&registry, Box::new(duration.clone()));
         let keys = IntGaugeVec::new(
-            Opts::new("keygate_keys", "Keys in the loaded snapshot, by type and state."),
+            Opts::new(
+                "keygate_keys",
+                "Keys in the loaded snapshot, by type and state.",
+            ),
             &["type", "state"],
         )
         .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));

@@ -52,7 +52,11 @@ impl fmt::Display for Problems {
 impl Problems {
     /// Err with the collected problems, or Ok(value) when there are none.
     pub fn into_result<T>(self, value: T) -> Result<T, Problems> {
-        if self.0.is_empty() { Ok(value) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 
     /// Adds one problem.

@@ -83,7 +83,11 @@ fn is_reserved(name: &str) -> bool {
     let folded_eq = |a: &str, b: &str| {
         a.len() == b.len()
             && a.bytes().zip(b.bytes()).all(|(x, y)| {
-                let x = if x == b'_' { b'-' } else { x.to_ascii_lowercase() };
+                let x = if x == b'_' {
+                    b'-'
+                } else {
+                    x.to_ascii_lowercase()
+                };
                 x == y
             })
     };
@@ -95,8 +99,9 @@ fn is_reserved(name: &str) -> bool {
 fn sane_request_id(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= 128
-        && v.iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+        && v.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
 }
 
 fn new_request_id() -> String {
@@ -112,9 +117,7 @@ fn client_ip(session: &Session) -> Option<String> {
 }
 
 fn is_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 /// Adds the five rate-limit headers of an authorized request.
@@ -162,7 +165,9 @@ impl Proxy {
             session.set_keepalive(None);
         }
         let head_only = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head_only).await?;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
@@ -457,18 +462,14 @@ impl ProxyHttp for Proxy {
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let gw = self.gateway(ctx);
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let metrics = gw.route_metrics(ctx.route);
         if status != 0 {
             metrics.request(status);
         }
         let elapsed = ctx.started.elapsed();
         metrics.duration.observe(elapsed.as_secs_f64());
-        let route = ctx
-            .route
-            .and_then(|r| gw.policy.routes.get(r));
+        let route = ctx.route.and_then(|r| gw.policy.routes.get(r));
         let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
         let outcome = match ctx.outcome {
             Outcome_::Pending if e.is_some() => "error",
@@ -534,7 +535,12 @@ mod tests {
         ] {
             assert!(is_reserved(n), "{n}");
         }
-        for n in ["x-keygate", "authorization", "x-forwarded-host", "x-requestid"] {
+        for n in [
+            "x-keygate",
+            "authorization",
+            "x-forwarded-host",
+            "x-requestid",
+        ] {
             assert!(!is_reserved(n), "{n}");
         }
     }

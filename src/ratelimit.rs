@@ -53,7 +53,12 @@ impl Limit {
             u32::try_from(v)
                 .ok()
                 .and_then(NonZeroU32::new)
-                .ok_or_else(|| format!("{what} must be a whole number from 1 to {} (got {v})", u32::MAX))
+                .ok_or_else(|| {
+                    format!(
+                        "{what} must be a whole number from 1 to {} (got {v})",
+                        u32::MAX
+                    )
+                })
         }
         let requests = positive("requests", requests)?;
         let per_secs = positive("per_secs", per_secs)?;
@@ -88,7 +93,9 @@ impl Limit {
     /// Nanoseconds per token, rounded up so refill is never faster than configured.
     fn interval(self) -> u64 {
         let window = u128::from(self.per_secs.get()) * u128::from(NANOS_PER_SEC);
-        window.div_ceil(u128::from(self.requests.get())).min(u128::from(u64::MAX / 4)) as u64
+        window
+            .div_ceil(u128::from(self.requests.get()))
+            .min(u128::from(u64::MAX / 4)) as u64
     }
 
     /// Nanoseconds of debt a full bucket can absorb.

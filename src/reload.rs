@@ -257,7 +257,10 @@ impl Reloader {
     }
 
     /// Reloads on a blocking thread.
-    pub async fn reload_async(self: &Arc<Self>, trigger: &'static str) -> Result<ReloadReport, Problems> {
+    pub async fn reload_async(
+        self: &Arc<Self>,
+        trigger: &'static str,
+    ) -> Result<ReloadReport, Problems> {
         let me = Arc::clone(self);
         match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
             Ok(r) => r,

@@ -301,8 +301,14 @@ mod tests {
             "/{workspace}/{workspace}".parse::<Pattern>(),
             Err(PatternError::TwoWorkspaces)
         );
-        assert!(matches!("/a*".parse::<Pattern>(), Err(PatternError::MixedSegment(_))));
-        assert!(matches!("/../a".parse::<Pattern>(), Err(PatternError::Unmatchable(_))));
+        assert!(matches!(
+            "/a*".parse::<Pattern>(),
+            Err(PatternError::MixedSegment(_))
+        ));
+        assert!(matches!(
+            "/../a".parse::<Pattern>(),
+            Err(PatternError::Unmatchable(_))
+        ));
     }
 
     #[test]
@@ -329,7 +335,16 @@ mod tests {
         ] {
             assert_eq!(check_path(bad), Err(BadPath), "{bad:?}");
         }
-        for good in ["/", "/a/b", "/a/.../b", "/a/.b", "/a/b.", "/a%20b", "/caf%C3%A9", "//x"] {
+        for good in [
+            "/",
+            "/a/b",
+            "/a/.../b",
+            "/a/.b",
+            "/a/b.",
+            "/a%20b",
+            "/caf%C3%A9",
+            "//x",
+        ] {
             assert_eq!(check_path(good), Ok(()), "{good:?}");
         }
     }

@@ -119,7 +119,10 @@ fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), StartError> {
 
 /// Loads, binds and runs until a signal ends the process. Returns only on a
 /// start-up error.
-pub fn run(config_path: &Path, options: RunOptions) -> Result<std::convert::Infallible, StartError> {
+pub fn run(
+    config_path: &Path,
+    options: RunOptions,
+) -> Result<std::convert::Infallible, StartError> {
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let gateway = Gateway::load(config_path, &metrics, None).map_err(StartError::Load)?;
@@ -133,11 +136,12 @@ pub fn run(config_path: &Path, options: RunOptions) -> Result<std::convert::Infa
             check_bind(*addr, "server.tls.listen")?;
         }
     }
-    let admin_listener = TcpListener::bind(config.admin.listen).map_err(|error| StartError::Bind {
-        addr: config.admin.listen,
-        what: "admin.listen",
-        error,
-    })?;
+    let admin_listener =
+        TcpListener::bind(config.admin.listen).map_err(|error| StartError::Bind {
+            addr: config.admin.listen,
+            what: "admin.listen",
+            error,
+        })?;
 
     let now = clock.unix_secs();
     gateway.record_key_gauges(&metrics, now);
@@ -146,11 +150,16 @@ pub fn run(config_path: &Path, options: RunOptions) -> Result<std::convert::Infa
     tracing::info!(loaded = %gateway.summary(), "loaded");
 
     let certs = match (&config.server.tls, &gateway.certificate) {
-        (Some(tls), Some(_)) => Some(CertStore::load(&tls.cert, &tls.key).map_err(StartError::Tls)?),
+        (Some(tls), Some(_)) => {
+            Some(CertStore::load(&tls.cert, &tls.key).map_err(StartError::Tls)?)
+        }
         _ => None,
     };
     let lifecycle = Arc::new(Lifecycle::default());
-    let limiter = Arc::new(Limiter::new(Arc::clone(&clock), config.rate_limit.max_buckets));
+    let limiter = Arc::new(Limiter::new(
+        Arc::clone(&clock),
+        config.rate_limit.max_buckets,
+    ));
     let shared = Arc::new(Shared {
         state: Arc::new(ArcSwap::from_pointee(gateway)),
         limiter,
@@ -185,7 +194,8 @@ pub fn run(config_path: &Path, options: RunOptions) -> Result<std::convert::Infa
         for addr in &tls.listen {
             let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
                 .map_err(|e| StartError::Tls(e.to_string()))?;
-            settings.set_cert_resolver(Arc::clone(store) as Arc<dyn pingora::tls::ResolvesServerCert>);
+            settings
+                .set_cert_resolver(Arc::clone(store) as Arc<dyn pingora::tls::ResolvesServerCert>);
             settings.enable_h2();
             proxy.add_tls_with_settings(&addr.to_string(), None, settings);
         }
@@ -297,7 +307,10 @@ fn exit_when_drained(lifecycle: &Lifecycle, grace: Duration) {
     }
     let left = lifecycle.inflight();
     if left > 0 {
-        tracing::warn!(inflight = left, "grace period over; exiting with requests in flight");
+        tracing::warn!(
+            inflight = left,
+            "grace period over; exiting with requests in flight"
+        );
     } else {
         tracing::info!("drained; exiting");
     }
@@ -314,7 +327,9 @@ struct Readiness {
 
 fn probe_addr(a: SocketAddr) -> SocketAddr {
     match a {
-        SocketAddr::V4(v4) if v4.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], v4.port())),
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], v4.port()))
+        }
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port()))
         }
@@ -380,7 +395,9 @@ impl BackgroundService for Housekeeping {
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 let limiter = Arc::clone(&self.shared.limiter);
-                let left = tokio::task::spawn_blocking(move || limiter.sweep()).await.unwrap_or(0);
+                let left = tokio::task::spawn_blocking(move || limiter.sweep())
+                    .await
+                    .unwrap_or(0);
                 self.shared.metrics.buckets.set(left as i64);
             }
         }

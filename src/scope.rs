@@ -148,7 +148,9 @@ mod tests {
     #[test]
     fn admin_grants_everything_write_does_not_grant_read() {
         let admin: Scopes = [Scope::Admin].into_iter().collect();
-        assert!(admin.grants(Scope::Read) && admin.grants(Scope::Write) && admin.grants(Scope::Admin));
+        assert!(
+            admin.grants(Scope::Read) && admin.grants(Scope::Write) && admin.grants(Scope::Admin)
+        );
         let write: Scopes = [Scope::Write].into_iter().collect();
         assert!(write.grants(Scope::Write));
         assert!(!write.grants(Scope::Read));
@@ -178,6 +180,9 @@ mod tests {
         let s: Scopes = [Scope::Admin, Scope::Read].into_iter().collect();
         assert_eq!(s.header_value(), "read:all admin");
         assert_eq!(Scopes::NONE.header_value(), "");
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Scope::Read, Scope::Admin]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![Scope::Read, Scope::Admin]
+        );
     }
 }

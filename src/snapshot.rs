@@ -170,10 +170,7 @@ impl KeyIndex {
 
     /// A record by id (admin listing, reload diffs; not the hot path).
     pub fn by_id(&self, id: &str) -> Option<(usize, &KeyRecord)> {
-        self.records
-            .iter()
-            .enumerate()
-            .find(|(_, r)| &*r.id == id)
+        self.records.iter().enumerate().find(|(_, r)| &*r.id == id)
     }
 
     /// The company owning a listed workspace.
@@ -308,10 +305,7 @@ mod raw {
 type Located<T> = (Option<usize>, T);
 type RawParts = (Vec<Located<raw::Workspace>>, Vec<Located<raw::Key>>);
 
-fn parse_toml(
-    path: &Path,
-    text: &str,
-) -> Result<RawParts, Problems> {
+fn parse_toml(path: &Path, text: &str) -> Result<RawParts, Problems> {
     let snap: raw::TomlSnapshot = toml::from_str(text)
         .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
     let locate = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
@@ -327,17 +321,9 @@ fn parse_toml(
     ))
 }
 
-fn parse_json(
-    path: &Path,
-    text: &str,
-) -> Result<RawParts, Problems> {
-    let snap: raw::JsonSnapshot = serde_json::from_str(text).map_err(|e| {
-        Problems(vec![Problem::at_line(
-            path,
-            Some(e.line()),
-            format!("{e}"),
-        )])
-    })?;
+fn parse_json(path: &Path, text: &str) -> Result<RawParts, Problems> {
+    let snap: raw::JsonSnapshot = serde_json::from_str(text)
+        .map_err(|e| Problems(vec![Problem::at_line(path, Some(e.line()), format!("{e}"))]))?;
     Ok((
         snap.workspaces.into_iter().map(|w| (None, w)).collect(),
         snap.keys.into_iter().map(|k| (None, k)).collect(),
@@ -386,7 +372,9 @@ fn build(
         let raw::Workspace { id, company } = w;
         let mut err = |m: String| problems.push(Problem::at_line(path, line, m));
         if !valid_id(&id) {
-            err(format!("workspace {id:?}: id must be 1-128 letters, digits, '_', '-', '.' or ':'"));
+            err(format!(
+                "workspace {id:?}: id must be 1-128 letters, digits, '_', '-', '.' or ':'"
+            ));
         }
         if company.is_empty() {
             err(format!("workspace {id:?}: company must not be empty"));
@@ -418,7 +406,8 @@ fn build(
             rate_limit,
         } = k;
         let before = problems.0.len();
-        let mut err = |m: String| problems.push(Problem::at_line(path, line, format!("key {id:?}: {m}")));
+        let mut err =
+            |m: String| problems.push(Problem::at_line(path, line, format!("key {id:?}: {m}")));
         if !valid_id(&id) {
             err("id must be 1-128 letters, digits, '_', '-', '.' or ':'".into());
         }
@@ -427,13 +416,17 @@ fn build(
         }
         let key_type_parsed = KeyType::parse(&key_type);
         if key_type_parsed.is_none() {
-            err(format!("type must be \"company\" or \"workspace\" (got {key_type:?})"));
+            err(format!(
+                "type must be \"company\" or \"workspace\" (got {key_type:?})"
+            ));
         }
         if company.is_empty() {
             err("company must not be empty".into());
         }
         match (key_type_parsed, &workspace) {
-            (Some(KeyType::Workspace), None) => err("a workspace key must name its workspace".into()),
+            (Some(KeyType::Workspace), None) => {
+                err("a workspace key must name its workspace".into())
+            }
             (Some(KeyType::Workspace), Some(ws)) => match ws_map.get(ws.as_str()) {
                 None => err(format!("workspace {ws:?} is not listed in [[workspaces]]")),
                 Some(owner) if **owner != *company => err(format!(
@@ -441,9 +434,9 @@ fn build(
                 )),
                 Some(_) => {}
             },
-            (Some(KeyType::Company), Some(ws)) => {
-                err(format!("a company key must not name a workspace (got {ws:?})"))
-            }
+            (Some(KeyType::Company), Some(ws)) => err(format!(
+                "a company key must not name a workspace (got {ws:?})"
+            )),
             _ => {}
         }
         let mut scope_set = Scopes::NONE;
@@ -484,7 +477,11 @@ fn build(
         });
         let id_arc: Arc<str> = id.as_str().into();
         if ids.insert(Arc::clone(&id_arc), ()).is_some() {
-            problems.push(Problem::at_line(path, line, format!("key {id:?}: duplicate key id")));
+            problems.push(Problem::at_line(
+                path,
+                line,
+                format!("key {id:?}: duplicate key id"),
+            ));
         }
         if let Some(d) = digest
             && by_digest.contains_key(&d)

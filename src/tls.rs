@@ -13,18 +13,16 @@ use std::sync::Arc;
 /// Loads and checks a PEM certificate chain and its private key.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     pingora::tls::install_default_crypto_provider();
-    let (certs, private_key) = pingora::tls::load_certs_and_key_files(
-        &cert.to_string_lossy(),
-        &key.to_string_lossy(),
-    )
-    .map_err(|e| format!("cannot read {} / {}: {e}", cert.display(), key.display()))?
-    .ok_or_else(|| {
-        format!(
-            "{} must hold a PEM certificate and {} a PEM private key",
-            cert.display(),
-            key.display()
-        )
-    })?;
+    let (certs, private_key) =
+        pingora::tls::load_certs_and_key_files(&cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| format!("cannot read {} / {}: {e}", cert.display(), key.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "{} must hold a PEM certificate and {} a PEM private key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
     let provider = CryptoProvider::get_default()
         .ok_or_else(|| "no TLS crypto provider is installed".to_string())?;
     let signing = provider

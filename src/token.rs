@@ -157,8 +157,7 @@ impl Prefixes {
             return None;
         }
         let c = token.starts_with(self.company.as_bytes()) && token.len() > self.company.len();
-        let w =
-            token.starts_with(self.workspace.as_bytes()) && token.len() > self.workspace.len();
+        let w = token.starts_with(self.workspace.as_bytes()) && token.len() > self.workspace.len();
         match (c, w) {
             (true, true) if self.company.len() >= self.workspace.len() => Some(KeyType::Company),
             (true, true) => Some(KeyType::Workspace),
@@ -260,7 +259,15 @@ mod tests {
             bearer_token(std::iter::empty()).unwrap_err(),
             BearerError::Missing
         );
-        for v in ["", "Bearer", "Bearer ", "Bearer    ", "Basic abc", "Bearerabc", "Token abc"] {
+        for v in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "Basic abc",
+            "Bearerabc",
+            "Token abc",
+        ] {
             assert_eq!(one(v).unwrap_err(), BearerError::Missing, "{v:?}");
         }
     }
@@ -294,7 +301,10 @@ mod tests {
 
     #[test]
     fn prefixes_are_validated() {
-        assert_eq!(Prefixes::new("", "a"), Err(PrefixError::Empty("company_prefix")));
+        assert_eq!(
+            Prefixes::new("", "a"),
+            Err(PrefixError::Empty("company_prefix"))
+        );
         assert_eq!(Prefixes::new("a", "a"), Err(PrefixError::Same));
         assert_eq!(
             Prefixes::new("a b", "c"),

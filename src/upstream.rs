@@ -56,7 +56,10 @@ impl Upstream {
                 .map_err(|e| format!("upstream {:?}: cannot resolve {s:?}: {e}", config.name))?
                 .collect();
             if resolved.is_empty() {
-                return Err(format!("upstream {:?}: {s:?} resolves to no address", config.name));
+                return Err(format!(
+                    "upstream {:?}: {s:?} resolves to no address",
+                    config.name
+                ));
             }
             addrs.extend(resolved);
         }
@@ -78,16 +81,22 @@ impl Upstream {
                     .map_err(|_| format!("upstream {:?}: bad health_check.path", config.name))?,
             );
             check.peer_template.options.connection_timeout = Some(config.connect_timeout);
-            check.peer_template.options.read_timeout = Some(config.read_timeout.min(Duration::from_secs(5)));
+            check.peer_template.options.read_timeout =
+                Some(config.read_timeout.min(Duration::from_secs(5)));
             check.peer_template.options.verify_cert = config.verify_cert;
             check.peer_template.options.verify_hostname = config.verify_cert;
             lb.set_health_check(Box::new(check));
         }
         let ca = match &config.ca_file {
-            Some(path) => Some(load_ca(path).map_err(|e| format!("upstream {:?}: {e}", config.name))?),
+            Some(path) => {
+                Some(load_ca(path).map_err(|e| format!("upstream {:?}: {e}", config.name))?)
+            }
             None => None,
         };
-        let servers = addrs.iter().map(|a| Backend::new(&a.to_string())).collect::<Result<Vec<_>, _>>()
+        let servers = addrs
+            .iter()
+            .map(|a| Backend::new(&a.to_string()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("upstream {:?}: {e}", config.name))?;
         Ok(Upstream {
             name: config.name.as_str().into(),
@@ -104,9 +113,11 @@ impl Upstream {
     /// Picks the next healthy server, skipping those in `tried` (addresses that
     /// already failed to connect for this request).
     pub fn peer(&self, tried: &[String]) -> Option<Box<HttpPeer>> {
-        let backend = self.lb.select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
-            healthy && !tried.iter().any(|t| *t == b.addr.to_string())
-        })?;
+        let backend = self
+            .lb
+            .select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
+                healthy && !tried.iter().any(|t| *t == b.addr.to_string())
+            })?;
         let mut peer = HttpPeer::new(&backend, self.config.tls, self.sni.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
@@ -156,7 +167,8 @@ impl Upstream {
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::new(&text[..]);
     let mut out = Vec::new();
     let mut store = pingora::tls::RootCertStore::empty();
@@ -171,7 +183,10 @@ fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
         }));
     }
     if out.is_empty() {
-        return Err(format!("ca_file {} holds no PEM certificate", path.display()));
+        return Err(format!(
+            "ca_file {} holds no PEM certificate",
+            path.display()
+        ));
     }
     Ok(Arc::from(out.into_boxed_slice()))
 }

@@ -1,0 +1,6 @@
+//! Black-box tests: the real `keygate` binary against a real upstream on
+//! 127.0.0.1, driven by real HTTP clients. One binary; each file is a topic.
+
+mod util;
+
+mod smoke;

@@ -1,0 +1,614 @@
+//! Shared test harness: a real echo upstream on 127.0.0.1 (OS-assigned port),
+//! the real `keygate` binary started on a config written to a temp dir, keys
+//! minted like production ones, and an HTTP client. Everything started here
+//! is stopped by its own handle when dropped.
+
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+/// A deadline-bounded wait: polls `f` until it returns `Some`, or panics.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A key of the production form: prefix + 40 random alphanumerics.
+pub fn mint(prefix: &str) -> String {
+    use rand::RngExt;
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let body: String = (0..40)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect();
+    format!("{prefix}{body}")
+}
+
+/// `sha256:<hex>` of a key.
+pub fn hash(key: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+// ---------------------------------------------------------------- upstream --
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Raw request target.
+    pub url: String,
+    /// Headers, names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// Every value of a header.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of a header (panics if repeated).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(
+            all.len() <= 1,
+            "header {name} appears {} times: {all:?}",
+            all.len()
+        );
+        all.first().copied()
+    }
+}
+
+/// A real HTTP/1.1 upstream that answers 200 with a JSON echo of the request
+/// and records what it saw. `delay_ms` makes it slow (timeouts).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub delay_ms: Arc<AtomicU64>,
+    pub status: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(addr: &str) -> Upstream {
+        let server = Arc::new(tiny_http::Server::http(addr).unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let status = Arc::new(AtomicU64::new(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (server, seen, delay_ms, status, stop) = (
+                Arc::clone(&server),
+                Arc::clone(&seen),
+                Arc::clone(&delay_ms),
+                Arc::clone(&status),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let (seen, delay_ms, status) = (
+                        Arc::clone(&seen),
+                        Arc::clone(&delay_ms),
+                        Arc::clone(&status),
+                    );
+                    std::thread::spawn(move || {
+                        let mut body = Vec::new();
+                        let _ = req.as_reader().read_to_end(&mut body);
+                        let s = Seen {
+                            method: req.method().as_str().to_string(),
+                            url: req.url().to_string(),
+                            headers: req
+                                .headers()
+                                .iter()
+                                .map(|h| {
+                                    (
+                                        h.field.as_str().as_str().to_ascii_lowercase(),
+                                        h.value.as_str().to_string(),
+                                    )
+                                })
+                                .collect(),
+                            body,
+                        };
+                        let echo = serde_json::json!({
+                            "method": s.method,
+                            "url": s.url,
+                            "headers": s.headers,
+                        });
+                        seen.lock().unwrap().push(s);
+                        let d = delay_ms.load(Ordering::SeqCst);
+                        if d > 0 {
+                            std::thread::sleep(Duration::from_millis(d));
+                        }
+                        let resp = tiny_http::Response::from_string(echo.to_string())
+                            .with_status_code(status.load(Ordering::SeqCst) as u16)
+                            .with_header(
+                                "Content-Type: application/json"
+                                    .parse::<tiny_http::Header>()
+                                    .unwrap(),
+                            );
+                        let _ = req.respond(resp);
+                    });
+                }
+            })
+        };
+        Upstream {
+            addr,
+            seen,
+            delay_ms,
+            status,
+            stop,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+
+    /// How many requests it saw.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- snapshot --
+
+/// A key to put in a snapshot, with its secret.
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    pub id: String,
+    pub key: String,
+    pub toml: String,
+}
+
+/// Builds `keys.toml` text.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub workspaces: Vec<(String, String)>,
+    pub keys: Vec<TestKey>,
+}
+
+impl Snapshot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn workspace(mut self, id: &str, company: &str) -> Self {
+        self.workspaces.push((id.into(), company.into()));
+        self
+    }
+
+    /// Adds a key; `extra` is more TOML lines (`expires_at = ...`).
+    pub fn key(
+        &mut self,
+        id: &str,
+        key_type: &str,
+        company: &str,
+        workspace: Option<&str>,
+        scopes: &[&str],
+        extra: &str,
+    ) -> String {
+        let prefix = if key_type == "company" {
+            "ord_c_"
+        } else {
+            "ord_"
+        };
+        let key = mint(prefix);
+        let mut t = String::new();
+        writeln!(t, "[[keys]]").unwrap();
+        writeln!(t, "id = {id:?}").unwrap();
+        writeln!(t, "name = \"{id} name\"").unwrap();
+        writeln!(t, "type = {key_type:?}").unwrap();
+        writeln!(t, "company = {company:?}").unwrap();
+        if let Some(w) = workspace {
+            writeln!(t, "workspace = {w:?}").unwrap();
+        }
+        writeln!(t, "scopes = {scopes:?}").unwrap();
+        writeln!(t, "hash = {:?}", hash(&key)).unwrap();
+        writeln!(t, "created_at = \"2026-11-01T10:00:00Z\"").unwrap();
+        if !extra.is_empty() {
+            writeln!(t, "{extra}").unwrap();
+        }
+        self.keys.push(TestKey {
+            id: id.into(),
+            key: key.clone(),
+            toml: t,
+        });
+        key
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (id, c) in &self.workspaces {
+            writeln!(out, "[[workspaces]]\nid = {id:?}\ncompany = {c:?}\n").unwrap();
+        }
+        for k in &self.keys {
+            writeln!(out, "{}", k.toml).unwrap();
+        }
+        out
+    }
+}
+
+// ----------------------------------------------------------------- gateway --
+
+/// Ports and addresses a gateway config is written with.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: u16,
+    pub admin: u16,
+}
+
+/// A config with the sample routes, pointing at `upstream`. `{http}`,
+/// `{admin}`, `{upstream}` are filled in; `extra` is appended verbatim.
+pub fn standard_config(upstream: SocketAddr, extra_top: &str, extra_routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{{http}}"]
+threads = 2
+grace_period_secs = 5
+
+[admin]
+listen = "127.0.0.1:{{admin}}"
+
+[keys]
+snapshot = "keys.toml"
+
+[rate_limit]
+requests = 100
+per_secs = 60
+
+{extra_top}
+
+[[upstreams]]
+name = "api"
+servers = ["{upstream}"]
+connect_timeout_ms = 1000
+read_timeout_ms = 2000
+
+{extra_routes}
+
+[[routes]]
+name = "health"
+path = "/healthz"
+upstream = "api"
+auth = "none"
+scope = "none"
+
+[[routes]]
+name = "company_keys"
+path = "/api/v1/company/keys/**"
+upstream = "api"
+auth = "company"
+scope = "admin"
+
+[[routes]]
+name = "company_workspace"
+path = "/api/v1/company/workspaces/{{workspace}}/**"
+upstream = "api"
+auth = "company"
+
+[[routes]]
+name = "company"
+path = "/api/v1/company/**"
+upstream = "api"
+auth = "company"
+scope = "auto"
+
+[[routes]]
+name = "posts"
+path = "/api/v1/workspaces/{{workspace}}/posts/**"
+upstream = "api"
+auth = "any"
+
+[[routes]]
+name = "records"
+path = "/api/v1/workspaces/{{workspace}}/records/**"
+upstream = "api"
+auth = "workspace"
+methods = ["GET", "POST"]
+
+[[routes]]
+name = "profiles"
+path = "/api/v1/profiles/**"
+upstream = "api"
+auth = "workspace"
+"#
+    )
+}
+
+/// A running `keygate run` process on its own temp dir.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub child: Option<Child>,
+    pub client: reqwest::blocking::Client,
+}
+
+impl Gateway {
+    /// Writes `config` (with `{http}`, `{admin}` filled) and `keys.toml`, starts
+    /// the binary and waits until `/readyz` answers 200.
+    pub fn start(config: &str, keys_toml: &str) -> Gateway {
+        let g = Self::spawn(config, keys_toml);
+        g.wait_ready();
+        g
+    }
+
+    /// Like `start` without waiting for readiness.
+    pub fn spawn(config: &str, keys_toml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports {
+            http: free_port(),
+            admin: free_port(),
+        };
+        let config = config
+            .replace("{http}", &ports.http.to_string())
+            .replace("{admin}", &ports.admin.to_string());
+        std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
+        std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
+        let mut g = Gateway {
+            dir,
+            ports,
+            child: None,
+            client: client(),
+        };
+        g.launch();
+        g
+    }
+
+    /// Starts (or restarts) the process on the existing files.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("keygate.toml")
+    }
+
+    pub fn keys_path(&self) -> PathBuf {
+        self.dir.path().join("keys.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    /// Everything the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("gateway /readyz", Duration::from_secs(30), || {
+            self.client
+                .get(self.admin_url("/readyz"))
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        });
+    }
+
+    /// GET with an optional bearer key.
+    pub fn get(&self, path: &str, key: Option<&str>) -> reqwest::blocking::Response {
+        self.request("GET", path, key)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+    ) -> reqwest::blocking::Response {
+        let mut r = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(k) = key {
+            r = r.header("Authorization", format!("Bearer {k}"));
+        }
+        r.send().unwrap()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, returning its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        wait_for("gateway exit", timeout, || child.try_wait().unwrap())
+    }
+
+    /// Current value of a metric line (exact series text before the value).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Rewrites the snapshot atomically (temp + rename).
+    pub fn write_keys(&self, text: &str) {
+        write_atomic(&self.keys_path(), text);
+    }
+
+    /// Rewrites the config atomically, filling the same ports in.
+    pub fn write_config(&self, text: &str) {
+        let text = text
+            .replace("{http}", &self.ports.http.to_string())
+            .replace("{admin}", &self.ports.admin.to_string());
+        write_atomic(&self.config_path(), &text);
+    }
+
+    /// SIGHUP, then waits until `keygate_reloads_total{result}` moves.
+    pub fn reload_by_signal(&self) -> &'static str {
+        let ok = self
+            .metric("keygate_reloads_total{result=\"success\"}")
+            .unwrap_or(0.0);
+        let bad = self
+            .metric("keygate_reloads_total{result=\"failure\"}")
+            .unwrap_or(0.0);
+        self.signal("HUP");
+        wait_for("reload to be counted", Duration::from_secs(20), || {
+            let ok2 = self
+                .metric("keygate_reloads_total{result=\"success\"}")
+                .unwrap_or(0.0);
+            let bad2 = self
+                .metric("keygate_reloads_total{result=\"failure\"}")
+                .unwrap_or(0.0);
+            if ok2 > ok {
+                Some("success")
+            } else if bad2 > bad {
+                Some("failure")
+            } else {
+                None
+            }
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A client that never uses a proxy and never follows redirects.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Parses a gateway-made JSON body and checks it is exactly `{code, message}`.
+pub fn assert_json_error(
+    resp: reqwest::blocking::Response,
+    status: u16,
+    code: &str,
+    message: &str,
+) {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "content-type"
+    );
+    assert!(resp.headers().contains_key("x-request-id"), "x-request-id");
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body, serde_json::json!({"code": code, "message": message}));
+}
