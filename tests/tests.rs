@@ -3,4 +3,6 @@
 
 mod util;
 
+mod lifecycle;
+mod reload;
 mod smoke;

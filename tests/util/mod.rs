@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,16 +91,14 @@ impl Seen {
     }
 }
 
-/// A real HTTP/1.1 upstream that answers 200 with a JSON echo of the request
-/// and records what it saw. `delay_ms` makes it slow (timeouts).
+/// A real HTTP/1.1 upstream (hyper) that answers `status` with a JSON echo of
+/// the request and records what it saw. `delay_ms` makes it slow (timeouts).
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub delay_ms: Arc<AtomicU64>,
     pub status: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Upstream {
@@ -109,23 +107,27 @@ impl Upstream {
     }
 
     pub fn start_on(addr: &str) -> Upstream {
-        let server = Arc::new(tiny_http::Server::http(addr).unwrap());
-        let addr = server.server_addr().to_ip().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let std_listener = TcpListener::bind(addr).unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let status = Arc::new(AtomicU64::new(200));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (server, seen, delay_ms, status, stop) = (
-                Arc::clone(&server),
+        {
+            let (seen, delay_ms, status) = (
                 Arc::clone(&seen),
                 Arc::clone(&delay_ms),
                 Arc::clone(&status),
-                Arc::clone(&stop),
             );
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(50)) else {
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
                         continue;
                     };
                     let (seen, delay_ms, status) = (
@@ -133,54 +135,28 @@ impl Upstream {
                         Arc::clone(&delay_ms),
                         Arc::clone(&status),
                     );
-                    std::thread::spawn(move || {
-                        let mut body = Vec::new();
-                        let _ = req.as_reader().read_to_end(&mut body);
-                        let s = Seen {
-                            method: req.method().as_str().to_string(),
-                            url: req.url().to_string(),
-                            headers: req
-                                .headers()
-                                .iter()
-                                .map(|h| {
-                                    (
-                                        h.field.as_str().as_str().to_ascii_lowercase(),
-                                        h.value.as_str().to_string(),
-                                    )
-                                })
-                                .collect(),
-                            body,
-                        };
-                        let echo = serde_json::json!({
-                            "method": s.method,
-                            "url": s.url,
-                            "headers": s.headers,
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            echo(
+                                req,
+                                Arc::clone(&seen),
+                                Arc::clone(&delay_ms),
+                                Arc::clone(&status),
+                            )
                         });
-                        seen.lock().unwrap().push(s);
-                        let d = delay_ms.load(Ordering::SeqCst);
-                        if d > 0 {
-                            std::thread::sleep(Duration::from_millis(d));
-                        }
-                        let resp = tiny_http::Response::from_string(echo.to_string())
-                            .with_status_code(status.load(Ordering::SeqCst) as u16)
-                            .with_header(
-                                "Content-Type: application/json"
-                                    .parse::<tiny_http::Header>()
-                                    .unwrap(),
-                            );
-                        let _ = req.respond(resp);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await;
                     });
                 }
-            })
-        };
+            });
+        }
         Upstream {
             addr,
             seen,
             delay_ms,
             status,
-            stop,
-            server,
-            thread: Some(thread),
+            runtime: Some(runtime),
         }
     }
 
@@ -207,12 +183,53 @@ impl Upstream {
     }
 }
 
+async fn echo(
+    req: hyper::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    delay_ms: Arc<AtomicU64>,
+    status: Arc<AtomicU64>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, hyper::Error> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes().to_vec();
+    let s = Seen {
+        method: parts.method.to_string(),
+        url: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    let echo = serde_json::json!({
+        "method": s.method,
+        "url": s.url,
+        "headers": s.headers,
+    });
+    seen.lock().unwrap().push(s);
+    let d = delay_ms.load(Ordering::SeqCst);
+    if d > 0 {
+        tokio::time::sleep(Duration::from_millis(d)).await;
+    }
+    Ok(hyper::Response::builder()
+        .status(status.load(Ordering::SeqCst) as u16)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            echo.to_string(),
+        )))
+        .unwrap())
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }

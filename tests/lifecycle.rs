@@ -1,0 +1,178 @@
+//! Process lifecycle (CONTRACT §6): start-up errors, SIGTERM drain, SIGINT.
+
+use crate::util::*;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn one_key() -> (Upstream, Snapshot, String) {
+    let up = Upstream::start();
+    let mut snap = Snapshot::new().workspace("ws_a", "acme");
+    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    (up, snap, key)
+}
+
+#[test]
+fn sigterm_turns_readyz_503_drains_in_flight_and_exits_0() {
+    let (up, snap, key) = one_key();
+    let mut gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    up.delay_ms.store(1500, Ordering::SeqCst);
+    let url = gw.url("/api/v1/company/slow");
+    let c = gw.client.clone();
+    let k = key.clone();
+    let inflight = std::thread::spawn(move || {
+        let r = c
+            .get(url)
+            .header("Authorization", format!("Bearer {k}"))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    });
+    wait_for(
+        "the slow request to reach the upstream",
+        Duration::from_secs(10),
+        || (up.count() == 1).then_some(()),
+    );
+    gw.signal("TERM");
+    wait_for("/readyz to answer 503", Duration::from_secs(5), || {
+        gw.client
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == 503)
+            .map(|r| r.json::<serde_json::Value>().unwrap())
+    });
+    // The proxy listener stops accepting new connections.
+    wait_for("the listener to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", gw.ports.http))
+            .is_err()
+            .then_some(())
+    });
+    let (status, body) = inflight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let exit = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn sigterm_when_idle_exits_well_before_the_grace_period() {
+    let (up, snap, _) = one_key();
+    let config =
+        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 30");
+    let mut gw = Gateway::start(&config, &snap.render());
+    let started = Instant::now();
+    gw.signal("TERM");
+    let exit = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sigint_exits_at_once_even_with_a_request_in_flight() {
+    let (up, snap, key) = one_key();
+    let config =
+        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 60");
+    let mut gw = Gateway::start(&config, &snap.render());
+    up.delay_ms.store(20_000, Ordering::SeqCst);
+    let url = gw.url("/api/v1/company/slow");
+    let c = gw.client.clone();
+    let inflight = std::thread::spawn(move || {
+        c.get(url)
+            .header("Authorization", format!("Bearer {key}"))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    wait_for(
+        "the slow request to reach the upstream",
+        Duration::from_secs(10),
+        || (up.count() == 1).then_some(()),
+    );
+    gw.signal("INT");
+    gw.wait_exit(Duration::from_secs(5));
+    assert!(
+        inflight.join().unwrap().is_err(),
+        "the in-flight request is cut"
+    );
+}
+
+#[test]
+fn a_refused_config_stops_start_up_with_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n\n[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"nope\"\nauth = \"company\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("keygate.toml:3"), "{stderr}");
+    assert!(stderr.contains("bogus"), "{stderr}");
+}
+
+#[test]
+fn a_busy_port_stops_start_up_with_a_clear_message() {
+    let (up, snap, _) = one_key();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let config =
+        standard_config(up.addr, "", "").replace("127.0.0.1:{http}", &format!("127.0.0.1:{port}"));
+    let mut gw = Gateway::spawn(&config, &snap.render());
+    let exit = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(1));
+    let log = gw.log();
+    assert!(
+        log.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (server.listen)"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn check_reports_ok_or_every_error() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/keygate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("ok: config/keygate.toml: 8 routes, 1 upstreams, 5 keys"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keygate.toml"),
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[rate_limit]\nrequests = 0\nper_secs = 60\n\n[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"r\"\npath = \"/x/**/y\"\nupstream = \"b\"\nauth = \"company\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keys.toml"), "").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("keygate.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stdout}");
+    assert!(
+        stdout.contains("keygate.toml:4: rate_limit: requests must be"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("'**' may only be the last segment"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown upstream \"b\""), "{stdout}");
+}

@@ -1,0 +1,365 @@
+//! Hot reload (CONTRACT §6): SIGHUP, POST /reload and the file watch build a
+//! whole new state and swap it; a refused reload changes nothing.
+
+use crate::util::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn base() -> (Upstream, Snapshot, String, String) {
+    let up = Upstream::start();
+    let mut snap = Snapshot::new()
+        .workspace("ws_a", "acme")
+        .workspace("ws_b", "acme");
+    let company = snap.key("k_company", "company", "acme", None, &["admin"], "");
+    let ws = snap.key("k_ws", "workspace", "acme", Some("ws_a"), &["read:all"], "");
+    (up, snap, company, ws)
+}
+
+#[test]
+fn revoked_key_after_sighup_is_403_with_age() {
+    let (up, mut snap, company, _) = base();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+    let k = snap.keys.iter_mut().find(|k| k.id == "k_company").unwrap();
+    k.toml.push_str("revoked_at = \"2026-01-01T00:00:00Z\"\n");
+    gw.write_keys(&snap.render());
+    assert_eq!(gw.reload_by_signal(), "success");
+    let resp = gw.get("/api/v1/company/x", Some(&company));
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().unwrap();
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("API key was revoked ") && msg.ends_with(" days ago"),
+        "{msg}"
+    );
+    assert!(
+        gw.log().contains("k_company"),
+        "reload log names the revoked key"
+    );
+}
+
+#[test]
+fn key_added_by_sighup_authenticates() {
+    let (up, mut snap, _, _) = base();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    let new_key = snap.key(
+        "k_new",
+        "workspace",
+        "acme",
+        Some("ws_b"),
+        &["read:all"],
+        "",
+    );
+    assert_eq!(gw.get("/api/v1/profiles/me", Some(&new_key)).status(), 401);
+    gw.write_keys(&snap.render());
+    assert_eq!(gw.reload_by_signal(), "success");
+    let resp = gw.get("/api/v1/profiles/me", Some(&new_key));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().header("x-keygate-workspace"), Some("ws_b"));
+}
+
+#[test]
+fn refused_snapshots_keep_the_old_state_serving_and_are_counted() {
+    let (up, snap, company, _) = base();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    let good = snap.render();
+    let bad_snapshots = [
+        ("unknown field", format!("{good}\n[[keys]]\nid = \"x\"\nbogus = 1\n")),
+        ("not toml", "this is = = not toml".to_string()),
+        ("duplicate id", format!("{good}\n{}", snap.keys[0].toml)),
+        (
+            "bad hash",
+            good.replacen("hash = \"sha256:", "hash = \"sha256:zz", 1),
+        ),
+        ("unknown scope", good.replacen("[\"admin\"]", "[\"superuser\"]", 1)),
+        ("zero rate", good.replacen(
+            "created_at = \"2026-11-01T10:00:00Z\"",
+            "created_at = \"2026-11-01T10:00:00Z\"\nrate_limit = { requests = 0, per_secs = 60 }",
+            1,
+        )),
+        ("unlisted workspace", good.replace("id = \"ws_a\"", "id = \"ws_zzz\"")),
+    ];
+    for (i, (what, text)) in bad_snapshots.iter().enumerate() {
+        gw.write_keys(text);
+        assert_eq!(gw.reload_by_signal(), "failure", "{what}");
+        assert_eq!(
+            gw.metric("keygate_reloads_total{result=\"failure\"}"),
+            Some((i + 1) as f64),
+            "{what}"
+        );
+        assert_eq!(
+            gw.get("/api/v1/company/x", Some(&company)).status(),
+            200,
+            "old keys still serve after a refused {what}"
+        );
+    }
+    assert!(gw.log().contains("reload refused"));
+    // Once the file is fixed, the next reload succeeds.
+    gw.write_keys(&good);
+    assert_eq!(gw.reload_by_signal(), "success");
+}
+
+#[test]
+fn refused_configs_keep_the_old_state_serving() {
+    let (up, snap, company, _) = base();
+    let config = standard_config(up.addr, "", "");
+    let gw = Gateway::start(&config, &snap.render());
+    let bad_configs = [
+        (
+            "unknown field",
+            config.replace("[admin]", "[admin]\nbogus = true"),
+        ),
+        (
+            "unknown upstream",
+            config.replace(
+                "upstream = \"api\"\nauth = \"company\"\nscope = \"auto\"",
+                "upstream = \"nope\"\nauth = \"company\"\nscope = \"auto\"",
+            ),
+        ),
+        (
+            "bad pattern",
+            config.replace("/api/v1/company/**", "/api/**/company"),
+        ),
+        (
+            "zero rate",
+            config.replace("requests = 100", "requests = 0"),
+        ),
+        (
+            "duplicate route",
+            config.replace("name = \"profiles\"", "name = \"company\""),
+        ),
+        (
+            "missing snapshot",
+            config.replace("snapshot = \"keys.toml\"", "snapshot = \"gone.toml\""),
+        ),
+    ];
+    for (what, text) in &bad_configs {
+        assert_ne!(text, &config, "{what}: replacement must change the config");
+        gw.write_config(text);
+        assert_eq!(gw.reload_by_signal(), "failure", "{what}");
+        assert_eq!(
+            gw.get("/api/v1/company/x", Some(&company)).status(),
+            200,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn route_added_by_reload_works_and_restart_only_settings_are_reported() {
+    let (up, snap, company, _) = base();
+    let config = standard_config(up.addr, "", "");
+    let gw = Gateway::start(&config, &snap.render());
+    assert_eq!(gw.get("/api/v2/new", Some(&company)).status(), 404);
+    let with_route = standard_config(
+        up.addr,
+        "",
+        "[[routes]]\nname = \"v2\"\npath = \"/api/v2/**\"\nupstream = \"api\"\nauth = \"company\"\n",
+    )
+    .replace("threads = 2", "threads = 3");
+    gw.write_config(&with_route);
+    let resp = gw.client.post(gw.admin_url("/reload")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let report: serde_json::Value = resp.json().unwrap();
+    assert_eq!(report["status"], "reloaded");
+    assert_eq!(report["report"]["routes_added"], serde_json::json!(["v2"]));
+    assert_eq!(
+        report["report"]["restart_required"],
+        serde_json::json!(["server.threads"])
+    );
+    assert_eq!(gw.get("/api/v2/new", Some(&company)).status(), 200);
+    assert_eq!(up.last().url, "/api/v2/new");
+}
+
+#[test]
+fn post_reload_answers_422_with_every_error() {
+    let (up, snap, company, _) = base();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    let good = snap.render();
+    let two_problems = good.replacen("[\"admin\"]", "[\"superuser\"]", 1).replacen(
+        "hash = \"sha256:",
+        "hash = \"md5:",
+        1,
+    );
+    gw.write_keys(&two_problems);
+    let resp = gw.client.post(gw.admin_url("/reload")).send().unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["status"], "refused");
+    let errors: Vec<String> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("superuser")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("keys.toml:") && e.contains("hash")),
+        "{errors:?}"
+    );
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+    assert_eq!(
+        gw.metric("keygate_reloads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn file_watch_reloads_changed_content() {
+    let (up, mut snap, _, _) = base();
+    let config = standard_config(up.addr, "", "").replace(
+        "snapshot = \"keys.toml\"",
+        "snapshot = \"keys.toml\"\nwatch_secs = 1",
+    );
+    let gw = Gateway::start(&config, &snap.render());
+    let new_key = snap.key("k_watch", "company", "acme", None, &["read:all"], "");
+    gw.write_keys(&snap.render());
+    wait_for(
+        "the watch to load the new key",
+        Duration::from_secs(20),
+        || (gw.get("/api/v1/company/x", Some(&new_key)).status() == 200).then_some(()),
+    );
+    // A broken file is refused once and not retried on every tick.
+    gw.write_keys("broken = = toml");
+    wait_for(
+        "the watch to refuse the broken file",
+        Duration::from_secs(20),
+        || (gw.metric("keygate_reloads_total{result=\"failure\"}") == Some(1.0)).then_some(()),
+    );
+    assert_eq!(gw.get("/api/v1/company/x", Some(&new_key)).status(), 200);
+}
+
+#[test]
+fn buckets_survive_reload_and_reset_when_the_limit_changes() {
+    let up = Upstream::start();
+    let mut snap = Snapshot::new().workspace("ws_a", "acme");
+    let key = snap.key(
+        "k_limited",
+        "company",
+        "acme",
+        None,
+        &["read:all"],
+        "rate_limit = { requests = 3, per_secs = 3600 }",
+    );
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    for _ in 0..3 {
+        assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
+    }
+    assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 429);
+    // Same limit: the bucket is kept across the reload.
+    snap.key("k_other", "company", "acme", None, &["read:all"], "");
+    gw.write_keys(&snap.render());
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 429);
+    // Changed limit: the bucket starts full again.
+    let text = snap.render().replace(
+        "requests = 3, per_secs = 3600",
+        "requests = 5, per_secs = 3600",
+    );
+    gw.write_keys(&text);
+    assert_eq!(gw.reload_by_signal(), "success");
+    let resp = gw.get("/api/v1/company/x", Some(&key));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "5");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "4");
+}
+
+#[test]
+fn in_flight_request_finishes_on_the_state_it_started_with() {
+    let (up, snap, company, _) = base();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    up.delay_ms.store(1500, Ordering::SeqCst);
+    let url = gw.url("/api/v1/company/slow");
+    let c = gw.client.clone();
+    let k = company.clone();
+    let inflight = std::thread::spawn(move || {
+        c.get(url)
+            .header("Authorization", format!("Bearer {k}"))
+            .send()
+            .unwrap()
+            .status()
+    });
+    wait_for(
+        "the slow request to reach the upstream",
+        Duration::from_secs(10),
+        || (up.count() == 1).then_some(()),
+    );
+    // Remove every key, then reload while the request is upstream.
+    gw.write_keys("");
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(inflight.join().unwrap(), 200);
+    up.delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 401);
+}
+
+#[test]
+fn eight_clients_at_full_speed_through_twenty_reloads_see_no_failure() {
+    let (up, mut snap, company, ws) = base();
+    // High default limit so the clients never hit 429.
+    let config = standard_config(up.addr, "", "").replace("requests = 100", "requests = 1000000");
+    let gw = Gateway::start(&config, &snap.render());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (stop, ok, failures) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failures));
+        let c = client();
+        let (url, key) = if i % 2 == 0 {
+            (gw.url("/api/v1/company/load"), company.clone())
+        } else {
+            (gw.url("/api/v1/profiles/load"), ws.clone())
+        };
+        clients.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match c
+                    .get(&url)
+                    .header("Authorization", format!("Bearer {key}"))
+                    .send()
+                {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("error {e}")),
+                }
+            }
+        }));
+    }
+    for i in 0..20 {
+        snap.key(
+            &format!("k_extra_{i}"),
+            "company",
+            "acme",
+            None,
+            &["read:all"],
+            "",
+        );
+        gw.write_keys(&snap.render());
+        assert_eq!(gw.reload_by_signal(), "success");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}\n{}",
+        failures.len(),
+        failures.first(),
+        gw.log()
+            .lines()
+            .filter(|l| !l.contains("\"status\":200"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(ok.load(Ordering::SeqCst) > 100, "clients made progress");
+}
