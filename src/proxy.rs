@@ -438,6 +438,9 @@ impl ProxyHttp for Proxy {
             },
         };
         if session.response_written().is_none() && code != 0 {
+            // Pingora drops the client connection after a failed proxy
+            // attempt; say so, or a keep-alive client would reuse a dead socket.
+            session.set_keepalive(None);
             let result = match &denial {
                 Some(d) => self.respond(session, ctx, d).await,
                 None => {

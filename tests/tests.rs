@@ -3,6 +3,7 @@
 
 mod util;
 
+mod admin;
 mod lifecycle;
 mod reload;
 mod smoke;
