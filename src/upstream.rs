@@ -33,6 +33,7 @@ pub struct Upstream {
     servers: Vec<Backend>,
     sni: String,
     ca: Option<Arc<CaType>>,
+    group_key: u64,
     next_check: AtomicU64,
 }
 
@@ -106,6 +107,7 @@ impl Upstream {
             servers,
             sni,
             ca,
+            group_key: group_key(config),
             next_check: AtomicU64::new(0),
         })
     }
@@ -127,6 +129,7 @@ impl Upstream {
         o.verify_cert = self.config.verify_cert;
         o.verify_hostname = self.config.verify_cert;
         o.ca = self.ca.clone();
+        peer.group_key = self.group_key;
         Some(Box::new(peer))
     }
 
@@ -164,6 +167,18 @@ impl Upstream {
     pub fn is_healthy(&self) -> bool {
         self.servers.iter().any(|b| self.lb.backends().ready(b))
     }
+}
+
+/// Pingora pools upstream connections by address, SNI and verification flags,
+/// but not by trusted CA: two upstreams on one address with different
+/// `ca_file`s could share a connection verified under the other's trust. The
+/// group key keeps each upstream's connections to itself.
+fn group_key(config: &UpstreamConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    config.name.hash(&mut h);
+    config.ca_file.hash(&mut h);
+    h.finish()
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {

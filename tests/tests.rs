@@ -7,3 +7,4 @@ mod admin;
 mod lifecycle;
 mod reload;
 mod smoke;
+mod tls;

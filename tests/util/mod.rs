@@ -98,6 +98,7 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub delay_ms: Arc<AtomicU64>,
     pub status: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -118,11 +119,13 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let status = Arc::new(AtomicU64::new(200));
+        let accepted = Arc::new(AtomicU64::new(0));
         {
-            let (seen, delay_ms, status) = (
+            let (seen, delay_ms, status, accepted) = (
                 Arc::clone(&seen),
                 Arc::clone(&delay_ms),
                 Arc::clone(&status),
+                Arc::clone(&accepted),
             );
             runtime.spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
@@ -130,6 +133,7 @@ impl Upstream {
                     let Ok((tcp, _)) = listener.accept().await else {
                         continue;
                     };
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     let (seen, delay_ms, status) = (
                         Arc::clone(&seen),
                         Arc::clone(&delay_ms),
@@ -156,6 +160,7 @@ impl Upstream {
             seen,
             delay_ms,
             status,
+            accepted,
             runtime: Some(runtime),
         }
     }
@@ -180,6 +185,11 @@ impl Upstream {
 
     pub fn clear(&self) {
         self.seen.lock().unwrap().clear();
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -319,6 +329,8 @@ impl Snapshot {
 pub struct Ports {
     pub http: u16,
     pub admin: u16,
+    /// Filled in for `{https}` (TLS listeners).
+    pub https: u16,
 }
 
 /// A config with the sample routes, pointing at `upstream`. `{http}`,
@@ -423,9 +435,11 @@ impl Gateway {
         let ports = Ports {
             http: free_port(),
             admin: free_port(),
+            https: free_port(),
         };
         let config = config
             .replace("{http}", &ports.http.to_string())
+            .replace("{https}", &ports.https.to_string())
             .replace("{admin}", &ports.admin.to_string());
         std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
         std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
@@ -554,6 +568,7 @@ impl Gateway {
     pub fn write_config(&self, text: &str) {
         let text = text
             .replace("{http}", &self.ports.http.to_string())
+            .replace("{https}", &self.ports.https.to_string())
             .replace("{admin}", &self.ports.admin.to_string());
         write_atomic(&self.config_path(), &text);
     }
@@ -657,4 +672,167 @@ pub fn raw_status(response: &[u8]) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+// --------------------------------------------------------------------- TLS --
+
+/// A test CA and a leaf certificate it signed for `localhost` and 127.0.0.1.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "keygate test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        Pki {
+            ca_pem: ca_cert.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`.
+    pub fn write(&self, dir: &Path) {
+        std::fs::write(dir.join("ca.pem"), &self.ca_pem).unwrap();
+        write_atomic(&dir.join("cert.pem"), &self.cert_pem);
+        write_atomic(&dir.join("key.pem"), &self.key_pem);
+    }
+
+    /// A client trusting only this CA, resolving `localhost` to 127.0.0.1.
+    pub fn client(&self, port: u16) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Like [`Gateway::start`], but with files written into the gateway's folder
+/// before it starts (certificates, CA bundles).
+pub fn start_with_files(config: &str, keys_toml: &str, write: impl FnOnce(&Path)) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path());
+    let ports = Ports {
+        http: free_port(),
+        admin: free_port(),
+        https: free_port(),
+    };
+    let config = config
+        .replace("{http}", &ports.http.to_string())
+        .replace("{https}", &ports.https.to_string())
+        .replace("{admin}", &ports.admin.to_string());
+    std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
+    std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
+    let mut g = Gateway {
+        dir,
+        ports,
+        child: None,
+        client: client(),
+    };
+    g.launch();
+    g.wait_ready();
+    g
+}
+
+impl Upstream {
+    /// The echo upstream behind TLS with the given certificate.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
+        use tokio_rustls::rustls;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let status = Arc::new(AtomicU64::new(200));
+        let accepted = Arc::new(AtomicU64::new(0));
+        {
+            let (seen, delay_ms, status, accepted) = (
+                Arc::clone(&seen),
+                Arc::clone(&delay_ms),
+                Arc::clone(&status),
+                Arc::clone(&accepted),
+            );
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let acceptor = acceptor.clone();
+                    let (seen, delay_ms, status) = (
+                        Arc::clone(&seen),
+                        Arc::clone(&delay_ms),
+                        Arc::clone(&status),
+                    );
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let svc = hyper::service::service_fn(move |req| {
+                            echo(
+                                req,
+                                Arc::clone(&seen),
+                                Arc::clone(&delay_ms),
+                                Arc::clone(&status),
+                            )
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                    });
+                }
+            });
+        }
+        Upstream {
+            addr,
+            seen,
+            delay_ms,
+            status,
+            accepted,
+            runtime: Some(runtime),
+        }
+    }
 }
