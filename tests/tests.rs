@@ -3,7 +3,11 @@
 
 mod util;
 
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
 mod admin;
+mod alloc;
 mod lifecycle;
 mod reload;
 mod smoke;

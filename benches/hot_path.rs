@@ -1,0 +1,139 @@
+//! The request hot path piece by piece: bearer parsing + SHA-256, route
+//! matching over 100 routes, the whole `decide` on a 10,000-key snapshot, and
+//! the limiter (uncontended and two threads on one key).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keygate::clock::SystemClock;
+use keygate::decide::{Authorization, Request, decide};
+use keygate::gateway::Gateway;
+use keygate::metrics::Metrics;
+use keygate::ratelimit::{Limit, Limiter};
+use keygate::token::{KeyDigest, Prefixes, bearer_token};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Writes a config with `routes` routes (the matching one last) and a snapshot
+/// of `keys` keys; returns the loaded gateway and one valid key.
+fn gateway(routes: usize, keys: usize) -> (tempfile::TempDir, Gateway, String) {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = String::from(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[keys]\nsnapshot = \"keys.toml\"\n\
+         [[upstreams]]\nname = \"api\"\nservers = [\"127.0.0.1:9\"]\n",
+    );
+    for i in 0..routes - 1 {
+        writeln!(
+            cfg,
+            "[[routes]]\nname = \"r{i}\"\npath = \"/api/v1/other{i}/{{workspace}}/**\"\nupstream = \"api\"\nauth = \"workspace\"\n"
+        )
+        .expect("write");
+    }
+    cfg.push_str(
+        "[[routes]]\nname = \"posts\"\npath = \"/api/v1/workspaces/{workspace}/posts/**\"\nupstream = \"api\"\nauth = \"any\"\n",
+    );
+    let mut snap = String::from("[[workspaces]]\nid = \"ws_a\"\ncompany = \"acme\"\n");
+    let mut valid = String::new();
+    for i in 0..keys {
+        let key = format!("ord_{:040}", i);
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        writeln!(
+            snap,
+            "[[keys]]\nid = \"k{i}\"\nname = \"n\"\ntype = \"workspace\"\ncompany = \"acme\"\nworkspace = \"ws_a\"\nscopes = [\"read:all\"]\nhash = \"sha256:{hash}\"\ncreated_at = \"2026-11-01T10:00:00Z\"\n"
+        )
+        .expect("write");
+        if i == keys / 2 {
+            valid = key;
+        }
+    }
+    std::fs::write(dir.path().join("keygate.toml"), cfg).expect("config");
+    std::fs::write(dir.path().join("keys.toml"), snap).expect("snapshot");
+    let gw = Gateway::load(&dir.path().join("keygate.toml"), &Metrics::new(), None)
+        .expect("bench config loads");
+    (dir, gw, valid)
+}
+
+fn token_and_hash(c: &mut Criterion) {
+    let header = format!("Bearer ord_c_{}", "A".repeat(40));
+    let prefixes = Prefixes::default();
+    c.bench_function("token: parse bearer + prefix + sha256", |b| {
+        b.iter(|| {
+            let t = bearer_token(std::iter::once(black_box(header.as_bytes()))).expect("token");
+            let kind = prefixes.classify(t);
+            (kind, KeyDigest::of(t))
+        })
+    });
+}
+
+fn route_match(c: &mut Criterion) {
+    let (_dir, gw, _) = gateway(100, 1);
+    let path = "/api/v1/workspaces/ws_a/posts/123";
+    c.bench_function("routes: first match over 100 routes (last wins)", |b| {
+        b.iter(|| {
+            gw.policy
+                .routes
+                .iter()
+                .position(|r| r.pattern.matches(black_box(path)).is_some())
+        })
+    });
+}
+
+fn decide_bench(c: &mut Criterion) {
+    let (_dir, gw, key) = gateway(10, 10_000);
+    let header = format!("Bearer {key}");
+    let method = http::Method::GET;
+    let req = Request {
+        method: &method,
+        path: "/api/v1/workspaces/ws_a/posts/123",
+        authorization: Authorization::One(header.as_bytes()),
+        tls: false,
+    };
+    assert!(matches!(
+        decide(&req, &gw.policy, 1_800_000_000),
+        keygate::decide::Decision::Allow(_)
+    ));
+    c.bench_function("decide: valid key, 10k-key snapshot", |b| {
+        b.iter(|| decide(black_box(&req), &gw.policy, 1_800_000_000))
+    });
+    let bad = format!("Bearer ord_{}", "Z".repeat(40));
+    let bad_req = Request {
+        authorization: Authorization::One(bad.as_bytes()),
+        ..req
+    };
+    c.bench_function("decide: unknown key, 10k-key snapshot", |b| {
+        b.iter(|| decide(black_box(&bad_req), &gw.policy, 1_800_000_000))
+    });
+}
+
+fn limiter(c: &mut Criterion) {
+    let limit = Limit::from_raw(1_000_000_000, 1, None).expect("limit");
+    let limiter = Arc::new(Limiter::new(Arc::new(SystemClock::new()), 1_000_000));
+    let id: Arc<str> = Arc::from("key_bench");
+    c.bench_function("limiter: one allowed check, uncontended", |b| {
+        b.iter(|| limiter.check(black_box(&id), limit))
+    });
+    c.bench_function("limiter: one allowed check, 2 threads on one key", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..iters {
+                            black_box(limiter.check(&id, limit));
+                        }
+                    });
+                }
+            });
+            // Per check, as seen by one of the two threads.
+            start.elapsed()
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = token_and_hash, route_match, decide_bench, limiter
+}
+criterion_main!(benches);

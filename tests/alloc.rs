@@ -1,0 +1,115 @@
+//! The hot path allocates nothing for an allowed decision: a counting global
+//! allocator (installed in tests.rs) counts this thread's allocations around
+//! `decide` and the limiter.
+
+use crate::util::*;
+use keygate::decide::{Authorization, Decision, Request, decide};
+use std::cell::Cell;
+use std::sync::Arc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts allocations per thread so tests running in parallel do not disturb it.
+pub struct Counting;
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn allowed_decision_and_limiter_check_allocate_nothing() {
+    let mut snap = Snapshot::new().workspace("ws_a", "acme");
+    for i in 0..1000 {
+        snap.key(
+            &format!("k{i}"),
+            "workspace",
+            "acme",
+            Some("ws_a"),
+            &["read:all"],
+            "",
+        );
+    }
+    let company = snap.key("k_company", "company", "acme", None, &["read:all"], "");
+    let ws = snap.keys[10].key.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = standard_config("127.0.0.1:9".parse().unwrap(), "", "")
+        .replace("{http}", "1")
+        .replace("{admin}", "2");
+    std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
+    std::fs::write(dir.path().join("keys.toml"), snap.render()).unwrap();
+    let metrics = keygate::metrics::Metrics::new();
+    let gw =
+        keygate::gateway::Gateway::load(&dir.path().join("keygate.toml"), &metrics, None).unwrap();
+    let limiter =
+        keygate::ratelimit::Limiter::new(Arc::new(keygate::clock::SystemClock::new()), 1000);
+    let get = http::Method::GET;
+    let cases = [
+        (format!("Bearer {ws}"), "/api/v1/workspaces/ws_a/posts/1"),
+        (
+            format!("bearer   {company}"),
+            "/api/v1/company/workspaces/ws_a/x",
+        ),
+        (format!("Bearer {company}"), "/api/v1/company/things"),
+        (String::new(), "/healthz"),
+    ];
+    for (header, path) in &cases {
+        let req = Request {
+            method: &get,
+            path,
+            authorization: if header.is_empty() {
+                Authorization::Absent
+            } else {
+                Authorization::One(header.as_bytes())
+            },
+            tls: false,
+        };
+        // Warm the limiter's bucket for this key first: creating it allocates once.
+        if let Decision::Allow(a) = decide(&req, &gw.policy, 1_800_000_000)
+            && let Some((_, key)) = a.key
+        {
+            limiter.check(&key.id, keygate::ratelimit::Limit::DEFAULT);
+        }
+        let n = allocations_during(|| {
+            let d = decide(&req, &gw.policy, 1_800_000_000);
+            let Decision::Allow(a) = d else {
+                panic!("{path} should be allowed");
+            };
+            if let Some((slot, key)) = a.key {
+                gw.policy.keys.touch(slot, 1_800_000_000);
+                std::hint::black_box(limiter.check(&key.id, keygate::ratelimit::Limit::DEFAULT));
+            }
+        });
+        assert_eq!(n, 0, "{path}: {n} allocations on the allowed path");
+    }
+    // The counter does count: a denial with a formatted message allocates.
+    let req = Request {
+        method: &get,
+        path: "/nowhere",
+        authorization: Authorization::Absent,
+        tls: false,
+    };
+    assert!(
+        allocations_during(|| {
+            std::hint::black_box(decide(&req, &gw.policy, 1_800_000_000));
+        }) > 0
+    );
+}
