@@ -117,7 +117,7 @@ pub struct UpstreamConfig {
     pub sni: Option<String>,
     /// Verify the upstream certificate (TLS only).
     pub verify_cert: bool,
-    /// Extra CA bundle (PEM) to trust for upstream TLS.
+    /// CA bundle (PEM) trusted for this upstream's TLS instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// Connect timeout.
     pub connect_timeout: Duration,

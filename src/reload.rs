@@ -306,18 +306,25 @@ impl BackgroundService for ReloadService {
                 return;
             }
         };
+        // A short tick re-reads `watch_secs` each time, so a reload that turns
+        // the watch on or changes its period takes effect within a second.
+        let mut last_watch = std::time::Instant::now();
         loop {
-            let watch = self.reloader.shared.state.load().config.keys.watch;
-            let tick = watch.unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
                     let _ = self.reloader.reload_async("SIGHUP").await;
                 }
-                _ = tokio::time::sleep(tick) => {
-                    if watch.is_some() {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let watch = self.reloader.shared.state.load().config.keys.watch;
+                    if let Some(period) = watch
+                        && last_watch.elapsed() >= period
+                    {
+                        last_watch = std::time::Instant::now();
                         let r = Arc::clone(&self.reloader);
-                        let changed = tokio::task::spawn_blocking(move || r.files_changed()).await.unwrap_or(false);
+                        let changed = tokio::task::spawn_blocking(move || r.files_changed())
+                            .await
+                            .unwrap_or(false);
                         if changed {
                             let _ = self.reloader.reload_async("file change").await;
                         }

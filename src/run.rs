@@ -7,7 +7,7 @@
 //!   requests finish for up to `grace_period_secs`, then exit 0. The process
 //!   exits as soon as nothing is in flight rather than sleeping out the grace.
 //! - SIGINT: exit at once.
-//! - SIGQUIT: Pingora's socket hand-over upgrade.
+//! - SIGQUIT: like SIGTERM (no socket hand-over to a new process).
 
 use crate::admin::AdminService;
 use crate::clock::{Clock, SystemClock};
@@ -266,13 +266,15 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers");
             return std::future::pending().await;
         };
+        // SIGQUIT would be Pingora's socket hand-over to a new process, which
+        // keygate does not start; it is treated as SIGTERM so nothing is lost.
         tokio::select! {
-            _ = term.recv() => {
+            _ = async { tokio::select! { _ = term.recv() => {}, _ = quit.recv() => {} } } => {
                 self.lifecycle.set_draining();
                 tracing::info!(
                     inflight = self.lifecycle.inflight(),
                     grace_secs = self.grace.as_secs(),
-                    "SIGTERM: not ready, draining in-flight requests"
+                    "shutdown signal: not ready, draining in-flight requests"
                 );
                 let lifecycle = Arc::clone(&self.lifecycle);
                 let grace = self.grace;
@@ -284,7 +286,6 @@ impl ShutdownSignalWatch for Signals {
                 flush_stdout();
                 std::process::exit(0)
             }
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         }
     }
 }
