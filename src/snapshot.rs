@@ -494,6 +494,11 @@ fn build(
             ));
         }
         if problems.0.len() != before {
+            // The snapshot is refused anyway; keep the hash so that a later key
+            // with the same one is still reported in this same pass.
+            if let Some(d) = digest {
+                by_digest.entry(d).or_insert(u32::MAX);
+            }
             continue;
         }
         let (Some(key_type), Some(digest), Some(created_at)) = (key_type_parsed, digest, created)

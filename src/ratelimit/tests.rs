@@ -1,2 +1,556 @@
-#[allow(unused_imports)]
 use super::*;
+use crate::clock::ManualClock;
+use std::sync::Barrier;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+fn limit(requests: i64, per_secs: i64, burst: i64) -> Limit {
+    Limit::from_raw(requests, per_secs, Some(burst)).unwrap()
+}
+
+fn key(id: &str) -> Arc<str> {
+    id.into()
+}
+
+fn limiter(max_buckets: usize) -> (Arc<ManualClock>, Limiter) {
+    let clock = ManualClock::at(1_800_000_000);
+    let l = Limiter::new(clock.clone(), max_buckets);
+    (clock, l)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Takes tokens until one is refused; returns how many were allowed.
+fn drain(l: &Limiter, id: &Arc<str>, lim: Limit) -> u64 {
+    let mut n = 0;
+    while l.check(id, lim).allowed {
+        n += 1;
+        assert!(n <= u64::from(lim.burst.get()), "more than burst allowed");
+    }
+    n
+}
+
+#[test]
+fn fresh_bucket_allows_burst_then_refuses() {
+    let (_, l) = limiter(100);
+    let k = key("k");
+    assert_eq!(drain(&l, &k, limit(10, 10, 3)), 3);
+    assert!(!l.check(&k, limit(10, 10, 3)).allowed);
+}
+
+#[test]
+fn burst_larger_than_requests_is_the_capacity() {
+    let (_, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(10, 10, 25);
+    let first = l.check(&k, lim);
+    assert!(first.allowed);
+    assert_eq!(first.remaining, 24);
+    assert_eq!(drain(&l, &k, lim), 24);
+}
+
+#[test]
+fn header_figures_while_draining_and_refilling() {
+    // One token per second, capacity 3.
+    let (clock, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(10, 10, 3);
+    let o = |allowed, remaining, reset_secs, retry_after_secs| Outcome {
+        allowed,
+        limit: lim,
+        remaining,
+        reset_secs,
+        retry_after_secs,
+    };
+    assert_eq!(l.check(&k, lim), o(true, 2, 1, 0));
+    assert_eq!(l.check(&k, lim), o(true, 1, 2, 0));
+    assert_eq!(l.check(&k, lim), o(true, 0, 3, 0));
+    // Empty: full again in 3 s, one token back in 1 s.
+    assert_eq!(l.check(&k, lim), o(false, 0, 3, 1));
+    assert_eq!(
+        l.check(&k, lim),
+        o(false, 0, 3, 1),
+        "a refusal costs nothing"
+    );
+
+    clock.advance(ms(1000));
+    assert_eq!(l.check(&k, lim), o(true, 0, 3, 0), "one token refilled");
+    assert_eq!(l.check(&k, lim), o(false, 0, 3, 1));
+
+    // 2.5 s later the bucket holds 2.5 tokens: taking one leaves 1.5 (one
+    // whole), full again in 1.5 s, rounded up to 2.
+    clock.advance(ms(2500));
+    assert_eq!(l.check(&k, lim), o(true, 1, 2, 0));
+    assert_eq!(l.check(&k, lim), o(true, 0, 3, 0), "2.5 s rounds up to 3");
+    // Half a token left: full in 2.5 s (3), the next token in 0.5 s (1).
+    assert_eq!(l.check(&k, lim), o(false, 0, 3, 1));
+}
+
+#[test]
+fn remaining_counts_whole_tokens_only() {
+    let (clock, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(10, 10, 3);
+    assert_eq!(drain(&l, &k, lim), 3);
+    // 1.9 s refills 1.9 tokens: one request passes, 0.9 of a token is left,
+    // which is not a whole token.
+    clock.advance(ms(1900));
+    let out = l.check(&k, lim);
+    assert!(out.allowed);
+    assert_eq!(out.remaining, 0);
+    assert_eq!(out.reset_secs, 3, "2.1 s rounded up");
+}
+
+#[test]
+fn retry_after_and_reset_round_up_to_whole_seconds() {
+    // One token a minute.
+    let (clock, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(1, 60, 1);
+    let first = l.check(&k, lim);
+    assert!(first.allowed);
+    assert_eq!((first.remaining, first.reset_secs), (0, 60));
+    let denied = l.check(&k, lim);
+    assert!(!denied.allowed);
+    assert_eq!((denied.reset_secs, denied.retry_after_secs), (60, 60));
+
+    clock.advance(ms(58_001));
+    let denied = l.check(&k, lim);
+    assert_eq!(
+        (denied.allowed, denied.reset_secs, denied.retry_after_secs),
+        (false, 2, 2),
+        "1.999 s rounds up to 2"
+    );
+    clock.advance(ms(1_998));
+    let denied = l.check(&k, lim);
+    assert_eq!(
+        (denied.allowed, denied.reset_secs, denied.retry_after_secs),
+        (false, 1, 1),
+        "1 ms rounds up to 1 s"
+    );
+    clock.advance(ms(1));
+    assert!(l.check(&k, lim).allowed, "exactly one minute later");
+}
+
+#[test]
+fn fractional_intervals_round_up_reset() {
+    // 3 per second: a token is a third of a second.
+    let (_, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(3, 1, 3);
+    let out = l.check(&k, lim);
+    assert_eq!((out.allowed, out.remaining, out.reset_secs), (true, 2, 1));
+    assert_eq!(drain(&l, &k, lim), 2);
+    let denied = l.check(&k, lim);
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after_secs, 1, "a third of a second rounds up");
+}
+
+#[test]
+fn retry_after_is_at_least_one_second() {
+    // A thousand tokens a second: the next one is a millisecond away.
+    let (_, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(1000, 1, 1);
+    assert!(l.check(&k, lim).allowed);
+    let denied = l.check(&k, lim);
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after_secs, 1);
+    assert_eq!(denied.reset_secs, 1);
+}
+
+#[test]
+fn refill_follows_the_rate() {
+    // The default: 100 per 60 s, a token every 0.6 s.
+    let (clock, l) = limiter(100);
+    let k = key("k");
+    let lim = Limit::DEFAULT;
+    assert_eq!(drain(&l, &k, lim), 100);
+    let denied = l.check(&k, lim);
+    assert_eq!(denied.retry_after_secs, 1);
+    assert_eq!(denied.reset_secs, 60);
+    clock.advance(ms(599));
+    assert!(!l.check(&k, lim).allowed, "not quite one token yet");
+    clock.advance(ms(1));
+    assert_eq!(drain(&l, &k, lim), 1);
+    clock.advance(ms(6000));
+    assert_eq!(drain(&l, &k, lim), 10);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(drain(&l, &k, lim), 100);
+}
+
+#[test]
+fn refill_never_exceeds_burst() {
+    let (clock, l) = limiter(100);
+    let k = key("k");
+    let lim = limit(10, 1, 4);
+    assert_eq!(drain(&l, &k, lim), 4);
+    clock.advance(Duration::from_secs(3600));
+    let out = l.check(&k, lim);
+    assert_eq!((out.remaining, out.reset_secs), (3, 1));
+    assert_eq!(drain(&l, &k, lim), 3);
+}
+
+#[test]
+fn keys_have_their_own_buckets() {
+    let (_, l) = limiter(100);
+    let lim = limit(10, 10, 2);
+    let (a, b) = (key("a"), key("b"));
+    assert_eq!(drain(&l, &a, lim), 2);
+    let out = l.check(&b, lim);
+    assert!(out.allowed);
+    assert_eq!(out.remaining, 1);
+    assert!(!l.check(&a, lim).allowed);
+    assert_eq!(l.len(), 2);
+}
+
+#[test]
+fn limit_change_resets_the_bucket() {
+    let (_, l) = limiter(100);
+    let k = key("k");
+    let old = limit(10, 10, 2);
+    let new = limit(10, 10, 5);
+    assert_eq!(drain(&l, &k, old), 2);
+    let out = l.check(&k, new);
+    assert!(out.allowed, "new limit: new, full bucket");
+    assert_eq!(out.limit, new);
+    assert_eq!(out.remaining, 4);
+    assert_eq!(drain(&l, &k, new), 4);
+    // Going back is a change too.
+    assert_eq!(drain(&l, &k, old), 2);
+    assert_eq!(l.len(), 1);
+}
+
+#[test]
+fn same_limit_keeps_the_bucket() {
+    let (_, l) = limiter(100);
+    let k = key("k");
+    // An equal value built separately (e.g. by a reload) is the same limit.
+    assert_eq!(drain(&l, &k, limit(10, 10, 2)), 2);
+    assert!(
+        !l.check(&k, Limit::from_raw(10, 10, Some(2)).unwrap())
+            .allowed
+    );
+}
+
+#[test]
+fn sweep_drops_only_full_buckets() {
+    let (clock, l) = limiter(100);
+    let lim = limit(10, 10, 5);
+    let (idle, busy) = (key("idle"), key("busy"));
+    assert!(l.check(&idle, lim).allowed);
+    assert_eq!(drain(&l, &busy, lim), 5);
+    assert_eq!(l.sweep(), 2, "neither is full yet");
+    clock.advance(ms(1000));
+    assert_eq!(l.sweep(), 1, "idle refilled its one token");
+    assert_eq!(l.len(), 1);
+    // The busy bucket kept its state: only one token back.
+    assert_eq!(drain(&l, &busy, lim), 1);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(l.sweep(), 0);
+    assert!(l.is_empty());
+    // A swept key starts again from a full bucket, as if it had been kept.
+    assert_eq!(drain(&l, &idle, lim), 5);
+}
+
+#[test]
+fn retain_keys_drops_buckets_of_removed_keys() {
+    let (_, l) = limiter(100);
+    let lim = limit(10, 10, 5);
+    let (a, b) = (key("a"), key("b"));
+    l.check(&a, lim);
+    l.check(&b, lim);
+    l.retain_keys(|id| id == "b");
+    assert_eq!(l.len(), 1);
+    assert_eq!(l.check(&b, lim).remaining, 3, "b's bucket kept");
+    assert_eq!(l.check(&a, lim).remaining, 4, "a starts anew");
+}
+
+#[test]
+fn full_map_serves_new_keys_untracked() {
+    let (clock, l) = limiter(2);
+    let lim = limit(10, 10, 3);
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    assert_eq!(drain(&l, &a, lim), 3);
+    assert_eq!(drain(&l, &b, lim), 3);
+    assert_eq!(l.untracked(), 0);
+
+    // No room and nothing idle: c is served as if full, and not tracked.
+    for _ in 0..5 {
+        let out = l.check(&c, lim);
+        assert!(out.allowed);
+        assert_eq!(out.remaining, 2);
+    }
+    assert_eq!(l.untracked(), 5);
+    assert_eq!(l.len(), 2);
+    // Tracked keys are still limited.
+    assert!(!l.check(&a, lim).allowed);
+
+    // Once a and b have refilled, the next sweep makes room and c is tracked.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(drain(&l, &c, lim), 3);
+    assert_eq!(l.untracked(), 5);
+    assert!(!l.check(&c, lim).allowed);
+    assert_eq!(l.len(), 1);
+}
+
+#[test]
+fn idle_bucket_is_evicted_to_make_room() {
+    let (clock, l) = limiter(1);
+    let lim = limit(10, 10, 3);
+    let (a, b) = (key("a"), key("b"));
+    assert!(l.check(&a, lim).allowed);
+    clock.advance(Duration::from_secs(2));
+    assert!(l.check(&b, lim).allowed);
+    assert_eq!(l.untracked(), 0, "a was full, so swept");
+    assert_eq!(l.len(), 1);
+    assert_eq!(drain(&l, &b, lim), 2);
+}
+
+#[test]
+fn existing_bucket_is_used_even_when_the_map_is_full() {
+    let (_, l) = limiter(1);
+    let k = key("k");
+    let lim = limit(10, 10, 3);
+    assert_eq!(drain(&l, &k, lim), 3);
+    // A limit change on a tracked key resets it in place, full map or not.
+    let out = l.check(&k, limit(10, 10, 4));
+    assert!(out.allowed);
+    assert_eq!(out.remaining, 3);
+    assert_eq!(l.untracked(), 0);
+}
+
+#[test]
+fn raising_max_buckets_tracks_new_keys() {
+    let (_, l) = limiter(1);
+    let lim = limit(10, 10, 2);
+    let (a, b) = (key("a"), key("b"));
+    assert_eq!(drain(&l, &a, lim), 2);
+    assert!(l.check(&b, lim).allowed);
+    assert_eq!(l.untracked(), 1);
+    l.set_max_buckets(2);
+    assert_eq!(drain(&l, &b, lim), 2);
+    assert_eq!(l.untracked(), 1);
+    assert_eq!(l.len(), 2);
+}
+
+#[test]
+fn from_raw_validates_and_defaults_burst() {
+    let l = Limit::from_raw(1000, 60, None).unwrap();
+    assert_eq!(
+        (l.requests.get(), l.per_secs.get(), l.burst.get()),
+        (1000, 60, 1000)
+    );
+    let l = Limit::from_raw(1, 1, Some(7)).unwrap();
+    assert_eq!(l.burst.get(), 7);
+    assert_eq!(
+        Limit::from_raw(u32::MAX.into(), 1, None)
+            .unwrap()
+            .requests
+            .get(),
+        u32::MAX
+    );
+    let max = u32::MAX;
+    for (r, p, b, msg) in [
+        (
+            0,
+            60,
+            None,
+            format!("requests must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            -1,
+            60,
+            None,
+            format!("requests must be a whole number from 1 to {max} (got -1)"),
+        ),
+        (
+            10,
+            0,
+            None,
+            format!("per_secs must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            10,
+            -60,
+            None,
+            format!("per_secs must be a whole number from 1 to {max} (got -60)"),
+        ),
+        (
+            10,
+            60,
+            Some(0),
+            format!("burst must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            10,
+            60,
+            Some(-3),
+            format!("burst must be a whole number from 1 to {max} (got -3)"),
+        ),
+        (
+            i64::from(max) + 1,
+            60,
+            None,
+            format!("requests must be a whole number from 1 to {max} (got 4294967296)"),
+        ),
+    ] {
+        assert_eq!(Limit::from_raw(r, p, b), Err(msg), "{r}/{p}:{b:?}");
+    }
+}
+
+#[test]
+fn default_limit_is_100_per_minute() {
+    assert_eq!(Limit::DEFAULT, Limit::from_raw(100, 60, Some(100)).unwrap());
+}
+
+#[test]
+fn parse_cli_reads_requests_window_and_burst() {
+    let cases = [
+        ("1000/60s", (1000, 60, 1000)),
+        ("10/1m", (10, 60, 10)),
+        ("5/1h:20", (5, 3600, 20)),
+        ("1000/60s:2000", (1000, 60, 2000)),
+        ("7/1s", (7, 1, 7)),
+        ("3/2min", (3, 120, 3)),
+        ("1/1day", (1, 86400, 1)),
+        (" 10 / 60s ", (10, 60, 10)),
+    ];
+    for (text, (r, p, b)) in cases {
+        let l = Limit::parse_cli(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            (l.requests.get(), l.per_secs.get(), l.burst.get()),
+            (r, p, b),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn parse_cli_refuses_malformed_text() {
+    for text in [
+        "",
+        "1000",
+        "1000/",
+        "/60s",
+        "abc/60s",
+        "10/60",
+        "10/sixty",
+        "10/1500ms",
+        "10/60s:",
+        "10/60s:x",
+        "10/60s:5:6",
+        "1.5/60s",
+    ] {
+        assert_eq!(
+            Limit::parse_cli(text),
+            Err(format!(
+                "rate limit {text:?} must look like 1000/60s (optionally :BURST)"
+            )),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn parse_cli_refuses_zero_and_negative_numbers() {
+    let max = u32::MAX;
+    for (text, msg) in [
+        (
+            "0/60s",
+            format!("requests must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            "-5/60s",
+            format!("requests must be a whole number from 1 to {max} (got -5)"),
+        ),
+        (
+            "10/0s",
+            format!("per_secs must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            "10/60s:0",
+            format!("burst must be a whole number from 1 to {max} (got 0)"),
+        ),
+        (
+            "10/60s:-1",
+            format!("burst must be a whole number from 1 to {max} (got -1)"),
+        ),
+    ] {
+        assert_eq!(Limit::parse_cli(text), Err(msg), "{text}");
+    }
+}
+
+/// Runs `threads` threads that each try `tries` checks on one key at once,
+/// and returns how many were allowed in total.
+fn hammer(l: &Limiter, id: &Arc<str>, lim: Limit, threads: usize, tries: usize) -> usize {
+    let allowed = AtomicUsize::new(0);
+    let start = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                start.wait();
+                let mut mine = 0;
+                for _ in 0..tries {
+                    if l.check(id, lim).allowed {
+                        mine += 1;
+                    }
+                }
+                allowed.fetch_add(mine, Ordering::Relaxed);
+            });
+        }
+    });
+    allowed.into_inner()
+}
+
+#[test]
+fn concurrent_checks_never_allow_more_than_the_bucket_holds() {
+    const THREADS: usize = 8;
+    const TRIES: usize = 2_000;
+    let (clock, l) = limiter(100);
+    let k = key("shared");
+    // 10 tokens a second (one every 100 ms exactly), capacity 50.
+    let lim = limit(10, 1, 50);
+
+    // The clock does not move: exactly the burst passes, no token is lost or
+    // handed out twice.
+    let first = hammer(&l, &k, lim, THREADS, TRIES);
+    assert_eq!(first, 50);
+
+    // D = 2.5 s refills floor(2.5 * 10) = 25 tokens.
+    clock.advance(ms(2500));
+    let second = hammer(&l, &k, lim, THREADS, TRIES);
+    assert!(first + second <= 50 + 25, "{first} + {second}");
+    assert_eq!(second, 25);
+
+    // Without time passing, nothing more.
+    assert_eq!(hammer(&l, &k, lim, THREADS, TRIES), 0);
+}
+
+#[test]
+fn concurrent_new_keys_each_get_one_bucket() {
+    let (_, l) = limiter(1000);
+    let lim = limit(10, 10, 3);
+    let ids: Vec<Arc<str>> = (0..16).map(|i| key(&format!("k{i}"))).collect();
+    let allowed = AtomicUsize::new(0);
+    let start = Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                start.wait();
+                for id in &ids {
+                    for _ in 0..5 {
+                        if l.check(id, lim).allowed {
+                            allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.into_inner(), 16 * 3);
+    assert_eq!(l.len(), 16);
+    assert_eq!(l.untracked(), 0);
+}
