@@ -739,7 +739,11 @@ impl Validator<'_> {
                 let mut parsed = Vec::with_capacity(list.len());
                 for m in list {
                     match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                        Ok(method) if !m.is_empty() => parsed.push(method),
+                        Ok(method) if !m.is_empty() => {
+                            if !parsed.contains(&method) {
+                                parsed.push(method);
+                            }
+                        }
                         _ => self.err(line, format!("route {name:?}: {m:?} is not an HTTP method")),
                     }
                 }

@@ -5,7 +5,7 @@
 
 use crate::config::{AuthMode, PlainHttp};
 use crate::denial::Denial;
-use crate::routes::{Pattern, check_path};
+use crate::routes::{Pattern, SplitPath, check_path};
 use crate::scope::ScopeRule;
 use crate::snapshot::{KeyIndex, KeyRecord};
 use crate::token::{BearerError, KeyDigest, KeyType, Prefixes, bearer_token};
@@ -102,12 +102,13 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
         return deny(None, Denial::BadPath);
     }
     // Row 2.
-    let Some((idx, route, bound)) = policy
-        .routes
-        .iter()
-        .enumerate()
-        .find_map(|(i, r)| r.pattern.matches(req.path).map(|m| (i, r, m.workspace)))
-    else {
+    let Some((idx, route, bound)) = SplitPath::new(req.path).and_then(|split| {
+        policy
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.pattern.matches_split(&split).map(|m| (i, r, m.workspace)))
+    }) else {
         return deny(
             None,
             Denial::NoRoute {

@@ -63,33 +63,91 @@ impl Pattern {
     /// Matches a path that passed [`check_path`] (query string already removed).
     /// Returns the bound `{workspace}` segment, decoded, if the pattern has one.
     pub fn matches<'p>(&self, path: &'p str) -> Option<Match<'p>> {
-        let mut parts = path.strip_prefix('/')?.split('/');
+        self.matches_split(&SplitPath::new(path)?)
+    }
+
+    /// Like [`Pattern::matches`] on a path split once for all routes.
+    pub fn matches_split<'p>(&self, path: &SplitPath<'p>) -> Option<Match<'p>> {
+        let parts = path.segments();
+        let has_rest = matches!(self.segments.last(), Some(Segment::Rest));
+        let fixed = self.segments.len() - usize::from(has_rest);
+        if parts.len() < fixed || (!has_rest && parts.len() != fixed) {
+            return None;
+        }
         let mut workspace = None;
-        for seg in self.segments.iter() {
+        for (seg, raw) in self.segments[..fixed].iter().zip(parts) {
             match seg {
-                Segment::Rest => return Some(Match { workspace }),
                 Segment::Literal(lit) => {
-                    if !decoded_eq(parts.next()?, lit) {
+                    let equal = if path.escaped {
+                        decoded_eq(raw, lit)
+                    } else {
+                        *raw == &**lit
+                    };
+                    if !equal {
                         return None;
                     }
                 }
                 Segment::Any => {
-                    if parts.next()?.is_empty() {
+                    if raw.is_empty() {
                         return None;
                     }
                 }
                 Segment::Workspace => {
-                    let raw = parts.next()?;
                     if raw.is_empty() {
                         return None;
                     }
                     workspace = Some(decode(raw));
                 }
+                Segment::Rest => return None,
             }
         }
-        match parts.next() {
-            None => Some(Match { workspace }),
-            Some(_) => None,
+        Some(Match { workspace })
+    }
+}
+
+/// Most API paths have fewer segments than this; longer ones spill to the heap.
+const INLINE_SEGMENTS: usize = 16;
+
+/// A request path split into segments once, so matching it against every
+/// route does not split it again per route.
+#[derive(Debug)]
+pub struct SplitPath<'p> {
+    inline: [&'p str; INLINE_SEGMENTS],
+    len: usize,
+    spilled: Vec<&'p str>,
+    escaped: bool,
+}
+
+impl<'p> SplitPath<'p> {
+    /// Splits an absolute path; `None` if it does not start with `/`.
+    pub fn new(path: &'p str) -> Option<Self> {
+        let rest = path.strip_prefix('/')?;
+        let mut out = SplitPath {
+            inline: [""; INLINE_SEGMENTS],
+            len: 0,
+            spilled: Vec::new(),
+            escaped: rest.contains('%'),
+        };
+        for seg in rest.split('/') {
+            if out.len < INLINE_SEGMENTS {
+                out.inline[out.len] = seg;
+                out.len += 1;
+            } else {
+                if out.spilled.is_empty() {
+                    out.spilled.extend_from_slice(&out.inline);
+                }
+                out.spilled.push(seg);
+            }
+        }
+        Some(out)
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[&'p str] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
         }
     }
 }
@@ -270,6 +328,18 @@ mod tests {
         assert!(p("/**").matches("/").is_some());
         assert!(p("/healthz").matches("/healthz").is_some());
         assert!(p("/healthz").matches("/healthz/").is_none());
+    }
+
+    #[test]
+    fn long_paths_spill_and_still_match() {
+        let long: String = (0..40).map(|i| format!("/s{i}")).collect();
+        assert!(p("/s0/**").matches(&long).is_some());
+        assert!(p("/s0/*/s2/**").matches(&long).is_some());
+        assert!(p("/s0/s1").matches(&long).is_none());
+        let exact: String = (0..20).map(|i| format!("/s{i}")).collect();
+        let pattern: String = (0..20).map(|i| format!("/s{i}")).collect();
+        assert!(p(&pattern).matches(&exact).is_some());
+        assert_eq!(SplitPath::new(&long).unwrap().segments().len(), 40);
     }
 
     #[test]
