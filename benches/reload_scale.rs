@@ -1,0 +1,359 @@
+//! Reload at scale: a generated 1,000,000-key snapshot.
+//!
+//! 1. Load + validate + index time of the snapshot (JSON and TOML), and the
+//!    heap it keeps per key (a counting allocator tracks live bytes; RSS is
+//!    reported too).
+//! 2. The real `keygate` binary on that snapshot: request latency measured
+//!    by a client while SIGHUP reloads rebuild and swap the whole state.
+//!
+//! `cargo bench --bench reload_scale` (release). `KEYGATE_SCALE_KEYS` changes
+//! the key count. Bounded: three reloads, loopback only, every process
+//! started is killed by its own handle.
+
+use sha2::{Digest, Sha256};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Live;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts live bytes.
+unsafe impl GlobalAlloc for Live {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        LIVE.fetch_add(n, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Live = Live;
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn key_text(i: usize) -> String {
+    format!("ord_{i:040}")
+}
+
+fn snapshot_json(n: usize) -> String {
+    let mut s = String::with_capacity(n * 300);
+    s.push_str("{\"workspaces\":[");
+    for w in 0..100 {
+        if w > 0 {
+            s.push(',');
+        }
+        write!(s, "{{\"id\":\"ws_{w}\",\"company\":\"c{}\"}}", w % 10).unwrap_or(());
+    }
+    s.push_str("],\"keys\":[");
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        let hash = hex::encode(Sha256::digest(key_text(i).as_bytes()));
+        let w = i % 100;
+        write!(
+            s,
+            "{{\"id\":\"key_{i:08}\",\"name\":\"service {i}\",\"type\":\"workspace\",\"company\":\"c{}\",\"workspace\":\"ws_{w}\",\"scopes\":[\"read:all\",\"write:all\"],\"hash\":\"sha256:{hash}\",\"created_at\":\"2026-11-01T10:00:00Z\"}}",
+            w % 10
+        )
+        .unwrap_or(());
+    }
+    s.push_str("]}");
+    s
+}
+
+fn snapshot_toml(n: usize) -> String {
+    let mut s = String::with_capacity(n * 300);
+    for w in 0..100 {
+        write!(
+            s,
+            "[[workspaces]]\nid = \"ws_{w}\"\ncompany = \"c{}\"\n",
+            w % 10
+        )
+        .unwrap_or(());
+    }
+    for i in 0..n {
+        let hash = hex::encode(Sha256::digest(key_text(i).as_bytes()));
+        let w = i % 100;
+        write!(
+            s,
+            "[[keys]]\nid = \"key_{i:08}\"\nname = \"service {i}\"\ntype = \"workspace\"\ncompany = \"c{}\"\nworkspace = \"ws_{w}\"\nscopes = [\"read:all\", \"write:all\"]\nhash = \"sha256:{hash}\"\ncreated_at = \"2026-11-01T10:00:00Z\"\n",
+            w % 10
+        )
+        .unwrap_or(());
+    }
+    s
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would run us as a test.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("KEYGATE_SCALE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!("== {n} keys");
+
+    // 1. Load time and memory, in-process.
+    let json = snapshot_json(n);
+    let json_path = dir.path().join("keys.json");
+    std::fs::write(&json_path, &json).expect("write json");
+    drop(json);
+    let toml = snapshot_toml(n);
+    let toml_path = dir.path().join("keys.toml");
+    std::fs::write(&toml_path, &toml).expect("write toml");
+    drop(toml);
+    for path in [&json_path, &toml_path] {
+        let text = std::fs::read_to_string(path).expect("read");
+        let size = text.len();
+        let live_before = LIVE.load(Ordering::Relaxed);
+        let rss_before = rss_bytes();
+        let t = Instant::now();
+        let index = keygate::snapshot::KeyIndex::parse(path, &text).expect("valid snapshot");
+        let load = t.elapsed();
+        drop(text);
+        let live_after = LIVE.load(Ordering::Relaxed);
+        // `text` was live before and is freed now: what remains is the index.
+        let kept = (live_after + size).saturating_sub(live_before);
+        println!(
+            "{}: {} MB parsed+validated+indexed in {:.2} s; heap kept {:.0} bytes/key; RSS +{:.0} bytes/key",
+            path.extension().and_then(|e| e.to_str()).unwrap_or("?"),
+            size / 1_000_000,
+            load.as_secs_f64(),
+            kept as f64 / index.len() as f64,
+            rss_bytes().saturating_sub(rss_before) as f64 / index.len() as f64,
+        );
+        drop(index);
+    }
+
+    // 2. Latency while the real gateway reloads the JSON snapshot.
+    let up = std::net::TcpListener::bind("127.0.0.1:0").expect("upstream");
+    let up_addr = up.local_addr().expect("addr");
+    let stop = Arc::new(AtomicBool::new(false));
+    let upstream = {
+        let stop = Arc::clone(&stop);
+        up.set_nonblocking(false).ok();
+        std::thread::spawn(move || serve_tiny_upstream(up, stop))
+    };
+    let port = free_port();
+    let admin = free_port();
+    std::fs::write(
+        dir.path().join("keygate.toml"),
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [keys]\nsnapshot = \"keys.json\"\n[rate_limit]\nrequests = 1000000000\nper_secs = 1\n\
+             [[upstreams]]\nname = \"api\"\nservers = [\"{up_addr}\"]\n\
+             [[routes]]\nname = \"r\"\npath = \"/w/{{workspace}}/**\"\nupstream = \"api\"\nauth = \"workspace\"\n"
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("keygate.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keygate");
+    let ready = wait_ready(admin, Duration::from_secs(120));
+    println!(
+        "gateway start with {n} keys: ready in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let rss = std::fs::read_to_string(format!("/proc/{}/statm", child.id()))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |p| p * 4096);
+    println!("gateway RSS with {n} keys: {} MB", rss / 1_000_000);
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gateway did not become ready");
+    }
+
+    let key = key_text(n / 2);
+    let path = format!("/w/ws_{}/x", (n / 2) % 100);
+    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (samples, client_stop) = (Arc::clone(&samples), Arc::clone(&client_stop));
+        std::thread::spawn(move || {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            conn.set_nodelay(true).ok();
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
+            let mut buf = vec![0u8; 4096];
+            while !client_stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                conn.write_all(req.as_bytes()).expect("send");
+                let n = read_response(&mut conn, &mut buf);
+                assert!(
+                    buf[..n].starts_with(b"HTTP/1.1 200"),
+                    "{}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+                samples.lock().map(|mut s| s.push((t, t.elapsed()))).ok();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let mut reload_windows = Vec::new();
+    for _ in 0..3 {
+        let before = reloads(admin);
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status();
+        while reloads(admin) == before && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reload_windows.push((t, Instant::now()));
+        println!(
+            "reload (SIGHUP to counted): {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    client_stop.store(true, Ordering::Relaxed);
+    client.join().ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(up_addr);
+    upstream.join().ok();
+
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
+    all.sort();
+    let median = all[all.len() / 2];
+    let during: Vec<Duration> = samples
+        .iter()
+        .filter(|(t, _)| reload_windows.iter().any(|(a, b)| t >= a && t <= b))
+        .map(|(_, d)| *d)
+        .collect();
+    let worst = during.iter().max().copied().unwrap_or_default();
+    println!(
+        "latency: {} requests, median {:?}, p99 {:?}; {} during reloads, slowest {:?} = {:.1}x median",
+        all.len(),
+        median,
+        all[all.len() * 99 / 100],
+        during.len(),
+        worst,
+        worst.as_secs_f64() / median.as_secs_f64()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn wait_ready(admin: u16, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn reloads(admin: u16) -> f64 {
+    http_get(admin, "/metrics")
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("keygate_reloads_total{result=\"success\"} "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Reads one response with a Content-Length body.
+fn read_response(conn: &mut std::net::TcpStream, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    loop {
+        let r = conn.read(&mut buf[n..]).expect("read");
+        assert!(r > 0, "connection closed");
+        n += r;
+        let text = &buf[..n];
+        if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&text[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if n >= end + 4 + len {
+                return n;
+            }
+        }
+    }
+}
+
+/// A minimal keep-alive upstream answering 200 "ok" (bench only).
+fn serve_tiny_upstream(listener: std::net::TcpListener, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut pending = Vec::new();
+            loop {
+                let Ok(r) = conn.read(&mut buf) else { return };
+                if r == 0 {
+                    return;
+                }
+                pending.extend_from_slice(&buf[..r]);
+                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    pending.drain(..end + 4);
+                    if conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
