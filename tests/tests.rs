@@ -8,6 +8,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 mod admin;
 mod alloc;
+mod contract;
 mod lifecycle;
 mod reload;
 mod smoke;
