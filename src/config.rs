@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub threads: usize,
     /// How long SIGTERM lets in-flight requests finish.
     pub grace_period: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in one request.
+    pub max_headers: usize,
     /// `[server.tls]`
     pub tls: Option<TlsConfig>,
 }
@@ -214,6 +218,8 @@ mod raw {
         pub listen: Vec<String>,
         pub threads: Option<i64>,
         pub grace_period_secs: Option<i64>,
+        pub max_header_bytes: Option<i64>,
+        pub max_headers: Option<i64>,
         pub tls: Option<Spanned<Tls>>,
     }
 
@@ -420,6 +426,8 @@ impl Validator<'_> {
             listen,
             threads,
             grace_period_secs,
+            max_header_bytes,
+            max_headers,
             tls,
         } = raw.into_inner();
         let listen = self.addrs(line, "server.listen", &listen);
@@ -436,11 +444,24 @@ impl Validator<'_> {
                 10
             }
         };
+        // Pingora itself refuses heads over 1 MiB and more than 256 fields
+        // before keygate sees them; these limits can only be lower.
+        let max_header_bytes =
+            self.positive(line, "server.max_header_bytes", max_header_bytes, 65_536);
+        if max_header_bytes > 1_048_575 {
+            self.err(line, "server.max_header_bytes must be at most 1048575");
+        }
+        let max_headers = self.positive(line, "server.max_headers", max_headers, 100);
+        if max_headers > 256 {
+            self.err(line, "server.max_headers must be at most 256");
+        }
         let tls = tls.map(|t| self.tls(t));
         ServerConfig {
             listen,
             threads,
             grace_period: Duration::from_secs(grace),
+            max_header_bytes: max_header_bytes.min(1_048_575) as usize,
+            max_headers: max_headers.min(256) as usize,
             tls,
         }
     }

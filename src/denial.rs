@@ -11,6 +11,8 @@ use std::sync::Arc;
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
+    /// Request head over `max_header_bytes` or `max_headers` (before row 1).
+    HeadersTooLarge,
     /// Row 1.
     BadPath,
     /// Row 2.
@@ -135,6 +137,7 @@ impl Denial {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
+            Denial::HeadersTooLarge => 431,
             Denial::BadPath => 400,
             Denial::NoRoute { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
@@ -160,6 +163,7 @@ impl Denial {
             404 => "NOT_FOUND",
             405 => "METHOD_NOT_ALLOWED",
             429 => "TOO_MANY_REQUESTS",
+            431 => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             502 => "BAD_GATEWAY",
             _ => "GATEWAY_TIMEOUT",
         }
@@ -168,6 +172,7 @@ impl Denial {
     /// The `message` field.
     pub fn message(&self) -> Cow<'static, str> {
         match self {
+            Denial::HeadersTooLarge => "Request header fields too large".into(),
             Denial::BadPath => "Invalid request path".into(),
             Denial::NoRoute { method, path } => format!("No route for {method} {path}").into(),
             Denial::MethodNotAllowed { method, .. } => {
@@ -318,6 +323,12 @@ mod tests {
     fn rows_map_to_exact_status_code_message() {
         let cases: Vec<(Denial, u16, &str, &str)> = vec![
             (Denial::BadPath, 400, "BAD_REQUEST", "Invalid request path"),
+            (
+                Denial::HeadersTooLarge,
+                431,
+                "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                "Request header fields too large",
+            ),
             (
                 Denial::NoRoute {
                     method: http::Method::GET,

@@ -95,6 +95,22 @@ fn is_reserved(name: &str) -> bool {
         || EXACT.iter().any(|e| folded_eq(name, e))
 }
 
+/// Whether the request head exceeds the configured limits. Pingora has
+/// already read it (up to its own 1 MiB / 256-field cap), so this only decides
+/// whether it goes any further.
+fn head_too_large(req: &RequestHeader, max_bytes: usize, max_headers: usize) -> bool {
+    if req.headers.len() > max_headers {
+        return true;
+    }
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    line + fields > max_bytes
+}
+
 /// A client-supplied request id is kept only if it is short and plain.
 fn sane_request_id(v: &[u8]) -> bool {
     !v.is_empty()
@@ -226,7 +242,16 @@ impl ProxyHttp for Proxy {
             tls: is_tls(session),
         };
         let now = self.shared.clock.unix_secs();
-        let denial = match decide(&request, &gw.policy, now) {
+        let limits = &gw.config.server;
+        let decision = if head_too_large(req, limits.max_header_bytes, limits.max_headers) {
+            Decision::Deny {
+                route: None,
+                denial: Denial::HeadersTooLarge,
+            }
+        } else {
+            decide(&request, &gw.policy, now)
+        };
+        let denial = match decision {
             Decision::Deny { route, denial } => {
                 ctx.route = route;
                 denial
@@ -267,6 +292,7 @@ impl ProxyHttp for Proxy {
             }
             None => Outcome_::Denied(match denial {
                 Denial::NoRoute { .. } => "no_route",
+                Denial::HeadersTooLarge => "headers_too_large",
                 _ => "method_not_allowed",
             }),
         };

@@ -867,3 +867,25 @@ methods = ["G T"]
     assert_eq!(rendered.lines().count(), expected.len());
     assert!(rendered.lines().all(|l| l.starts_with(&format!("{PATH}:"))));
 }
+
+#[test]
+fn header_limits_default_and_are_bounded_by_pingora() {
+    let base = "[server]\nlisten = [\"127.0.0.1:8080\"]\n";
+    let c = Config::parse(Path::new("k.toml"), base).unwrap();
+    assert_eq!(c.server.max_header_bytes, 65_536);
+    assert_eq!(c.server.max_headers, 100);
+    let c = Config::parse(
+        Path::new("k.toml"),
+        &format!("{base}max_header_bytes = 8192\nmax_headers = 50\n"),
+    )
+    .unwrap();
+    assert_eq!((c.server.max_header_bytes, c.server.max_headers), (8192, 50));
+    let err = Config::parse(
+        Path::new("k.toml"),
+        &format!("{base}max_header_bytes = 2000000\nmax_headers = 0\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("k.toml:1: server.max_header_bytes must be at most 1048575"), "{err}");
+    assert!(err.contains("k.toml:1: server.max_headers must be greater than 0"), "{err}");
+}
