@@ -5,7 +5,7 @@
 //! [`ratelimit`] limiter, and forwards it to an [`upstream`] pool. Everything one
 //! reload builds lives in a [`gateway::Gateway`], swapped whole by [`reload`].
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;

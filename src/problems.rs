@@ -67,11 +67,47 @@ impl Problems {
 
 /// The 1-based line of a byte offset in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
+    // One-off lookups (errors); series of lookups use `LineCounter`.
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// Line numbers for a series of offsets, mostly increasing (the tables of a
+/// file in order): each call scans only from the previous offset, so a
+/// million records cost one pass over the text, not a million.
+pub struct LineCounter<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    /// Starts at the top of `text`.
+    pub fn new(text: &'a str) -> Self {
+        LineCounter {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line of `offset`.
+    pub fn line_at(&mut self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset < self.offset {
+            self.offset = 0;
+            self.line = 1;
+        }
+        self.line += self.text.as_bytes()[self.offset..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.offset = offset;
+        self.line
+    }
 }
 
 /// A TOML parse or type error as a problem with its line.

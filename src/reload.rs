@@ -174,6 +174,31 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     r
 }
 
+/// Nice +10 for the calling thread only (Linux applies `setpriority` with a
+/// thread id to that thread). Best effort: failure only costs latency.
+#[allow(unsafe_code)]
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory
+    // of ours; an error return is ignored on purpose.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+/// Frees a replaced gateway here, on the reload thread. Requests that started
+/// on it still hold it; whichever drops the last reference frees it, and
+/// freeing a million-key index takes milliseconds that must not land on a
+/// request. So wait (bounded) until only this reference is left.
+fn retire(old: Arc<Gateway>) {
+    const PATIENCE: Duration = Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    while Arc::strong_count(&old) > 1 && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(old);
+}
+
 /// Performs reloads, one at a time.
 pub struct Reloader {
     config_path: PathBuf,
@@ -253,21 +278,42 @@ impl Reloader {
         for setting in &report.restart_required {
             tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
         }
+        // Never hold up the caller (POST /reload answers now) for slow requests.
+        let spawned = std::thread::Builder::new()
+            .name("keygate-retire".into())
+            .spawn(move || retire(old));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn a thread to free the old state; freeing it on the request path");
+        }
         Ok(report)
     }
 
-    /// Reloads on a blocking thread.
+    /// Reloads on a dedicated low-priority thread: parsing and indexing a large
+    /// snapshot takes a core for a while, and the request threads come first.
     pub async fn reload_async(
         self: &Arc<Self>,
         trigger: &'static str,
     ) -> Result<ReloadReport, Problems> {
         let me = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
-            Ok(r) => r,
-            Err(e) => Err(Problems(vec![crate::problems::Problem {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("keygate-reload".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let _ = tx.send(me.reload(trigger));
+            });
+        let failed = |message: String| {
+            Err(Problems(vec![crate::problems::Problem {
                 location: self.config_path.display().to_string(),
-                message: format!("reload task failed: {e}"),
-            }])),
+                message,
+            }]))
+        };
+        if let Err(e) = spawned {
+            return failed(format!("cannot start the reload thread: {e}"));
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => failed("the reload thread ended without an answer".into()),
         }
     }
 

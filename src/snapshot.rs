@@ -6,7 +6,7 @@
 //! million keys within a few hundred bytes each. `last_used` is one atomic per
 //! slot, written only when the second changes.
 
-use crate::problems::{Problem, Problems, line_of};
+use crate::problems::{LineCounter, Problem, Problems};
 use crate::ratelimit::Limit;
 use crate::scope::{Scope, Scopes};
 use crate::token::{KeyDigest, KeyType};
@@ -308,17 +308,18 @@ type RawParts = (Vec<Located<raw::Workspace>>, Vec<Located<raw::Key>>);
 fn parse_toml(path: &Path, text: &str) -> Result<RawParts, Problems> {
     let snap: raw::TomlSnapshot = toml::from_str(text)
         .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
-    let locate = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
-    Ok((
-        snap.workspaces
-            .into_iter()
-            .map(|w| (locate(w.span()), w.into_inner()))
-            .collect(),
-        snap.keys
-            .into_iter()
-            .map(|k| (locate(k.span()), k.into_inner()))
-            .collect(),
-    ))
+    let mut lines = LineCounter::new(text);
+    let workspaces = snap
+        .workspaces
+        .into_iter()
+        .map(|w| (Some(lines.line_at(w.span().start)), w.into_inner()))
+        .collect();
+    let keys = snap
+        .keys
+        .into_iter()
+        .map(|k| (Some(lines.line_at(k.span().start)), k.into_inner()))
+        .collect();
+    Ok((workspaces, keys))
 }
 
 fn parse_json(path: &Path, text: &str) -> Result<RawParts, Problems> {

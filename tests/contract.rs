@@ -1619,7 +1619,12 @@ fn huge_headers_are_refused_and_the_gateway_keeps_serving() {
         req = req.header(format!("x-h{i}"), "v");
     }
     let r = req.bearer_auth(&fx.k.admin).send().unwrap();
-    assert_json_error(r, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "Request header fields too large");
+    assert_json_error(
+        r,
+        431,
+        "REQUEST_HEADER_FIELDS_TOO_LARGE",
+        "Request header fields too large",
+    );
     // Far past any header limit: a 4xx or the connection dropped.
     let huge = "a".repeat(2 * 1024 * 1024);
     let mut c = Raw::connect(fx.gw.ports.http);

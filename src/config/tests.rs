@@ -879,13 +879,22 @@ fn header_limits_default_and_are_bounded_by_pingora() {
         &format!("{base}max_header_bytes = 8192\nmax_headers = 50\n"),
     )
     .unwrap();
-    assert_eq!((c.server.max_header_bytes, c.server.max_headers), (8192, 50));
+    assert_eq!(
+        (c.server.max_header_bytes, c.server.max_headers),
+        (8192, 50)
+    );
     let err = Config::parse(
         Path::new("k.toml"),
         &format!("{base}max_header_bytes = 2000000\nmax_headers = 0\n"),
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("k.toml:1: server.max_header_bytes must be at most 1048575"), "{err}");
-    assert!(err.contains("k.toml:1: server.max_headers must be greater than 0"), "{err}");
+    assert!(
+        err.contains("k.toml:1: server.max_header_bytes must be at most 1048575"),
+        "{err}"
+    );
+    assert!(
+        err.contains("k.toml:1: server.max_headers must be greater than 0"),
+        "{err}"
+    );
 }
