@@ -1,15 +1,40 @@
 //! `keygate keys new | revoke | list | hash`: snapshot editing for operators.
 //!
 //! Keys come from the OS CSPRNG and are printed once, alone, on stdout; the
-//! record id goes to stderr. TOML edits keep the operator's comments and order;
-//! every write is atomic (temp file, fsync, rename).
+//! record id goes to stderr. TOML edits go through `toml_edit`, so the
+//! operator's comments, formatting and order survive; JSON snapshots are
+//! re-serialized pretty with their key order kept.
+//!
+//! Every edit is checked before it touches the disk: the existing file must
+//! load (so an edit never launders a broken snapshot), and the whole edited
+//! text must load again through [`KeyIndex::parse`], the same validator the
+//! gateway uses. The write is atomic: a temp file in the same folder, fsync,
+//! rename over the snapshot, fsync of the folder. A crash at any point leaves
+//! either the old file or the new one, never a mix.
+//!
+//! `revoke` is idempotent: revoking a key that is already revoked keeps the
+//! earlier `revoked_at`, says so on stderr and exits 0, so a re-run script does
+//! not fail and the first revocation time (what the gateway reports as "revoked
+//! N days ago") is not rewritten. A revocation scheduled in the future is
+//! brought forward to now.
+//!
+//! Neither a key nor a hash ever appears in an error message.
 
-use std::path::PathBuf;
+use crate::problems::Problems;
+use crate::ratelimit::Limit;
+use crate::scope::Scope;
+use crate::snapshot::{KeyIndex, KeyRecord, format_time, parse_time, valid_id};
+use crate::token::{KeyDigest, KeyType, MAX_TOKEN_LEN, PrefixError, Prefixes};
+use rand::TryRng;
+use rand::rngs::{SysError, SysRng};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 /// `keygate keys new`
 #[derive(Debug, Clone, clap::Args)]
 pub struct NewArgs {
-    /// Snapshot file to add the key to (.toml or .json).
+    /// Snapshot file to add the key to (.toml or .json); created if missing.
     #[arg(long)]
     pub snapshot: PathBuf,
     /// company | workspace
@@ -18,7 +43,7 @@ pub struct NewArgs {
     /// Owning company.
     #[arg(long)]
     pub company: String,
-    /// Workspace (workspace keys only).
+    /// Workspace (workspace keys only); must be listed under the company in [[workspaces]].
     #[arg(long)]
     pub workspace: Option<String>,
     /// Human name.
@@ -27,16 +52,17 @@ pub struct NewArgs {
     /// Optional description.
     #[arg(long)]
     pub description: Option<String>,
-    /// Scope (repeatable): read:all, write:all, admin.
+    /// Scope (repeatable): read:all, write:all, admin. None: the key passes
+    /// only routes with scope = "none".
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
     /// Own rate limit, e.g. 1000/60s (optionally :BURST).
     #[arg(long)]
     pub rate_limit: Option<String>,
-    /// Expiry, RFC 3339.
+    /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z); must be in the future.
     #[arg(long)]
     pub expires: Option<String>,
-    /// Record id (default: generated).
+    /// Record id (default: key_ + 12 random letters and digits).
     #[arg(long)]
     pub id: Option<String>,
     /// Key prefix for company keys.
@@ -65,22 +91,933 @@ pub struct ListArgs {
     pub snapshot: PathBuf,
 }
 
-/// `keygate keys new`
-pub fn new_key(_args: &NewArgs) -> anyhow::Result<()> {
-    anyhow::bail!("in progress")
+/// Why a `keygate keys` command did nothing. Messages name the file and the key
+/// id, never a key or a hash.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The snapshot's extension says neither TOML nor JSON.
+    #[error("{}: the key snapshot's name must end in .toml or .json", .0.display())]
+    Extension(PathBuf),
+    /// `--type` is not a key type.
+    #[error("--type must be \"company\" or \"workspace\" (got {0:?})")]
+    BadType(String),
+    /// A workspace key without `--workspace`.
+    #[error("a workspace key needs --workspace")]
+    WorkspaceMissing,
+    /// A company key with `--workspace`.
+    #[error(
+        "a company key reaches every workspace of its company and must not name one (got --workspace {0:?})"
+    )]
+    WorkspaceOnCompanyKey(String),
+    /// The workspace is not in `[[workspaces]]`.
+    #[error(
+        "{}: workspace {workspace:?} is not listed in [[workspaces]]; add it there first",
+        path.display()
+    )]
+    UnknownWorkspace {
+        /// Snapshot.
+        path: PathBuf,
+        /// Workspace id.
+        workspace: String,
+    },
+    /// The workspace is listed under another company.
+    #[error(
+        "{}: workspace {workspace:?} belongs to company {owner:?}, not {company:?}",
+        path.display()
+    )]
+    ForeignWorkspace {
+        /// Snapshot.
+        path: PathBuf,
+        /// Workspace id.
+        workspace: String,
+        /// Its company.
+        owner: String,
+        /// The company asked for.
+        company: String,
+    },
+    /// `--company` is empty.
+    #[error("--company must not be empty")]
+    EmptyCompany,
+    /// `--name` is empty.
+    #[error("--name must not be empty")]
+    EmptyName,
+    /// A `--scope` that does not exist.
+    #[error("unknown scope {0:?} (expected read:all, write:all or admin)")]
+    UnknownScope(String),
+    /// `--id` outside the id alphabet.
+    #[error("--id {0:?} must be 1-128 letters, digits, '_', '-', '.' or ':'")]
+    BadId(String),
+    /// `--id` already taken.
+    #[error("{}: a key with id {id:?} already exists", path.display())]
+    DuplicateId {
+        /// Snapshot.
+        path: PathBuf,
+        /// The id.
+        id: String,
+    },
+    /// `--rate-limit` does not parse.
+    #[error("--rate-limit: {0}")]
+    BadRateLimit(String),
+    /// `--expires` does not parse.
+    #[error("--expires: {0}")]
+    BadExpiry(String),
+    /// `--expires` is not in the future.
+    #[error("--expires {0} is not in the future")]
+    ExpiryInPast(String),
+    /// The prefixes cannot tell key types apart.
+    #[error("key prefixes: {0}")]
+    Prefix(#[from] PrefixError),
+    /// The prefixes make it impossible to mint a key of the wanted type.
+    #[error(
+        "a {0} key made with these prefixes would be read as another type; choose prefixes where neither is the other followed by letters or digits"
+    )]
+    AmbiguousPrefix(KeyType),
+    /// The file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// Snapshot.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The existing file does not load.
+    #[error(
+        "{} does not load, so it was left as it is; fix it first (`keygate check` reports the same):\n{problems}",
+        path.display()
+    )]
+    Invalid {
+        /// Snapshot.
+        path: PathBuf,
+        /// What is wrong.
+        problems: Problems,
+    },
+    /// The file's layout is not one this command can edit.
+    #[error("{}: {what}; nothing was written", path.display())]
+    Layout {
+        /// Snapshot.
+        path: PathBuf,
+        /// What is in the way.
+        what: String,
+    },
+    /// The edited text would not load (a bug, or a race with another editor).
+    #[error(
+        "{}: the edited snapshot would not load, so nothing was written:\n{problems}",
+        path.display()
+    )]
+    WouldNotLoad {
+        /// Snapshot.
+        path: PathBuf,
+        /// What is wrong.
+        problems: Problems,
+    },
+    /// The file changed between our read and our rename.
+    #[error(
+        "{} changed while this command was editing it; nothing was written, run the command again",
+        path.display()
+    )]
+    Conflict {
+        /// Snapshot.
+        path: PathBuf,
+    },
+    /// Writing the temp file, fsync or rename failed.
+    #[error("cannot write {} ({step}); the snapshot was left as it was", path.display())]
+    Write {
+        /// Snapshot.
+        path: PathBuf,
+        /// Which step failed.
+        step: &'static str,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The id is not in the snapshot.
+    #[error("{}: no key with id {id:?}", path.display())]
+    UnknownId {
+        /// Snapshot.
+        path: PathBuf,
+        /// The id.
+        id: String,
+    },
+    /// The OS random number generator failed.
+    #[error("the OS random number generator failed")]
+    Random(#[source] SysError),
+    /// Reading stdin failed.
+    #[error("cannot read the key from stdin")]
+    Stdin(#[source] std::io::Error),
+    /// Nothing on stdin.
+    #[error("stdin is empty: pipe the key in, e.g. printf %s \"$KEY\" | keygate keys hash")]
+    EmptyInput,
+    /// Whitespace inside the input.
+    #[error("stdin holds more than one word; a key contains no whitespace")]
+    SeveralWords,
+    /// The input is too long to ever be accepted.
+    #[error(
+        "the input is longer than {MAX_TOKEN_LEN} bytes; the gateway refuses such tokens without a lookup"
+    )]
+    TooLong,
+    /// The input is not UTF-8.
+    #[error("stdin is not UTF-8 text")]
+    NotText,
+    /// The record is on disk but the key could not be shown.
+    #[error(
+        "key {id} was written to {}, but the key could not be printed; revoke it with `keygate keys revoke {id} --snapshot {}`",
+        path.display(), path.display()
+    )]
+    PrintKey {
+        /// Snapshot.
+        path: PathBuf,
+        /// Record id.
+        id: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing to stdout failed.
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
 }
 
-/// `keygate keys revoke`
-pub fn revoke(_args: &RevokeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("in progress")
+/// The snapshot formats, told apart by extension like [`KeyIndex::parse`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Json,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format, KeysError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => Ok(Format::Toml),
+            Some("json") => Ok(Format::Json),
+            _ => Err(KeysError::Extension(path.to_path_buf())),
+        }
+    }
+}
+
+/// Letters and digits: the key body alphabet of contract §1.
+const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Lowercase letters and digits, for generated record ids.
+const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Random characters after the prefix: 40 × log2(62) ≈ 238 bits.
+pub const KEY_BODY_LEN: usize = 40;
+
+/// `len` characters drawn uniformly from `alphabet` with the OS CSPRNG.
+///
+/// Rejection sampling keeps every character equally likely: a byte at or above
+/// the largest multiple of the alphabet size is thrown away instead of being
+/// folded onto the first characters.
+fn random_text(alphabet: &[u8], len: usize) -> Result<String, KeysError> {
+    let n = alphabet.len();
+    let limit = 256 - 256 % n;
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        SysRng.try_fill_bytes(&mut buf).map_err(KeysError::Random)?;
+        for &b in buf.iter().filter(|&&b| usize::from(b) < limit) {
+            if out.len() == len {
+                break;
+            }
+            out.push(char::from(alphabet[usize::from(b) % n]));
+        }
+    }
+    Ok(out)
+}
+
+/// A fresh key of `key_type`: its prefix plus 40 random letters and digits.
+///
+/// With unusual prefix pairs (`ord` and `ordc`) a random body could make a
+/// workspace key look like a company key; such draws are discarded, so the key
+/// always classifies as the type it is recorded as.
+pub fn generate_key(prefixes: &Prefixes, key_type: KeyType) -> Result<String, KeysError> {
+    for _ in 0..64 {
+        let key = format!(
+            "{}{}",
+            prefixes.prefix(key_type),
+            random_text(KEY_ALPHABET, KEY_BODY_LEN)?
+        );
+        if prefixes.classify(key.as_bytes()) == Some(key_type) {
+            return Ok(key);
+        }
+    }
+    Err(KeysError::AmbiguousPrefix(key_type))
+}
+
+/// A record about to be added, every field already validated and formatted
+/// the way it is written.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Record id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Key type.
+    pub key_type: KeyType,
+    /// Owning company.
+    pub company: String,
+    /// Workspace (workspace keys).
+    pub workspace: Option<String>,
+    /// Scopes, canonical order.
+    pub scopes: Vec<Scope>,
+    /// `sha256:<hex>` of the key.
+    pub hash: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// Own limit.
+    pub rate_limit: Option<Limit>,
+}
+
+impl NewRecord {
+    /// The record as a TOML inline table; fields in the snapshot's documented order.
+    fn to_inline_table(&self) -> toml_edit::InlineTable {
+        let mut t = toml_edit::InlineTable::new();
+        t.insert("id", self.id.as_str().into());
+        t.insert("name", self.name.as_str().into());
+        if let Some(d) = &self.description {
+            t.insert("description", d.as_str().into());
+        }
+        t.insert("type", self.key_type.as_str().into());
+        t.insert("company", self.company.as_str().into());
+        if let Some(w) = &self.workspace {
+            t.insert("workspace", w.as_str().into());
+        }
+        let scopes: toml_edit::Array = self.scopes.iter().map(|s| s.as_str()).collect();
+        t.insert("scopes", scopes.into());
+        t.insert("hash", self.hash.as_str().into());
+        t.insert("created_at", self.created_at.as_str().into());
+        if let Some(e) = &self.expires_at {
+            t.insert("expires_at", e.as_str().into());
+        }
+        if let Some(l) = self.rate_limit {
+            let mut r = toml_edit::InlineTable::new();
+            r.insert("requests", i64::from(l.requests.get()).into());
+            r.insert("per_secs", i64::from(l.per_secs.get()).into());
+            if l.burst != l.requests {
+                r.insert("burst", i64::from(l.burst.get()).into());
+            }
+            t.insert("rate_limit", r.into());
+        }
+        t.fmt();
+        t
+    }
+
+    /// The record as JSON, fields in the same order as the TOML form.
+    fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), self.id.as_str().into());
+        m.insert("name".into(), self.name.as_str().into());
+        if let Some(d) = &self.description {
+            m.insert("description".into(), d.as_str().into());
+        }
+        m.insert("type".into(), self.key_type.as_str().into());
+        m.insert("company".into(), self.company.as_str().into());
+        if let Some(w) = &self.workspace {
+            m.insert("workspace".into(), w.as_str().into());
+        }
+        m.insert(
+            "scopes".into(),
+            self.scopes.iter().map(|s| s.as_str()).collect(),
+        );
+        m.insert("hash".into(), self.hash.as_str().into());
+        m.insert("created_at".into(), self.created_at.as_str().into());
+        if let Some(e) = &self.expires_at {
+            m.insert("expires_at".into(), e.as_str().into());
+        }
+        if let Some(l) = self.rate_limit {
+            let mut r = serde_json::Map::new();
+            r.insert("requests".into(), l.requests.get().into());
+            r.insert("per_secs".into(), l.per_secs.get().into());
+            if l.burst != l.requests {
+                r.insert("burst".into(), l.burst.get().into());
+            }
+            m.insert("rate_limit".into(), r.into());
+        }
+        m.into()
+    }
+}
+
+/// The text a missing TOML snapshot starts from.
+const NEW_TOML_HEADER: &str = "\
+# keygate key snapshot: hashes only, never keys. Edit with `keygate keys new|revoke`,
+# then reload the gateway (SIGHUP or POST /reload).
+";
+
+/// Appends a `[[keys]]` table (or an inline table, if the file keeps its keys
+/// in `keys = [...]`) to TOML snapshot text, leaving everything else as it was.
+pub fn append_toml(text: &str, record: &NewRecord) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(toml_message)?;
+    let inline = record.to_inline_table();
+    // Comments after the last table are the document's trailing text. Left
+    // there, they would end up below the new table; they usually belong to the
+    // key above (commented-out fields), so they stay above, then a blank line.
+    let trailing = doc
+        .trailing()
+        .as_str()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string();
+    let prefix = if trailing.is_empty() {
+        "\n".to_string()
+    } else {
+        format!("{trailing}\n\n")
+    };
+    let no_item_yet = doc.is_empty();
+    let last_position = last_table_position(doc.as_table());
+    match doc.get_mut("keys") {
+        None => {
+            let mut table = inline.into_table();
+            table
+                .decor_mut()
+                .set_prefix(if no_item_yet && trailing.is_empty() {
+                    String::new()
+                } else {
+                    prefix
+                });
+            table.set_position(Some(last_position.saturating_add(1)));
+            let mut tables = toml_edit::ArrayOfTables::new();
+            tables.push(table);
+            doc.insert("keys", toml_edit::Item::ArrayOfTables(tables));
+        }
+        Some(toml_edit::Item::ArrayOfTables(tables)) => {
+            let mut table = inline.into_table();
+            table.decor_mut().set_prefix(prefix);
+            // Without a position the new table would be drawn right after the
+            // last [[keys]] table, above whatever follows it (and below the
+            // comments that belong to it): placed last, the original text stays
+            // byte for byte in front of it.
+            table.set_position(Some(last_position.saturating_add(1)));
+            tables.push(table);
+        }
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(array))) => {
+            // Inline form: the trailing text is outside the array and stays put.
+            array.push(inline);
+            return Ok(doc.to_string());
+        }
+        Some(_) => return Err("`keys` is neither [[keys]] tables nor an array".into()),
+    }
+    doc.set_trailing("");
+    Ok(doc.to_string())
+}
+
+/// The highest document position of any table header in `table`.
+fn last_table_position(table: &toml_edit::Table) -> isize {
+    let mut last = table.position().unwrap_or(0);
+    for (_, item) in table.iter() {
+        match item {
+            toml_edit::Item::Table(t) => last = last.max(last_table_position(t)),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for t in a.iter() {
+                    last = last.max(last_table_position(t));
+                }
+            }
+            _ => {}
+        }
+    }
+    last
+}
+
+/// Appends a record to JSON snapshot text, re-serialized pretty with the
+/// file's key order kept.
+pub fn append_json(text: &str, record: &NewRecord) -> Result<String, String> {
+    let mut doc: serde_json::Value = if text.trim().is_empty() {
+        serde_json::json!({"workspaces": [], "keys": []})
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("not JSON: line {}", e.line()))?
+    };
+    let top = doc
+        .as_object_mut()
+        .ok_or("the top level is not a JSON object")?;
+    let keys = top
+        .entry("keys")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    keys.as_array_mut()
+        .ok_or("`keys` is not a JSON array")?
+        .push(record.to_json());
+    pretty_json(&doc)
+}
+
+fn pretty_json(doc: &serde_json::Value) -> Result<String, String> {
+    let mut out = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    out.push('\n');
+    Ok(out)
+}
+
+/// The message of a TOML parse error without the source excerpt it would
+/// otherwise quote (which could be a hash line).
+fn toml_message(e: toml_edit::TomlError) -> String {
+    format!("not valid TOML: {}", e.message().trim_end())
+}
+
+/// Sets `revoked_at` on the record `id` in TOML snapshot text, keeping the
+/// decoration (comments) of an existing `revoked_at` value.
+pub fn set_revoked_toml(text: &str, id: &str, when: &str) -> Result<String, String> {
+    fn set(t: &mut dyn toml_edit::TableLike, when: &str) {
+        match t.get_mut("revoked_at").and_then(|i| i.as_value_mut()) {
+            Some(v) => {
+                let decor = v.decor().clone();
+                *v = when.into();
+                *v.decor_mut() = decor;
+            }
+            None => {
+                t.insert("revoked_at", toml_edit::value(when));
+            }
+        }
+    }
+    let is_it = |t: &dyn toml_edit::TableLike| t.get("id").and_then(|v| v.as_str()) == Some(id);
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(toml_message)?;
+    let mut found = false;
+    match doc.get_mut("keys") {
+        Some(toml_edit::Item::ArrayOfTables(tables)) => {
+            if let Some(t) = tables.iter_mut().find(|t| is_it(&**t)) {
+                set(t, when);
+                found = true;
+            }
+        }
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(array))) => {
+            let tables = array.iter_mut().filter_map(|v| v.as_inline_table_mut());
+            if let Some(t) = tables.into_iter().find(|t| is_it(&**t)) {
+                set(t, when);
+                found = true;
+            }
+        }
+        _ => {}
+    }
+    if found {
+        Ok(doc.to_string())
+    } else {
+        Err(format!("no [[keys]] table with id {id:?} to edit"))
+    }
+}
+
+/// Sets `revoked_at` on the record `id` in JSON snapshot text.
+pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, String> {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: line {}", e.line()))?;
+    let record = doc
+        .get_mut("keys")
+        .and_then(|k| k.as_array_mut())
+        .and_then(|keys| {
+            keys.iter_mut()
+                .filter_map(|k| k.as_object_mut())
+                .find(|k| k.get("id").and_then(|v| v.as_str()) == Some(id))
+        })
+        .ok_or_else(|| format!("no key object with id {id:?} to edit"))?;
+    record.insert("revoked_at".into(), when.into());
+    pretty_json(&doc)
+}
+
+/// The snapshot as read: its text (`None` when the file does not exist yet)
+/// and the validated index.
+struct Current {
+    text: Option<String>,
+    index: KeyIndex,
+}
+
+fn read_current(path: &Path, missing_ok: bool) -> Result<Current, KeysError> {
+    let format = Format::of(path)?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(KeysError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let empty = match format {
+        Format::Toml => "",
+        Format::Json => "{}",
+    };
+    let index = KeyIndex::parse(path, text.as_deref().unwrap_or(empty)).map_err(|problems| {
+        KeysError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }
+    })?;
+    Ok(Current { text, index })
+}
+
+/// Removes the temp file unless the rename consumed it.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Replaces `path` with `text` atomically.
+///
+/// The temp file sits in the same folder (a rename is only atomic within one
+/// file system) and keeps the old file's permissions. Just before the rename
+/// the file is read again: if it is no longer what this command started from,
+/// another editor got there first and nothing is written, instead of silently
+/// dropping that editor's change. When `path` is a symlink, its target is
+/// replaced and the link kept.
+pub fn write_atomic(path: &Path, text: &str, expected: Option<&str>) -> Result<(), KeysError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).map_err(|source| KeysError::Write {
+                path: path.to_path_buf(),
+                step: "resolving the symlink",
+                source,
+            })?
+        }
+        _ => path.to_path_buf(),
+    };
+    let werr = |step: &'static str| {
+        let path = path.to_path_buf();
+        move |source| KeysError::Write { path, step, source }
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        random_text(ID_ALPHABET, 8)?
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(0o644);
+    let mut file = options
+        .open(&tmp)
+        .map_err(werr("creating a temp file in its folder"))?;
+    let mut guard = TempGuard(Some(tmp.clone()));
+    if let Ok(meta) = std::fs::metadata(&target) {
+        file.set_permissions(meta.permissions())
+            .map_err(werr("copying permissions"))?;
+    }
+    file.write_all(text.as_bytes())
+        .map_err(werr("writing the temp file"))?;
+    file.sync_all().map_err(werr("syncing the temp file"))?;
+    drop(file);
+    let now = match std::fs::read_to_string(&target) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(werr("re-reading before the rename")(e)),
+    };
+    if now.as_deref() != expected {
+        return Err(KeysError::Conflict {
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::rename(&tmp, &target).map_err(werr("renaming the temp file over it"))?;
+    guard.0 = None;
+    // The rename is durable only once the folder entry is on disk.
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr("syncing its folder"))?;
+    Ok(())
+}
+
+/// Validates `new` as the snapshot at `path` would be, then writes it.
+fn validate_and_write(path: &Path, new: &str, old: Option<&str>) -> Result<(), KeysError> {
+    KeyIndex::parse(path, new).map_err(|problems| KeysError::WouldNotLoad {
+        path: path.to_path_buf(),
+        problems,
+    })?;
+    write_atomic(path, new, old)
+}
+
+/// Checks the arguments and builds the record, without touching any file.
+fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, String), KeysError> {
+    let path = &args.snapshot;
+    let key_type =
+        KeyType::parse(&args.key_type).ok_or_else(|| KeysError::BadType(args.key_type.clone()))?;
+    let prefixes = Prefixes::new(&args.company_prefix, &args.workspace_prefix)?;
+    if args.company.is_empty() {
+        return Err(KeysError::EmptyCompany);
+    }
+    if args.name.trim().is_empty() {
+        return Err(KeysError::EmptyName);
+    }
+    match (key_type, &args.workspace) {
+        (KeyType::Workspace, None) => return Err(KeysError::WorkspaceMissing),
+        (KeyType::Company, Some(ws)) => return Err(KeysError::WorkspaceOnCompanyKey(ws.clone())),
+        (KeyType::Workspace, Some(ws)) => match index.workspace_company(ws) {
+            None => {
+                return Err(KeysError::UnknownWorkspace {
+                    path: path.clone(),
+                    workspace: ws.clone(),
+                });
+            }
+            Some(owner) if **owner != *args.company => {
+                return Err(KeysError::ForeignWorkspace {
+                    path: path.clone(),
+                    workspace: ws.clone(),
+                    owner: owner.to_string(),
+                    company: args.company.clone(),
+                });
+            }
+            Some(_) => {}
+        },
+        (KeyType::Company, None) => {}
+    }
+    let mut held = crate::scope::Scopes::NONE;
+    for s in &args.scopes {
+        held = held.with(Scope::parse(s).ok_or_else(|| KeysError::UnknownScope(s.clone()))?);
+    }
+    let rate_limit = args
+        .rate_limit
+        .as_deref()
+        .map(Limit::parse_cli)
+        .transpose()
+        .map_err(KeysError::BadRateLimit)?;
+    let expires_at = match &args.expires {
+        None => None,
+        Some(text) => {
+            let t = parse_time(text).map_err(KeysError::BadExpiry)?;
+            if t <= now {
+                return Err(KeysError::ExpiryInPast(text.clone()));
+            }
+            Some(format_time(t))
+        }
+    };
+    let id = match &args.id {
+        Some(id) if !valid_id(id) => return Err(KeysError::BadId(id.clone())),
+        Some(id) if index.by_id(id).is_some() => {
+            return Err(KeysError::DuplicateId {
+                path: path.clone(),
+                id: id.clone(),
+            });
+        }
+        Some(id) => id.clone(),
+        None => loop {
+            // 36^12 ids: a clash is practically impossible, but cheap to rule out.
+            let id = format!("key_{}", random_text(ID_ALPHABET, 12)?);
+            if index.by_id(&id).is_none() {
+                break id;
+            }
+        },
+    };
+    let key = generate_key(&prefixes, key_type)?;
+    let record = NewRecord {
+        id,
+        name: args.name.clone(),
+        description: args.description.clone(),
+        key_type,
+        company: args.company.clone(),
+        workspace: args.workspace.clone(),
+        scopes: held.iter().collect(),
+        hash: KeyDigest::of(key.as_bytes()).to_text(),
+        created_at: format_time(now),
+        expires_at,
+        rate_limit,
+    };
+    Ok((record, key))
+}
+
+/// `keygate keys new`: validates, appends the record, writes atomically, then
+/// prints the key (stdout) and the id (stderr).
+pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
+    let path = &args.snapshot;
+    let format = Format::of(path)?;
+    let current = read_current(path, true)?;
+    let now = crate::clock::unix_now();
+    let (record, key) = plan_new(args, &current.index, now)?;
+    let old = current.text.as_deref();
+    let base = old.unwrap_or(match format {
+        Format::Toml => NEW_TOML_HEADER,
+        Format::Json => "",
+    });
+    let new = match format {
+        Format::Toml => append_toml(base, &record),
+        Format::Json => append_json(base, &record),
+    }
+    .map_err(|what| KeysError::Layout {
+        path: path.clone(),
+        what,
+    })?;
+    validate_and_write(path, &new, old)?;
+
+    // Written first, printed second: a key that is printed but not on disk
+    // would be worse than a record whose key nobody saw (it can be revoked).
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| KeysError::PrintKey {
+            path: path.clone(),
+            id: record.id.clone(),
+            source,
+        })?;
+    if record.scopes.is_empty() {
+        // Allowed (the contract makes --scope optional, and no scope is the
+        // least privilege), but rarely what was meant.
+        eprintln!(
+            "note: key {} has no scope, so it passes only routes with scope = \"none\"",
+            record.id
+        );
+    }
+    let whom = match &record.workspace {
+        Some(ws) => format!("workspace key of {} / {ws}", record.company),
+        None => format!("company key of {}", record.company),
+    };
+    eprintln!(
+        "created key {} ({whom}) in {}\nthe key above is shown only this once; reload the gateway to use it (SIGHUP or POST /reload)",
+        record.id,
+        path.display()
+    );
+    Ok(())
+}
+
+/// `keygate keys revoke`: sets `revoked_at` to now (idempotent, see the module doc).
+pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
+    let path = &args.snapshot;
+    let format = Format::of(path)?;
+    let current = read_current(path, false)?;
+    let now = crate::clock::unix_now();
+    let Some((_, record)) = current.index.by_id(&args.id) else {
+        return Err(KeysError::UnknownId {
+            path: path.clone(),
+            id: args.id.clone(),
+        });
+    };
+    if let Some(at) = record.revoked_at.filter(|&at| at <= now) {
+        eprintln!(
+            "key {} in {} was already revoked at {}; left unchanged",
+            args.id,
+            path.display(),
+            format_time(at)
+        );
+        return Ok(());
+    }
+    let old = current.text.as_deref().unwrap_or_default();
+    let when = format_time(now);
+    let new = match format {
+        Format::Toml => set_revoked_toml(old, &args.id, &when),
+        Format::Json => set_revoked_json(old, &args.id, &when),
+    }
+    .map_err(|what| KeysError::Layout {
+        path: path.clone(),
+        what,
+    })?;
+    validate_and_write(path, &new, Some(old))?;
+    eprintln!(
+        "revoked key {} in {} at {when}; reload the gateway to apply it (SIGHUP or POST /reload)",
+        args.id,
+        path.display()
+    );
+    Ok(())
+}
+
+/// The `keys list` table: one line per key, never a hash.
+pub fn render_list(records: &[KeyRecord], now: i64) -> String {
+    const HEAD: [&str; 9] = [
+        "ID",
+        "TYPE",
+        "COMPANY",
+        "WORKSPACE",
+        "SCOPES",
+        "STATE",
+        "CREATED",
+        "EXPIRES",
+        "NAME",
+    ];
+    let rows: Vec<[String; 9]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                r.key_type.as_str().to_string(),
+                r.company.to_string(),
+                r.workspace.as_deref().unwrap_or("-").to_string(),
+                r.scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                r.state(now).as_str().to_string(),
+                format_time(r.created_at),
+                r.expires_at.map_or_else(|| "-".to_string(), format_time),
+                r.name.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEAD.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let last = cells.len() - 1;
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == last {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&HEAD);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
 }
 
 /// `keygate keys list`
-pub fn list(_args: &ListArgs) -> anyhow::Result<()> {
-    anyhow::bail!("in progress")
+pub fn list(args: &ListArgs) -> Result<(), KeysError> {
+    let current = read_current(&args.snapshot, false)?;
+    let table = render_list(current.index.records(), crate::clock::unix_now());
+    let mut out = std::io::stdout().lock();
+    match out.write_all(table.as_bytes()).and_then(|()| out.flush()) {
+        // `keygate keys list | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(KeysError::Stdout(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The `sha256:<hex>` of a key read as text (surrounding whitespace and the
+/// trailing newline of `echo` dropped).
+pub fn hash_input(input: &[u8]) -> Result<String, KeysError> {
+    let text = std::str::from_utf8(input).map_err(|_| KeysError::NotText)?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(KeysError::EmptyInput);
+    }
+    if key.contains(char::is_whitespace) {
+        return Err(KeysError::SeveralWords);
+    }
+    if key.len() > MAX_TOKEN_LEN {
+        return Err(KeysError::TooLong);
+    }
+    Ok(KeyDigest::of(key.as_bytes()).to_text())
 }
 
 /// `keygate keys hash`
-pub fn hash_stdin() -> anyhow::Result<()> {
-    anyhow::bail!("in progress")
+pub fn hash_stdin() -> Result<(), KeysError> {
+    let mut input = Vec::new();
+    // A little more than the longest acceptable token plus whitespace: enough
+    // to tell "too long" apart without reading an endless pipe.
+    std::io::stdin()
+        .lock()
+        .take((MAX_TOKEN_LEN * 4) as u64)
+        .read_to_end(&mut input)
+        .map_err(KeysError::Stdin)?;
+    let hash = hash_input(&input)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{hash}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(KeysError::Stdout)
 }
+
+#[cfg(test)]
+mod tests;

@@ -85,16 +85,18 @@ fn main() -> ExitCode {
         Command::Demo { config } => {
             keygate::logging::init(cli.log_format);
             match keygate::demo::prepare(&config) {
-                Ok(options) => start(&config, options),
+                // The gateway runs on the demo's copy of the config, which
+                // points at the freshly minted demo snapshot.
+                Ok((demo_config, options)) => start(&demo_config, options),
                 Err(e) => {
-                    eprintln!("keygate demo: {e:#}");
+                    eprintln!("keygate demo: {:#}", anyhow::Error::from(e));
                     ExitCode::FAILURE
                 }
             }
         }
         Command::Keys(k) => report(keys(*k)),
         Command::Healthcheck { config, admin } => {
-            report(keygate::demo::healthcheck(&config, admin))
+            report(keygate::demo::healthcheck(&config, admin).context("healthcheck"))
         }
     }
 }

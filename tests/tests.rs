@@ -9,6 +9,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 mod admin;
 mod alloc;
 mod contract;
+mod demo;
+mod keys_cli;
 mod lifecycle;
 mod reload;
 mod smoke;
