@@ -133,6 +133,7 @@ fn main() {
         let index = keygate::snapshot::KeyIndex::parse(path, &text).expect("valid snapshot");
         let load = t.elapsed();
         drop(text);
+        keygate::sys::release_freed_memory();
         let live_after = LIVE.load(Ordering::Relaxed);
         // `text` was live before and is freed now: what remains is the index.
         let kept = (live_after + size).saturating_sub(live_before);

@@ -219,9 +219,9 @@ impl Handler {
             .enumerate()
             .map(|(slot, k)| {
                 json!({
-                    "id": &*k.id,
-                    "name": &*k.name,
-                    "description": k.description.as_deref(),
+                    "id": k.id(),
+                    "name": k.name(),
+                    "description": k.description(),
                     "type": k.key_type.as_str(),
                     "company": &*k.company,
                     "workspace": k.workspace.as_deref(),

@@ -570,7 +570,7 @@ mod tests {
             (&keys.limited, "key_demo_limited", KeyType::Workspace),
         ] {
             let (_, r) = index.lookup(&KeyDigest::of(key.as_bytes())).unwrap();
-            assert_eq!((&*r.id, r.key_type), (id, t));
+            assert_eq!((r.id(), r.key_type), (id, t));
             assert_eq!(prefixes.classify(key.as_bytes()), Some(t));
             assert!(
                 !text.contains(key.as_str()),

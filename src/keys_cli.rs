@@ -930,7 +930,7 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
         .iter()
         .map(|r| {
             [
-                r.id.to_string(),
+                r.id().to_string(),
                 r.key_type.as_str().to_string(),
                 r.company.to_string(),
                 r.workspace.as_deref().unwrap_or("-").to_string(),
@@ -942,7 +942,7 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
                 r.state(now).as_str().to_string(),
                 format_time(r.created_at),
                 r.expires_at.map_or_else(|| "-".to_string(), format_time),
-                r.name.to_string(),
+                r.name().to_string(),
             ]
         })
         .collect();

@@ -26,6 +26,7 @@ pub mod routes;
 pub mod run;
 pub mod scope;
 pub mod snapshot;
+pub mod sys;
 pub mod tls;
 pub mod token;
 pub mod upstream;

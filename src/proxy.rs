@@ -269,7 +269,7 @@ impl ProxyHttp for Proxy {
                 };
                 gw.policy.keys.touch(slot, now);
                 let limit = key.rate_limit.unwrap_or(gw.config.rate_limit.default);
-                let outcome = self.shared.limiter.check(&key.id, limit);
+                let outcome = self.shared.limiter.check(key.id(), limit);
                 ctx.rate = Some(outcome);
                 if outcome.allowed {
                     return Ok(false);
@@ -359,7 +359,7 @@ impl ProxyHttp for Proxy {
             && auth != AuthMode::None
         {
             let key = gw.policy.keys.record(slot);
-            upstream_request.insert_header("x-keygate-key-id", &*key.id)?;
+            upstream_request.insert_header("x-keygate-key-id", key.id())?;
             upstream_request.insert_header("x-keygate-key-type", key.key_type.as_str())?;
             upstream_request.insert_header("x-keygate-company", &*key.company)?;
             if let Some(ws) = &ctx.workspace {
@@ -519,7 +519,7 @@ impl ProxyHttp for Proxy {
             route: route.map_or(crate::metrics::UNMATCHED, |r| &r.name),
             status,
             outcome,
-            key_id: key.map(|k| &*k.id),
+            key_id: key.map(|k| k.id()),
             company: key.map(|k| &*k.company),
             workspace: ctx.workspace.as_deref(),
             upstream: route.map(|r| &*gw.upstreams[r.upstream].name),

@@ -175,9 +175,9 @@ impl Limiter {
     }
 
     /// Takes one token from `key_id`'s bucket if there is one.
-    pub fn check(&self, key_id: &Arc<str>, limit: Limit) -> Outcome {
+    pub fn check(&self, key_id: &str, limit: Limit) -> Outcome {
         let now = self.clock.mono_nanos();
-        if let Some(bucket) = self.buckets.get(&**key_id)
+        if let Some(bucket) = self.buckets.get(key_id)
             && bucket.limit == limit
         {
             return take(&bucket.tat, limit, now);
@@ -187,9 +187,9 @@ impl Limiter {
 
     /// New key, or a key whose limit changed (its bucket is reset).
     #[cold]
-    fn check_slow(&self, key_id: &Arc<str>, limit: Limit, now: u64) -> Outcome {
+    fn check_slow(&self, key_id: &str, limit: Limit, now: u64) -> Outcome {
         let max = self.max_buckets.load(Ordering::Relaxed) as usize;
-        if !self.buckets.contains_key(&**key_id) && self.buckets.len() >= max {
+        if !self.buckets.contains_key(key_id) && self.buckets.len() >= max {
             self.sweep_at_most_once_a_second(now);
             if self.buckets.len() >= max {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +198,7 @@ impl Limiter {
         }
         let entry = self
             .buckets
-            .entry(Arc::clone(key_id))
+            .entry(Arc::from(key_id))
             .and_modify(|b| {
                 if b.limit != limit {
                     *b = Bucket {

@@ -99,29 +99,29 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
         .records()
         .iter()
         .enumerate()
-        .map(|(i, k)| (&*k.id, i))
+        .map(|(i, k)| (k.id(), i))
         .collect();
     for (slot, k) in new_keys.records().iter().enumerate() {
-        match old_by_id.get(&*k.id) {
-            None => r.keys_added.push(k.id.to_string()),
+        match old_by_id.get(k.id()) {
+            None => r.keys_added.push(k.id().to_string()),
             Some(&o) => {
                 let ok = old_keys.record(o);
                 let was_revoked = ok.revoked_at.is_some_and(|t| t <= now);
                 let is_revoked = k.revoked_at.is_some_and(|t| t <= now);
                 if is_revoked && !was_revoked {
-                    r.keys_revoked.push(k.id.to_string());
+                    r.keys_revoked.push(k.id().to_string());
                 } else if ok != k || old_keys.digest(o) != new_keys.digest(slot) {
-                    r.keys_changed.push(k.id.to_string());
+                    r.keys_changed.push(k.id().to_string());
                 }
             }
         }
     }
-    let new_ids: HashSet<&str> = new_keys.records().iter().map(|k| &*k.id).collect();
+    let new_ids: HashSet<&str> = new_keys.records().iter().map(|k| k.id()).collect();
     r.keys_removed = old_keys
         .records()
         .iter()
-        .filter(|k| !new_ids.contains(&*k.id))
-        .map(|k| k.id.to_string())
+        .filter(|k| !new_ids.contains(k.id()))
+        .map(|k| k.id().to_string())
         .collect();
 
     let routes = |g: &Gateway| -> Vec<(String, String)> {
@@ -174,18 +174,6 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     r
 }
 
-/// Nice +10 for the calling thread only (Linux applies `setpriority` with a
-/// thread id to that thread). Best effort: failure only costs latency.
-#[allow(unsafe_code)]
-fn lower_thread_priority() {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory
-    // of ours; an error return is ignored on purpose.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-    }
-}
-
 /// Frees a replaced gateway here, on the reload thread. Requests that started
 /// on it still hold it; whichever drops the last reference frees it, and
 /// freeing a million-key index takes milliseconds that must not land on a
@@ -197,6 +185,7 @@ fn retire(old: Arc<Gateway>) {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(old);
+    crate::sys::release_freed_memory();
 }
 
 /// Performs reloads, one at a time.
@@ -299,7 +288,7 @@ impl Reloader {
         let spawned = std::thread::Builder::new()
             .name("keygate-reload".into())
             .spawn(move || {
-                lower_thread_priority();
+                crate::sys::lower_thread_priority();
                 let _ = tx.send(me.reload(trigger));
             });
         let failed = |message: String| {

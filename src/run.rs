@@ -126,6 +126,7 @@ pub fn run(
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let gateway = Gateway::load(config_path, &metrics, None).map_err(StartError::Load)?;
+    crate::sys::release_freed_memory();
     let config: Config = gateway.config.clone();
 
     for addr in &config.server.listen {

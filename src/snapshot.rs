@@ -10,8 +10,7 @@ use crate::problems::{LineCounter, Problem, Problems};
 use crate::ratelimit::Limit;
 use crate::scope::{Scope, Scopes};
 use crate::token::{KeyDigest, KeyType};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,22 +18,24 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// One key's metadata. Never holds the key or its hash.
+///
+/// Kept compact (a million of them must fit in a few hundred bytes each): id,
+/// name and description share one allocation, companies and workspaces are
+/// interned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyRecord {
-    /// Stable id: logs, headers, metrics and buckets use it.
-    pub id: Arc<str>,
-    /// Human name.
-    pub name: Box<str>,
-    /// Optional description.
-    pub description: Option<Box<str>>,
+    /// `id`, `name` and `description`, back to back.
+    text: Box<str>,
+    name_at: u16,
+    description_at: Option<u16>,
     /// Company or workspace key.
     pub key_type: KeyType,
+    /// Scopes held.
+    pub scopes: Scopes,
     /// Owning company.
     pub company: Arc<str>,
     /// The one workspace of a workspace key.
     pub workspace: Option<Arc<str>>,
-    /// Scopes held.
-    pub scopes: Scopes,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds; the key stops working at this instant.
@@ -43,6 +44,44 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Own limit, overriding `[rate_limit]`.
     pub rate_limit: Option<Limit>,
+}
+
+/// Longest `name` accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest `description` accepted, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+impl KeyRecord {
+    /// Stable id: logs, headers, metrics and buckets use it.
+    pub fn id(&self) -> &str {
+        &self.text[..usize::from(self.name_at)]
+    }
+
+    /// Human name.
+    pub fn name(&self) -> &str {
+        let end = self.description_at.map_or(self.text.len(), usize::from);
+        &self.text[usize::from(self.name_at)..end]
+    }
+
+    /// Optional description.
+    pub fn description(&self) -> Option<&str> {
+        self.description_at.map(|at| &self.text[usize::from(at)..])
+    }
+
+    /// Packs the three texts (lengths already validated against the limits).
+    fn pack_text(id: &str, name: &str, description: Option<&str>) -> (Box<str>, u16, Option<u16>) {
+        let mut text =
+            String::with_capacity(id.len() + name.len() + description.map_or(0, str::len));
+        text.push_str(id);
+        text.push_str(name);
+        let name_at = id.len() as u16;
+        let description_at = description.map(|d| {
+            let at = text.len() as u16;
+            text.push_str(d);
+            at
+        });
+        (text.into_boxed_str(), name_at, description_at)
+    }
 }
 
 /// Where a key stands at a given time.
@@ -82,32 +121,21 @@ impl KeyRecord {
 
 /// SHA-256 output is uniform and clients cannot choose a digest's bytes, so its
 /// first eight bytes are a perfectly good hash: no SipHash on the hot path and
-/// no way to aim collisions at the map.
-#[derive(Default, Clone, Copy)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-        }
-    }
+/// no way to aim collisions at the table.
+fn digest_hash(d: &KeyDigest) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.0[..8]);
+    u64::from_le_bytes(b)
 }
-
-type DigestMap = HashMap<KeyDigest, u32, BuildHasherDefault<DigestHasher>>;
 
 /// The validated snapshot, indexed for lookups.
 #[derive(Debug)]
 pub struct KeyIndex {
     records: Vec<KeyRecord>,
     digests: Vec<KeyDigest>,
-    by_digest: DigestMap,
+    /// Slots into `digests`/`records`: 4 bytes a key instead of a map that
+    /// would store each 32-byte digest a second time.
+    by_digest: hashbrown::HashTable<u32>,
     workspaces: HashMap<Arc<str>, Arc<str>>,
     last_used: Box<[AtomicI64]>,
 }
@@ -154,7 +182,9 @@ impl KeyIndex {
     /// Finds the key with this digest.
     #[inline]
     pub fn lookup(&self, digest: &KeyDigest) -> Option<(usize, &KeyRecord)> {
-        let slot = *self.by_digest.get(digest)? as usize;
+        let slot = *self.by_digest.find(digest_hash(digest), |&s| {
+            self.digests[s as usize] == *digest
+        })? as usize;
         Some((slot, &self.records[slot]))
     }
 
@@ -170,7 +200,7 @@ impl KeyIndex {
 
     /// A record by id (admin listing, reload diffs; not the hot path).
     pub fn by_id(&self, id: &str) -> Option<(usize, &KeyRecord)> {
-        self.records.iter().enumerate().find(|(_, r)| &*r.id == id)
+        self.records.iter().enumerate().find(|(_, r)| r.id() == id)
     }
 
     /// The company owning a listed workspace.
@@ -207,10 +237,10 @@ impl KeyIndex {
             .records
             .iter()
             .enumerate()
-            .map(|(i, r)| (&*r.id, i))
+            .map(|(i, r)| (r.id(), i))
             .collect();
         for (slot, r) in self.records.iter().enumerate() {
-            if let Some(&o) = by_id.get(&*r.id) {
+            if let Some(&o) = by_id.get(r.id()) {
                 let t = old.last_used[o].load(Ordering::Relaxed);
                 self.last_used[slot].fetch_max(t, Ordering::Relaxed);
             }
@@ -389,8 +419,10 @@ fn build(
 
     let mut records = Vec::with_capacity(keys.len());
     let mut digests = Vec::with_capacity(keys.len());
-    let mut by_digest = DigestMap::with_capacity_and_hasher(keys.len(), Default::default());
-    let mut ids: HashMap<Arc<str>, ()> = HashMap::with_capacity(keys.len());
+    let mut by_digest = hashbrown::HashTable::<u32>::with_capacity(keys.len());
+    // Hashes of refused keys, so a repeat is still reported in this pass.
+    let mut refused_digests: HashSet<KeyDigest> = HashSet::new();
+    let mut ids: HashSet<String> = HashSet::with_capacity(keys.len());
     for (line, k) in keys {
         let raw::Key {
             id,
@@ -414,6 +446,17 @@ fn build(
         }
         if name.is_empty() {
             err("name must not be empty".into());
+        }
+        if name.len() > MAX_NAME_LEN {
+            err(format!("name is longer than {MAX_NAME_LEN} bytes"));
+        }
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+        {
+            err(format!(
+                "description is longer than {MAX_DESCRIPTION_LEN} bytes"
+            ));
         }
         let key_type_parsed = KeyType::parse(&key_type);
         if key_type_parsed.is_none() {
@@ -476,8 +519,7 @@ fn build(
                 .map_err(|e| err(format!("rate_limit: {e}")))
                 .ok()
         });
-        let id_arc: Arc<str> = id.as_str().into();
-        if ids.insert(Arc::clone(&id_arc), ()).is_some() {
+        if !ids.insert(id.clone()) {
             problems.push(Problem::at_line(
                 path,
                 line,
@@ -485,7 +527,10 @@ fn build(
             ));
         }
         if let Some(d) = digest
-            && by_digest.contains_key(&d)
+            && (refused_digests.contains(&d)
+                || by_digest
+                    .find(digest_hash(&d), |&s| digests[s as usize] == d)
+                    .is_some())
         {
             // Never print the hash itself: it names which key is duplicated.
             problems.push(Problem::at_line(
@@ -498,7 +543,7 @@ fn build(
             // The snapshot is refused anyway; keep the hash so that a later key
             // with the same one is still reported in this same pass.
             if let Some(d) = digest {
-                by_digest.entry(d).or_insert(u32::MAX);
+                refused_digests.insert(d);
             }
             continue;
         }
@@ -507,12 +552,16 @@ fn build(
             continue;
         };
         let slot = records.len();
-        by_digest.insert(digest, slot as u32);
         digests.push(digest);
+        by_digest.insert_unique(digest_hash(&digest), slot as u32, |&s| {
+            digest_hash(&digests[s as usize])
+        });
+        let (text, name_at, description_at) =
+            KeyRecord::pack_text(&id, &name, description.as_deref());
         records.push(KeyRecord {
-            id: id_arc,
-            name: name.into(),
-            description: description.map(Into::into),
+            text,
+            name_at,
+            description_at,
             key_type,
             company: interner.get(&company),
             workspace: workspace.map(|w| interner.get(&w)),

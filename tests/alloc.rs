@@ -86,7 +86,7 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
         if let Decision::Allow(a) = decide(&req, &gw.policy, 1_800_000_000)
             && let Some((_, key)) = a.key
         {
-            limiter.check(&key.id, keygate::ratelimit::Limit::DEFAULT);
+            limiter.check(key.id(), keygate::ratelimit::Limit::DEFAULT);
         }
         let n = allocations_during(|| {
             let d = decide(&req, &gw.policy, 1_800_000_000);
@@ -95,7 +95,7 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
             };
             if let Some((slot, key)) = a.key {
                 gw.policy.keys.touch(slot, 1_800_000_000);
-                std::hint::black_box(limiter.check(&key.id, keygate::ratelimit::Limit::DEFAULT));
+                std::hint::black_box(limiter.check(key.id(), keygate::ratelimit::Limit::DEFAULT));
             }
         });
         assert_eq!(n, 0, "{path}: {n} allocations on the allowed path");

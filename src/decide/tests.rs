@@ -373,7 +373,7 @@ fn run(
             }
             Ok(Passed {
                 route: route_name(a.route),
-                key: a.key.map(|(_, r)| r.id.to_string()),
+                key: a.key.map(|(_, r)| r.id().to_string()),
                 workspace: a.workspace.map(Cow::into_owned),
             })
         }
@@ -1610,7 +1610,7 @@ fn allow_carries_the_keys_own_workspace_for_workspace_keys() {
     };
     assert_eq!(&*p.routes[a.route].name, "profiles");
     let (slot, record) = a.key.unwrap();
-    assert_eq!(&*record.id, "mkt_rw");
+    assert_eq!(record.id(), "mkt_rw");
     assert_eq!(p.keys.record(slot), record);
     assert_eq!(a.workspace.as_deref(), Some("ws_marketing"));
     assert!(matches!(a.workspace, Some(Cow::Borrowed(_))));

@@ -112,7 +112,7 @@ fn appending_to_toml_keeps_comments_and_validates() {
     let idx = index(&out, "keys.toml");
     assert_eq!(idx.len(), 2);
     let (_, r) = idx.by_id("k2").unwrap();
-    assert_eq!(r.description.as_deref(), Some("with \"quotes\""));
+    assert_eq!(r.description(), Some("with \"quotes\""));
 }
 
 #[test]

@@ -169,12 +169,15 @@ fn toml_snapshot_is_indexed_with_every_field() {
     let (slot, company) = index
         .lookup(&KeyDigest::of(COMPANY_KEY.as_bytes()))
         .unwrap();
+    assert_eq!(company.id(), "key_acme_ops");
+    assert_eq!(company.name(), "production-backend");
+    assert_eq!(company.description(), Some("Acme's backend"));
     assert_eq!(
         *company,
         KeyRecord {
-            id: "key_acme_ops".into(),
-            name: "production-backend".into(),
-            description: Some("Acme's backend".into()),
+            text: "key_acme_opsproduction-backendAcme's backend".into(),
+            name_at: 12,
+            description_at: Some(30),
             key_type: KeyType::Company,
             company: "acme".into(),
             workspace: None,
@@ -185,23 +188,23 @@ fn toml_snapshot_is_indexed_with_every_field() {
             rate_limit: Some(Limit::from_raw(1000, 60, Some(2000)).unwrap()),
         }
     );
-    assert_eq!(index.record(slot).id.as_ref(), "key_acme_ops");
+    assert_eq!(index.record(slot).id(), "key_acme_ops");
     assert_eq!(*index.digest(slot), KeyDigest::of(COMPANY_KEY.as_bytes()));
 
     let (_, ws) = index
         .lookup(&KeyDigest::of(WORKSPACE_KEY.as_bytes()))
         .unwrap();
-    assert_eq!(ws.id.as_ref(), "key_marketing_app");
+    assert_eq!(ws.id(), "key_marketing_app");
     assert_eq!(ws.key_type, KeyType::Workspace);
     assert_eq!(ws.workspace.as_deref(), Some("ws_marketing"));
     assert_eq!(ws.scopes, Scopes::NONE.with(Scope::Read).with(Scope::Write));
-    assert_eq!(ws.description, None);
+    assert_eq!(ws.description(), None);
     assert_eq!(ws.rate_limit, None);
     // 2027-01-01T00:00:00Z and 2026-12-01T00:00:00+01:00 (= 2026-11-30T23:00:00Z).
     assert_eq!(ws.expires_at, Some(1_798_761_600));
     assert_eq!(ws.revoked_at, Some(1_796_079_600));
 
-    let ids: Vec<&str> = index.records().iter().map(|r| &*r.id).collect();
+    let ids: Vec<&str> = index.records().iter().map(|r| r.id()).collect();
     assert_eq!(ids, ["key_acme_ops", "key_marketing_app"], "file order");
 }
 
@@ -220,7 +223,7 @@ fn lookup_by_digest_misses_unknown_keys() {
 fn by_id_finds_the_record_and_its_slot() {
     let index = ok_toml(&base_toml());
     let (slot, r) = index.by_id("key_marketing_app").unwrap();
-    assert_eq!(r.name.as_ref(), "marketing-app");
+    assert_eq!(r.name(), "marketing-app");
     assert_eq!(index.record(slot), r);
     assert!(index.by_id("key_nope").is_none());
 }
@@ -294,7 +297,7 @@ fn json_snapshot_is_accepted() {
     let (_, ws) = index
         .lookup(&KeyDigest::of(WORKSPACE_KEY.as_bytes()))
         .unwrap();
-    assert_eq!(ws.id.as_ref(), "k_json");
+    assert_eq!(ws.id(), "k_json");
     assert_eq!(ws.workspace.as_deref(), Some("ws_marketing"));
     assert_eq!(ws.created_at, CREATED);
     assert_eq!(ws.expires_at, Some(1_798_761_600));
