@@ -31,6 +31,30 @@ pub struct Route {
     pub allow: Arc<str>,
 }
 
+impl Route {
+    /// Compiles the config's routes, in file order.
+    pub fn compile(config: &crate::config::Config) -> Vec<Route> {
+        config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.as_str().into(),
+                pattern: r.pattern.clone(),
+                upstream: r.upstream,
+                auth: r.auth,
+                scope: r.scope,
+                methods: r.methods.clone().map(Vec::into_boxed_slice),
+                allow: r
+                    .methods
+                    .as_ref()
+                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+                    .into(),
+            })
+            .collect()
+    }
+}
+
 /// Everything the decision reads, built whole by one reload.
 #[derive(Debug)]
 pub struct Policy {

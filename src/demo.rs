@@ -296,19 +296,6 @@ fn demo_config_text(
     Ok(doc.to_string())
 }
 
-/// 0.0.0.0 / [::] listen addresses are reached on loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    }
-}
-
 /// Answers every request with 200 and a JSON echo of its method, path and
 /// headers, so the demo shows what keygate tells the upstream.
 fn start_echo(addr: &str) -> Result<(), DemoError> {
@@ -428,7 +415,7 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
         .listen
         .first()
         .copied()
-        .map(reachable)
+        .map(crate::run::reachable)
         .ok_or_else(|| DemoError::NoPlainListener(config_path.to_path_buf()))?;
     let upstream = config
         .upstreams
@@ -468,7 +455,7 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
     start_echo(&echo_addr)?;
     let message = ready_message(
         http,
-        reachable(config.admin.listen),
+        crate::run::reachable(config.admin.listen),
         &echo_addr,
         &dir,
         &keys,
@@ -508,7 +495,7 @@ fn admin_addr(config: &Path) -> Result<SocketAddr, HealthError> {
 
 /// Probes the admin `/healthz`: Ok on a 200 within 2 s.
 pub fn healthcheck(config: &Path, admin: Option<SocketAddr>) -> Result<(), HealthError> {
-    let addr = reachable(match admin {
+    let addr = crate::run::reachable(match admin {
         Some(a) => a,
         None => admin_addr(config)?,
     });
@@ -640,8 +627,11 @@ mod tests {
     #[test]
     fn unspecified_admin_addresses_are_probed_on_loopback() {
         let addr: SocketAddr = "0.0.0.0:9091".parse().unwrap();
-        assert_eq!(reachable(addr), "127.0.0.1:9091".parse().unwrap());
+        assert_eq!(
+            crate::run::reachable(addr),
+            "127.0.0.1:9091".parse().unwrap()
+        );
         let addr: SocketAddr = "[::]:9091".parse().unwrap();
-        assert_eq!(reachable(addr), "[::1]:9091".parse().unwrap());
+        assert_eq!(crate::run::reachable(addr), "[::1]:9091".parse().unwrap());
     }
 }

@@ -108,24 +108,7 @@ impl Gateway {
             },
             None => None,
         };
-        let routes: Vec<Route> = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                name: r.name.as_str().into(),
-                pattern: r.pattern.clone(),
-                upstream: r.upstream,
-                auth: r.auth,
-                scope: r.scope,
-                methods: r.methods.clone().map(Vec::into_boxed_slice),
-                allow: r
-                    .methods
-                    .as_ref()
-                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default()
-                    .into(),
-            })
-            .collect();
+        let routes = Route::compile(&config);
         let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
         if let Some(prev) = previous {
             keys.carry_last_used_from(&prev.policy.keys);

@@ -327,7 +327,8 @@ struct Readiness {
     message: Option<String>,
 }
 
-fn probe_addr(a: SocketAddr) -> SocketAddr {
+/// Where to connect to reach a listener: 0.0.0.0 / [::] are reached on loopback.
+pub fn reachable(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], v4.port()))
@@ -344,7 +345,7 @@ impl BackgroundService for Readiness {
     async fn start(&self, _shutdown: ShutdownWatch) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for t in &self.targets {
-            let addr = probe_addr(*t);
+            let addr = reachable(*t);
             loop {
                 let ok = tokio::task::spawn_blocking(move || {
                     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()

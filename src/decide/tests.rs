@@ -295,30 +295,13 @@ fn snapshot() -> String {
     s
 }
 
-/// Compiles routes exactly as `Gateway::build` does, without upstream pools.
+/// The policy `Gateway::build` would make, without upstream pools.
 fn policy_from(config_text: &str, snapshot_text: &str) -> Policy {
     let config = Config::parse(Path::new("/etc/keygate/keygate.toml"), config_text)
         .unwrap_or_else(|p| panic!("config refused:\n{p}"));
     let keys = KeyIndex::parse(Path::new("/etc/keygate/keys.toml"), snapshot_text)
         .unwrap_or_else(|p| panic!("snapshot refused:\n{p}"));
-    let routes = config
-        .routes
-        .iter()
-        .map(|r| Route {
-            name: r.name.as_str().into(),
-            pattern: r.pattern.clone(),
-            upstream: r.upstream,
-            auth: r.auth,
-            scope: r.scope,
-            methods: r.methods.clone().map(Vec::into_boxed_slice),
-            allow: r
-                .methods
-                .as_ref()
-                .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-                .into(),
-        })
-        .collect();
+    let routes = Route::compile(&config);
     Policy {
         routes,
         keys,
