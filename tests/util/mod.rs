@@ -108,6 +108,31 @@ impl Upstream {
     }
 
     pub fn start_on(addr: &str) -> Upstream {
+        Self::serve(addr, None)
+    }
+
+    /// The echo upstream behind TLS with the given certificate.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
+        use tokio_rustls::rustls;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::serve(
+            "127.0.0.1:0",
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn serve(addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -139,6 +164,7 @@ impl Upstream {
                         Arc::clone(&delay_ms),
                         Arc::clone(&status),
                     );
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             echo(
@@ -148,9 +174,20 @@ impl Upstream {
                                 Arc::clone(&status),
                             )
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        let _ = match tls {
+                            None => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                                    .await
+                            }
+                            Some(acceptor) => match acceptor.accept(tcp).await {
+                                Ok(stream) => {
+                                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                        .await
+                                }
+                                Err(_) => return,
+                            },
+                        };
                     });
                 }
             });
@@ -431,7 +468,14 @@ impl Gateway {
 
     /// Like `start` without waiting for readiness.
     pub fn spawn(config: &str, keys_toml: &str) -> Gateway {
+        Self::spawn_with(config, keys_toml, |_| {})
+    }
+
+    /// Like `spawn`, with more files written into the gateway's folder first
+    /// (certificates, CA bundles).
+    pub fn spawn_with(config: &str, keys_toml: &str, write: impl FnOnce(&Path)) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        write(dir.path());
         let ports = Ports {
             http: free_port(),
             admin: free_port(),
@@ -734,105 +778,7 @@ impl Default for Pki {
 /// Like [`Gateway::start`], but with files written into the gateway's folder
 /// before it starts (certificates, CA bundles).
 pub fn start_with_files(config: &str, keys_toml: &str, write: impl FnOnce(&Path)) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path());
-    let ports = Ports {
-        http: free_port(),
-        admin: free_port(),
-        https: free_port(),
-    };
-    let config = config
-        .replace("{http}", &ports.http.to_string())
-        .replace("{https}", &ports.https.to_string())
-        .replace("{admin}", &ports.admin.to_string());
-    std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
-    std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
-    let mut g = Gateway {
-        dir,
-        ports,
-        child: None,
-        client: client(),
-    };
-    g.launch();
+    let g = Gateway::spawn_with(config, keys_toml, write);
     g.wait_ready();
     g
-}
-
-impl Upstream {
-    /// The echo upstream behind TLS with the given certificate.
-    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Upstream {
-        use tokio_rustls::rustls;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let status = Arc::new(AtomicU64::new(200));
-        let accepted = Arc::new(AtomicU64::new(0));
-        {
-            let (seen, delay_ms, status, accepted) = (
-                Arc::clone(&seen),
-                Arc::clone(&delay_ms),
-                Arc::clone(&status),
-                Arc::clone(&accepted),
-            );
-            runtime.spawn(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let acceptor = acceptor.clone();
-                    let (seen, delay_ms, status) = (
-                        Arc::clone(&seen),
-                        Arc::clone(&delay_ms),
-                        Arc::clone(&status),
-                    );
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let svc = hyper::service::service_fn(move |req| {
-                            echo(
-                                req,
-                                Arc::clone(&seen),
-                                Arc::clone(&delay_ms),
-                                Arc::clone(&status),
-                            )
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                            .await;
-                    });
-                }
-            });
-        }
-        Upstream {
-            addr,
-            seen,
-            delay_ms,
-            status,
-            accepted,
-            runtime: Some(runtime),
-        }
-    }
 }
