@@ -12,3 +12,15 @@ fn gateway_proxies_a_valid_company_key() {
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().header("x-keygate-key-id"), Some("k1"));
 }
+
+#[test]
+fn secret_scan_catches_a_minted_key_or_its_hash_in_a_log() {
+    let key = mint("ord_");
+    let line = |s: &str| format!("{{\"message\":\"request\",\"x\":\"{s}\"}}\n");
+    assert_no_secret_in(&line("nothing to see"), "a clean log");
+    for leaked in [key.clone(), hash(&key), hash(&key)[7..].to_string()] {
+        let log = line(&leaked);
+        let caught = std::panic::catch_unwind(|| assert_no_secret_in(&log, "a test log"));
+        assert!(caught.is_err(), "the scan must catch {leaked:?}");
+    }
+}

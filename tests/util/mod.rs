@@ -38,8 +38,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every key minted in this test run: each gateway's log is checked against
+/// all of them (and their hashes) when the gateway is dropped.
+static MINTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// A key of the production form: prefix + 40 random alphanumerics.
 pub fn mint(prefix: &str) -> String {
+    let key = mint_unrecorded(prefix);
+    MINTED.lock().unwrap().push(key.clone());
+    key
+}
+
+/// Panics if any key minted so far, or its hash (with or without the
+/// `sha256:` prefix), appears in `log`.
+pub fn assert_no_secret_in(log: &str, what: &str) {
+    let secrets: std::collections::HashSet<String> = MINTED
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|k| [k.clone(), hash(k)[7..].to_string()])
+        .collect();
+    // Keys and hex digests are runs of [A-Za-z0-9_]: look each run up instead
+    // of searching the log once per key ever minted.
+    let leaked = log
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|token| token.len() >= 32 && secrets.contains(*token));
+    assert!(leaked.is_none(), "a key or key hash reached {what}");
+}
+
+fn mint_unrecorded(prefix: &str) -> String {
     use rand::RngExt;
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -649,6 +676,11 @@ impl Drop for Gateway {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Every test's gateway log, whatever the test was about, must hold
+        // no key and no key hash (skipped while unwinding from a failure).
+        if !std::thread::panicking() {
+            assert_no_secret_in(&self.log(), "a gateway log");
         }
     }
 }
