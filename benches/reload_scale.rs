@@ -148,6 +148,22 @@ fn main() {
         drop(index);
     }
 
+    // Rate-limit buckets: heap per tracked key.
+    {
+        use keygate::ratelimit::{Limit, Limiter};
+        let limiter = Limiter::new(Arc::new(keygate::clock::SystemClock::new()), n + 1);
+        let ids: Vec<String> = (0..n).map(|i| format!("key_{i:08}")).collect();
+        let before = LIVE.load(Ordering::Relaxed);
+        for id in &ids {
+            limiter.check(id, Limit::DEFAULT);
+        }
+        let per_bucket = LIVE.load(Ordering::Relaxed).saturating_sub(before) as f64 / n as f64;
+        println!(
+            "rate-limit buckets: {} held, {per_bucket:.0} bytes each (map entry + key id copy)",
+            limiter.len()
+        );
+    }
+
     // 2. Latency while the real gateway reloads the JSON snapshot.
     let up = std::net::TcpListener::bind("127.0.0.1:0").expect("upstream");
     let up_addr = up.local_addr().expect("addr");
