@@ -13,6 +13,9 @@ use std::sync::Arc;
 pub enum Denial {
     /// Request head over `max_header_bytes` or `max_headers` (before row 1).
     HeadersTooLarge,
+    /// Framing that two parsers could read differently (`Content-Length` with
+    /// `Transfer-Encoding`), or a request Pingora refuses to forward.
+    InvalidRequest,
     /// Row 1.
     BadPath,
     /// Row 2.
@@ -138,6 +141,7 @@ impl Denial {
     pub fn status(&self) -> u16 {
         match self {
             Denial::HeadersTooLarge => 431,
+            Denial::InvalidRequest => 400,
             Denial::BadPath => 400,
             Denial::NoRoute { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
@@ -173,6 +177,7 @@ impl Denial {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             Denial::HeadersTooLarge => "Request header fields too large".into(),
+            Denial::InvalidRequest => "Invalid request".into(),
             Denial::BadPath => "Invalid request path".into(),
             Denial::NoRoute { method, path } => format!("No route for {method} {path}").into(),
             Denial::MethodNotAllowed { method, .. } => {
@@ -323,6 +328,12 @@ mod tests {
     fn rows_map_to_exact_status_code_message() {
         let cases: Vec<(Denial, u16, &str, &str)> = vec![
             (Denial::BadPath, 400, "BAD_REQUEST", "Invalid request path"),
+            (
+                Denial::InvalidRequest,
+                400,
+                "BAD_REQUEST",
+                "Invalid request",
+            ),
             (
                 Denial::HeadersTooLarge,
                 431,

@@ -14,7 +14,7 @@ use crate::run::Lifecycle;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -109,6 +109,26 @@ fn head_too_large(req: &RequestHeader, max_bytes: usize, max_headers: usize) -> 
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     line + fields > max_bytes
+}
+
+/// `Content-Length` together with `Transfer-Encoding`. Pingora follows RFC 9112
+/// (the length is dropped, the body read as chunked, the connection closed),
+/// but a backend or a proxy behind us might read the length instead: refuse,
+/// as nginx does. Pingora has already removed the length header by now, so
+/// the raw head is consulted, only when a `Transfer-Encoding` is present.
+fn conflicting_framing(session: &Session) -> bool {
+    let headers = &session.req_header().headers;
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return false;
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        return true;
+    }
+    session.as_http1().is_some_and(|h1| {
+        h1.get_headers_raw_bytes()
+            .split(|&b| b == b'\n')
+            .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    })
 }
 
 /// A client-supplied request id is kept only if it is short and plain.
@@ -243,7 +263,12 @@ impl ProxyHttp for Proxy {
         };
         let now = self.shared.clock.unix_secs();
         let limits = &gw.config.server;
-        let decision = if head_too_large(req, limits.max_header_bytes, limits.max_headers) {
+        let decision = if conflicting_framing(session) {
+            Decision::Deny {
+                route: None,
+                denial: Denial::InvalidRequest,
+            }
+        } else if head_too_large(req, limits.max_header_bytes, limits.max_headers) {
             Decision::Deny {
                 route: None,
                 denial: Denial::HeadersTooLarge,
@@ -293,6 +318,7 @@ impl ProxyHttp for Proxy {
             None => Outcome_::Denied(match denial {
                 Denial::NoRoute { .. } => "no_route",
                 Denial::HeadersTooLarge => "headers_too_large",
+                Denial::InvalidRequest => "invalid_request",
                 _ => "method_not_allowed",
             }),
         };
@@ -469,13 +495,16 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(None);
             let result = match &denial {
                 Some(d) => self.respond(session, ctx, d).await,
+                None if code == 400 => self.respond(session, ctx, &Denial::InvalidRequest).await,
                 None => {
-                    let (c, m) = if code == 400 {
-                        ("BAD_REQUEST", "Invalid request")
-                    } else {
-                        ("INTERNAL_ERROR", "Internal gateway error")
-                    };
-                    write_json(session, code, c, m, &ctx.request_id).await
+                    write_json(
+                        session,
+                        code,
+                        "INTERNAL_ERROR",
+                        "Internal gateway error",
+                        &ctx.request_id,
+                    )
+                    .await
                 }
             };
             if let Err(err) = result {
