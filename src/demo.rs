@@ -464,6 +464,7 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
         demo_config_path,
         RunOptions {
             on_ready_message: Some(message),
+            ..RunOptions::default()
         },
     ))
 }

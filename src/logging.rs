@@ -4,8 +4,17 @@
 //! The access record has no field that could hold a key, a key hash or an
 //! `Authorization` value: it is built from the decision's outcome, not from
 //! request headers, and the path is logged without its query string.
+//!
+//! Access lines in JSON are formatted by hand into a shared buffer and written
+//! in batches by [`AccessLog::flush`] (every 100 ms, when 64 KiB pile up, and
+//! at exit): one `write(2)` per batch instead of per request, which was a
+//! tenth of the gateway's CPU per request. The trade-off: a process killed by
+//! SIGKILL loses the last 100 ms of access lines. Operational events go
+//! through `tracing` unbuffered.
 
+use std::io::Write;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 /// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -67,7 +76,94 @@ pub struct AccessRecord<'a> {
     pub duration_ms: f64,
 }
 
-/// Writes one access-log line.
+/// Batches of access-log lines, flushed to stdout.
+pub struct AccessLog {
+    format: LogFormat,
+    pending: Mutex<Vec<u8>>,
+}
+
+/// Pending bytes that trigger an immediate flush.
+const FLUSH_AT: usize = 64 * 1024;
+
+impl AccessLog {
+    /// An access log in the process's log format.
+    pub fn new(format: LogFormat) -> Self {
+        AccessLog {
+            format,
+            pending: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+        }
+    }
+
+    /// Records one request (if `RUST_LOG` lets `keygate::access` through).
+    pub fn record(&self, r: &AccessRecord<'_>) {
+        if !tracing::enabled!(target: "keygate::access", tracing::Level::INFO) {
+            return;
+        }
+        if self.format == LogFormat::Text {
+            return access(r);
+        }
+        let full = {
+            let mut buf = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            write_json_line(&mut buf, r);
+            buf.len() >= FLUSH_AT
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Writes out whatever is pending.
+    pub fn flush(&self) {
+        let batch = {
+            let mut buf = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if buf.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut *buf, Vec::with_capacity(FLUSH_AT * 2))
+        };
+        // Whole lines under stdout's lock, so they never interleave with
+        // other log lines mid-line.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+    }
+}
+
+/// One access line in the same shape `tracing`'s JSON formatter gives.
+fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
+    use time::format_description::well_known::Rfc3339;
+    fn field(buf: &mut Vec<u8>, name: &str, value: &str) {
+        buf.extend_from_slice(b",\"");
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"\":");
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, value);
+    }
+    buf.extend_from_slice(b"{\"timestamp\":\"");
+    let _ = time::OffsetDateTime::now_utc().format_into(&mut *buf, &Rfc3339);
+    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+    field(buf, "request_id", r.request_id);
+    field(buf, "client", r.client);
+    field(buf, "method", r.method);
+    field(buf, "path", r.path);
+    field(buf, "route", r.route);
+    let _ = write!(buf, ",\"status\":{}", r.status);
+    field(buf, "outcome", r.outcome);
+    for (name, value) in [
+        ("key_id", r.key_id),
+        ("company", r.company),
+        ("workspace", r.workspace),
+        ("upstream", r.upstream),
+    ] {
+        if let Some(v) = value {
+            field(buf, name, v);
+        }
+    }
+    let _ = write!(buf, ",\"duration_ms\":{}", r.duration_ms);
+    buf.extend_from_slice(b",\"target\":\"keygate::access\"}\n");
+}
+
+/// Writes one access-log line through `tracing` (text format).
 pub fn access(r: &AccessRecord<'_>) {
     tracing::info!(
         target: "keygate::access",
@@ -85,4 +181,42 @@ pub fn access(r: &AccessRecord<'_>) {
         duration_ms = r.duration_ms,
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_matches_the_tracing_shape_and_escapes() {
+        let mut buf = Vec::new();
+        write_json_line(
+            &mut buf,
+            &AccessRecord {
+                request_id: "r1",
+                client: "127.0.0.1",
+                method: "GET",
+                path: "/a\"b\\c\u{1}",
+                route: "company",
+                status: 200,
+                outcome: "proxied",
+                key_id: Some("k1"),
+                company: Some("acme"),
+                workspace: None,
+                upstream: Some("api"),
+                duration_ms: 1.5,
+            },
+        );
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c\u{1}");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["key_id"], "k1");
+        assert!(v.get("workspace").is_none());
+        assert_eq!(v["target"], "keygate::access");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "request");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
 }

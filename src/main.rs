@@ -68,7 +68,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             keygate::logging::init(cli.log_format);
-            start(&config, keygate::run::RunOptions::default())
+            start(
+                &config,
+                keygate::run::RunOptions {
+                    log_format: cli.log_format,
+                    ..Default::default()
+                },
+            )
         }
         Command::Check { config } => match keygate::run::check(&config) {
             Ok(summary) => {
@@ -87,7 +93,13 @@ fn main() -> ExitCode {
             match keygate::demo::prepare(&config) {
                 // The gateway runs on the demo's copy of the config, which
                 // points at the freshly minted demo snapshot.
-                Ok((demo_config, options)) => start(&demo_config, options),
+                Ok((demo_config, options)) => start(
+                    &demo_config,
+                    keygate::run::RunOptions {
+                        log_format: cli.log_format,
+                        ..options
+                    },
+                ),
                 Err(e) => {
                     eprintln!("keygate demo: {:#}", anyhow::Error::from(e));
                     ExitCode::FAILURE

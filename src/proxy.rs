@@ -14,6 +14,7 @@ use crate::run::Lifecycle;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Readiness and in-flight accounting.
     pub lifecycle: Arc<Lifecycle>,
+    /// Batched access-log lines.
+    pub access_log: Arc<crate::logging::AccessLog>,
 }
 
 /// The `ProxyHttp` implementation.
@@ -63,7 +66,11 @@ enum Outcome_ {
 pub struct Ctx {
     started: Instant,
     gateway: Option<Arc<Gateway>>,
-    request_id: String,
+    /// Sane client value or a new one; a `HeaderValue` so the upstream and
+    /// client copies share one buffer.
+    request_id: HeaderValue,
+    /// Client IP, formatted once.
+    client: Option<String>,
     route: Option<usize>,
     key_slot: Option<usize>,
     workspace: Option<Arc<str>>,
@@ -140,8 +147,18 @@ fn sane_request_id(v: &[u8]) -> bool {
         })
 }
 
-fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; 32];
+    // 32 lowercase hex digits are a valid header value.
+    hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut buf).map_or_else(
+        |_| HeaderValue::from_static("-"),
+        |()| HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-")),
+    )
+}
+
+/// The request id as text (it only ever holds visible ASCII).
+fn request_id_str(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("-")
 }
 
 fn client_ip(session: &Session) -> Option<String> {
@@ -179,7 +196,7 @@ impl Proxy {
         let mut resp = ResponseHeader::build(denial.status(), Some(8))?;
         resp.insert_header(CONTENT_TYPE, "application/json")?;
         resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(v) = denial.www_authenticate() {
             resp.insert_header("www-authenticate", v)?;
         }
@@ -226,7 +243,8 @@ impl ProxyHttp for Proxy {
         Ctx {
             started: Instant::now(),
             gateway: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
+            client: None,
             route: None,
             key_slot: None,
             workspace: None,
@@ -244,11 +262,10 @@ impl ProxyHttp for Proxy {
         let gw = self.gateway(ctx);
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
-            Some(v) if sane_request_id(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
+            Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
             _ => new_request_id(),
         };
+        ctx.client = client_ip(session);
         let mut auth = req.headers.get_all(AUTHORIZATION).iter();
         let authorization = match (auth.next(), auth.next()) {
             (None, _) => Authorization::Absent,
@@ -371,11 +388,11 @@ impl ProxyHttp for Proxy {
         if !gw.config.upstream_headers.forward_authorization {
             upstream_request.remove_header(&AUTHORIZATION);
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(ip) = client_ip(session) {
-            upstream_request.insert_header("x-forwarded-for", ip)?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.clone())?;
+        if let Some(ip) = &ctx.client {
+            upstream_request.insert_header("x-forwarded-for", ip.as_str())?;
         }
-        let proto = if is_tls(session) { "https" } else { "http" };
+        let proto = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
         upstream_request.insert_header("x-forwarded-proto", proto)?;
         let route_auth = ctx
             .route
@@ -386,12 +403,18 @@ impl ProxyHttp for Proxy {
         {
             let key = gw.policy.keys.record(slot);
             upstream_request.insert_header("x-keygate-key-id", key.id())?;
-            upstream_request.insert_header("x-keygate-key-type", key.key_type.as_str())?;
+            upstream_request.insert_header(
+                "x-keygate-key-type",
+                HeaderValue::from_static(key.key_type.as_str()),
+            )?;
             upstream_request.insert_header("x-keygate-company", &*key.company)?;
             if let Some(ws) = &ctx.workspace {
                 upstream_request.insert_header("x-keygate-workspace", &**ws)?;
             }
-            upstream_request.insert_header("x-keygate-scopes", key.scopes.header_value())?;
+            upstream_request.insert_header(
+                "x-keygate-scopes",
+                HeaderValue::from_static(key.scopes.header_value()),
+            )?;
         }
         Ok(())
     }
@@ -403,7 +426,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_response.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(rate) = &ctx.rate {
             rate_headers(upstream_response, rate)?;
         }
@@ -502,7 +525,7 @@ impl ProxyHttp for Proxy {
                         code,
                         "INTERNAL_ERROR",
                         "Internal gateway error",
-                        &ctx.request_id,
+                        request_id_str(&ctx.request_id),
                     )
                     .await
                 }
@@ -515,6 +538,16 @@ impl ProxyHttp for Proxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// `true` silences Pingora's error line: a client hanging up mid-request
+    /// is routine, and its access-log line already says `client_error`.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     /// Counts the request and writes its access-log line.
@@ -540,20 +573,22 @@ impl ProxyHttp for Proxy {
             Outcome_::ClientError => "client_error",
         };
         let req = session.req_header();
-        crate::logging::access(&crate::logging::AccessRecord {
-            request_id: &ctx.request_id,
-            client: client_ip(session).as_deref().unwrap_or("-"),
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            route: route.map_or(crate::metrics::UNMATCHED, |r| &r.name),
-            status,
-            outcome,
-            key_id: key.map(|k| k.id()),
-            company: key.map(|k| &*k.company),
-            workspace: ctx.workspace.as_deref(),
-            upstream: route.map(|r| &*gw.upstreams[r.upstream].name),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-        });
+        self.shared
+            .access_log
+            .record(&crate::logging::AccessRecord {
+                request_id: request_id_str(&ctx.request_id),
+                client: ctx.client.as_deref().unwrap_or("-"),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                route: route.map_or(crate::metrics::UNMATCHED, |r| &r.name),
+                status,
+                outcome,
+                key_id: key.map(|k| k.id()),
+                company: key.map(|k| &*k.company),
+                workspace: ctx.workspace.as_deref(),
+                upstream: route.map(|r| &*gw.upstreams[r.upstream].name),
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+            });
     }
 }
 
@@ -610,6 +645,9 @@ mod tests {
         assert!(!sane_request_id(b"a b"));
         assert!(!sane_request_id(&[b'a'; 129]));
         assert!(!sane_request_id("é".as_bytes()));
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(id, new_request_id());
     }
 }

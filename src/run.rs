@@ -88,6 +88,8 @@ impl Lifecycle {
 pub struct RunOptions {
     /// Extra work to do once ready (the demo prints its curl lines).
     pub on_ready_message: Option<String>,
+    /// The log format `logging::init` was given.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Why `run` could not start.
@@ -157,6 +159,7 @@ pub fn run(
         _ => None,
     };
     let lifecycle = Arc::new(Lifecycle::default());
+    let access_log = Arc::new(crate::logging::AccessLog::new(options.log_format));
     let limiter = Arc::new(Limiter::new(
         Arc::clone(&clock),
         config.rate_limit.max_buckets,
@@ -167,6 +170,7 @@ pub fn run(
         metrics,
         clock,
         lifecycle: Arc::clone(&lifecycle),
+        access_log: Arc::clone(&access_log),
     });
     let reloader = Arc::new(Reloader::new(
         config_path.to_path_buf(),
@@ -234,8 +238,10 @@ pub fn run(
         shutdown_signal: Box::new(Signals {
             lifecycle,
             grace: config.server.grace_period,
+            access_log: Arc::clone(&access_log),
         }),
     });
+    access_log.flush();
     flush_stdout();
     std::process::exit(0)
 }
@@ -253,6 +259,7 @@ fn flush_stdout() {
 struct Signals {
     lifecycle: Arc<Lifecycle>,
     grace: Duration,
+    access_log: Arc<crate::logging::AccessLog>,
 }
 
 #[async_trait]
@@ -279,11 +286,13 @@ impl ShutdownSignalWatch for Signals {
                 );
                 let lifecycle = Arc::clone(&self.lifecycle);
                 let grace = self.grace;
-                std::thread::spawn(move || exit_when_drained(&lifecycle, grace));
+                let access_log = Arc::clone(&self.access_log);
+                std::thread::spawn(move || exit_when_drained(&lifecycle, grace, &access_log));
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: exiting now");
+                self.access_log.flush();
                 flush_stdout();
                 std::process::exit(0)
             }
@@ -293,7 +302,11 @@ impl ShutdownSignalWatch for Signals {
 
 /// Exits 0 once no request has been in flight for two consecutive polls, or
 /// when the grace period is over; Pingora's own grace sleep is the backstop.
-fn exit_when_drained(lifecycle: &Lifecycle, grace: Duration) {
+fn exit_when_drained(
+    lifecycle: &Lifecycle,
+    grace: Duration,
+    access_log: &crate::logging::AccessLog,
+) {
     let deadline = Instant::now() + grace;
     let mut idle_polls = 0;
     while Instant::now() < deadline {
@@ -316,6 +329,7 @@ fn exit_when_drained(lifecycle: &Lifecycle, grace: Duration) {
     } else {
         tracing::info!("drained; exiting");
     }
+    access_log.flush();
     flush_stdout();
     std::process::exit(0);
 }
@@ -371,8 +385,8 @@ impl BackgroundService for Readiness {
     }
 }
 
-/// Periodic work off the request path: upstream health checks and the sweep
-/// of idle rate-limit buckets.
+/// Periodic work off the request path: access-log batches, upstream health
+/// checks and the sweep of idle rate-limit buckets.
 struct Housekeeping {
     shared: Arc<Shared>,
 }
@@ -384,9 +398,13 @@ impl BackgroundService for Housekeeping {
         let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {
+                    self.shared.access_log.flush();
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
+            self.shared.access_log.flush();
             let gw = self.shared.state.load_full();
             let now = crate::clock::unix_now().max(0) as u64;
             for upstream in &gw.upstreams {
