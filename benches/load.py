@@ -1,0 +1,568 @@
+#!/usr/bin/env python3
+"""Load test on loopback: keygate against a bare Pingora proxy and nginx.
+
+Every target forwards to the same upstream (nginx, one worker, `return 200
+"ok"`, keep-alive) and is driven by wrk with the same key, path, connection
+count and duration, round by round (bare, keygate, keygate-nolog, nginx, bare,
+...), so drift on a shared machine hits every target alike.
+
+Targets
+  bare           examples/bare_proxy.rs: Pingora forwarding only, 1 thread.
+  keygate        keygate, threads = 1, a 10,000-key snapshot, one route with
+                 auth = "any", a rate limit never reached, and its JSON access
+                 log (stdout) written to a file, as an operator would.
+  keygate-nolog  the same with RUST_LOG=warn: the access log's cost.
+  nginx          nginx, one worker, key auth the nginx way: a 10,000-entry
+                 `map $http_authorization`, 401 without a key, a per-key
+                 limit_req never reached, key id sent upstream, upstream
+                 keep-alive, an access log to a file.
+
+Prints, per target, the median over rounds of req/s, p50, p99 and the CPU the
+target used per request (the least noisy figure on a shared machine), then the
+ratios keygate/bare and keygate/nginx.
+
+Pinning (the same for every target): by default the target runs on CPU 0 and
+wrk and the upstream on CPU 1, so on a 2-core machine the load generator does
+not compete with the proxy under test; `--pin none` lets the OS schedule all.
+
+Usage:  benches/load.py [--duration 10] [--rounds 3] [--connections 32]
+                        [--keys 10000] [--pin split|none] [--targets ...]
+        Default run: about 2.5 minutes after the build. Loopback only; every
+        process started is stopped by its pid; the temp dir is removed.
+
+Installs nginx and wrk with apt-get when missing and run as root; otherwise
+says what to install. Builds `keygate` and `examples/bare_proxy` (release).
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from hashlib import sha256
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_DIR = Path(__file__).resolve().parent / "nginx"
+ALNUM = string.ascii_letters + string.digits
+WORKSPACES = 100
+ALL_TARGETS = ["bare", "keygate", "keygate-nolog", "nginx"]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Processes: every one started is recorded and stopped by its own pid.
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []  # (name, Popen)
+
+    def start(self, name, argv, cpus=None, **kw):
+        def pin():
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
+        p = subprocess.Popen(argv, preexec_fn=pin, **kw)
+        self.procs.append((name, p))
+        return p
+
+    def stop_all(self):
+        for name, p in reversed(self.procs):
+            kids = children_of(p.pid)
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    log(f"{name} (pid {p.pid}) ignored SIGTERM; killing it")
+                    p.kill()
+                    p.wait()
+                except ProcessLookupError:
+                    pass
+            # nginx workers die with their master; make sure of it, by pid.
+            for kid in kids:
+                try:
+                    os.kill(kid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.procs.clear()
+
+
+def children_of(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (ppid) comes after the parenthesised command name.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def cpu_seconds(pids):
+    """utime + stime of the given processes (all their threads), seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+# --------------------------------------------------------------------------
+# Set-up
+
+
+def ensure_tools():
+    missing = [t for t in ("nginx", "wrk") if not find_tool(t)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"missing: {' '.join(missing)}; install them, e.g. "
+                 f"`sudo apt-get install -y {' '.join(missing)}`")
+    log(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", *missing]
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+    still = [t for t in missing if not find_tool(t)]
+    if still:
+        sys.exit(f"still missing after apt-get: {' '.join(still)}")
+
+
+def find_tool(name):
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()),
+        None,
+    )
+
+
+def build():
+    log("building release binaries (cargo build --release --locked)")
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--bin", "keygate",
+         "--example", "bare_proxy"],
+        cwd=ROOT, check=True,
+    )
+    meta = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    release = Path(json.loads(meta.stdout)["target_directory"]) / "release"
+    return release / "keygate", release / "examples" / "bare_proxy"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_key():
+    return "ord_" + "".join(secrets.choice(ALNUM) for _ in range(40))
+
+
+def write_snapshot(path, n):
+    """n workspace keys of the production form; returns [(id, key, workspace)]."""
+    keys = []
+    for i in range(n):
+        keys.append((f"key_{i:05d}", random_key(), f"ws_{i % WORKSPACES}"))
+    doc = {
+        "workspaces": [{"id": f"ws_{w}", "company": f"c{w % 10}"} for w in range(WORKSPACES)],
+        "keys": [
+            {
+                "id": kid,
+                "name": f"service {kid}",
+                "type": "workspace",
+                "company": f"c{int(ws[3:]) % 10}",
+                "workspace": ws,
+                "scopes": ["read:all", "write:all"],
+                "hash": "sha256:" + sha256(key.encode()).hexdigest(),
+                "created_at": "2026-01-01T00:00:00Z",
+            }
+            for kid, key, ws in keys
+        ],
+    }
+    path.write_text(json.dumps(doc))
+    return keys
+
+
+def write_keygate_config(path, port, admin, upstream_port):
+    path.write_text(f"""\
+[server]
+listen = ["127.0.0.1:{port}"]
+threads = 1
+grace_period_secs = 1
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[keys]
+snapshot = "keys.json"
+company_prefix = "ord_c_"
+workspace_prefix = "ord_"
+
+[rate_limit]                  # never reached
+requests = 1000000000
+per_secs = 1
+burst = 1000000000
+
+[[upstreams]]
+name = "api"
+servers = ["127.0.0.1:{upstream_port}"]
+connect_timeout_ms = 2000
+read_timeout_ms = 30000
+
+[[routes]]
+name = "posts"
+path = "/api/v1/workspaces/{{workspace}}/posts/**"
+upstream = "api"
+auth = "any"
+scope = "auto"
+""")
+
+
+def nginx_conf(template, out_dir, **values):
+    text = (NGINX_DIR / template).read_text()
+    values = {
+        "DIR": str(out_dir),
+        "USER": "user root root;" if os.geteuid() == 0 else "",
+        **{k: str(v) for k, v in values.items()},
+    }
+    for k, v in values.items():
+        text = text.replace(f"@{k}@", v)
+    if "@" in re.sub(r"#.*", "", text):
+        raise SystemExit(f"{template}: unfilled placeholder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf = out_dir / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def start_nginx(procs, name, nginx, conf, cpus):
+    d = conf.parent
+    return procs.start(
+        name, [nginx, "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)],
+        cpus=cpus, stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "wb"),
+    )
+
+
+def http_status(port, path, headers=None, timeout=2.0):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def wait_status(proc, port, path, want, headers=None, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"pid {proc.pid} exited with {proc.returncode} while starting")
+        if http_status(port, path, headers) == want:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"port {port}{path}: no {want} within {timeout:.0f} s")
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+
+def parse_duration_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def parse_wrk(out):
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if not (rps and p50 and p99 and total):
+        raise SystemExit(f"cannot parse wrk output:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "p50": parse_duration_ms(p50.group(1)),
+        "p99": parse_duration_ms(p99.group(1)),
+        "requests": int(total.group(1)),
+        "bad": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def run_wrk(procs, args, port, path, key, duration, cpus):
+    argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}s", "--latency",
+            "-H", f"Authorization: Bearer {key}", f"http://127.0.0.1:{port}{path}"]
+    p = procs.start("wrk", argv, cpus=cpus, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=duration + 30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        procs.procs = [(n, q) for n, q in procs.procs if q is not p]
+    return parse_wrk(out)
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def fmt_ms(v):
+    return f"{v * 1000:.0f} us" if v < 1 else f"{v:.2f} ms"
+
+
+def report(args, results, notes):
+    rows = {}
+    for name, runs in results.items():
+        rows[name] = {
+            "busy": statistics.median(r["cpu_us"] * r["rps"] / 1e6 for r in runs),
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50": statistics.median(r["p50"] for r in runs),
+            "p99": statistics.median(r["p99"] for r in runs),
+            "cpu_us": statistics.median(r["cpu_us"] for r in runs),
+            "spread": (min(r["rps"] for r in runs), max(r["rps"] for r in runs)),
+            "bad": sum(r["bad"] for r in runs),
+        }
+    print()
+    print(f"== {args.rounds} rounds x {args.duration} s, wrk -t1 -c{args.connections}, "
+          f"{args.keys} keys, pinning: {notes['pin']}")
+    print(f"{'target':<14} {'req/s':>9} {'(min..max)':>17} {'p50':>9} {'p99':>9} "
+          f"{'CPU/req':>9} {'CPU s/s':>8} {'non-2xx':>8}")
+    for name in results:
+        r = rows[name]
+        lo, hi = r["spread"]
+        print(f"{name:<14} {r['rps']:>9.0f} {f'({lo:.0f}..{hi:.0f})':>17} "
+              f"{fmt_ms(r['p50']):>9} {fmt_ms(r['p99']):>9} {r['cpu_us']:>6.1f} us "
+              f"{r['busy']:>8.2f} {r['bad']:>8}")
+    print()
+
+    def ratio(a, b, field):
+        if a in rows and b in rows and rows[b][field] > 0:
+            return f"{rows[a][field] / rows[b][field]:.2f}x"
+        return "-"
+
+    for kg in ("keygate", "keygate-nolog"):
+        if kg not in rows:
+            continue
+        print(f"{kg}/bare:  req/s {ratio(kg, 'bare', 'rps')}  p99 {ratio(kg, 'bare', 'p99')}  "
+              f"CPU/req {ratio(kg, 'bare', 'cpu_us')}")
+        print(f"{kg}/nginx: req/s {ratio(kg, 'nginx', 'rps')}  p99 {ratio(kg, 'nginx', 'p99')}  "
+              f"CPU/req {ratio(kg, 'nginx', 'cpu_us')}")
+    if "bare" in rows and "nginx" in rows:
+        print(f"bare/nginx:    req/s {ratio('bare', 'nginx', 'rps')}  "
+              f"p99 {ratio('bare', 'nginx', 'p99')}  CPU/req {ratio('bare', 'nginx', 'cpu_us')}")
+    print()
+    for line in notes["lines"]:
+        print(f"note: {line}")
+
+
+# --------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all targets (3)")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    ap.add_argument("--keys", type=int, default=10000, help="keys in the snapshot and map")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
+    ap.add_argument("--pin", choices=["split", "none"], default=None,
+                    help="split (default with 2+ CPUs): the target on CPU 0, wrk and the "
+                         "upstream on CPU 1, so the target is CPU-bound on its own core and "
+                         "req/s tracks its cost per request; none: the OS schedules everything")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    args = ap.parse_args()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if unknown := set(targets) - set(ALL_TARGETS):
+        ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    expected = len(targets) * (args.rounds * args.duration + args.warmup)
+    if expected > 300:
+        log(f"warning: the load alone takes about {expected} s")
+
+    ncpu = os.cpu_count() or 1
+    if args.pin is None:
+        args.pin = "split" if ncpu >= 2 else "none"
+    if args.pin == "split" and ncpu < 2:
+        ap.error("--pin split needs 2 CPUs")
+    target_cpus = {0} if args.pin == "split" else None
+    load_cpus = {1} if args.pin == "split" else None
+
+    # SIGTERM to this script still runs the finally blocks below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    ensure_tools()
+    nginx = find_tool("nginx")
+    if args.no_build:
+        release = ROOT / "target" / "release"
+        keygate_bin, bare_bin = release / "keygate", release / "examples" / "bare_proxy"
+    else:
+        keygate_bin, bare_bin = build()
+
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="keygate-load-"))
+    if os.geteuid() == 0:
+        tmp.chmod(0o755)
+    try:
+        keys = write_snapshot(tmp / "keys.json", args.keys)
+        key_id, key, workspace = keys[len(keys) // 2]
+        path = f"/api/v1/workspaces/{workspace}/posts/42"
+        auth = {"Authorization": f"Bearer {key}"}
+
+        up_port = free_port()
+        up = start_nginx(procs, "upstream", nginx,
+                         nginx_conf("upstream.conf.in", tmp / "upstream", PORT=up_port),
+                         load_cpus)
+        wait_status(up, up_port, "/", 200)
+
+        ports, pids, logs = {}, {}, {}
+        if "bare" in targets:
+            ports["bare"] = free_port()
+            p = procs.start("bare", [str(bare_bin), "--listen", f"127.0.0.1:{ports['bare']}",
+                                     "--upstream", f"127.0.0.1:{up_port}", "--threads", "1"],
+                            cpus=target_cpus, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "bare.err", "wb"))
+            wait_status(p, ports["bare"], path, 200, auth)
+            pids["bare"] = p
+        for name, level in (("keygate", "info"), ("keygate-nolog", "warn")):
+            if name not in targets:
+                continue
+            d = tmp / name
+            d.mkdir()
+            shutil.copy(tmp / "keys.json", d / "keys.json")
+            ports[name], admin = free_port(), free_port()
+            write_keygate_config(d / "keygate.toml", ports[name], admin, up_port)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
+            env["RUST_LOG"] = level
+            logs[name] = d / "stdout.log"
+            p = procs.start(name, [str(keygate_bin), "run", "--config", str(d / "keygate.toml")],
+                            cpus=target_cpus, env=env, stdout=open(logs[name], "wb"),
+                            stderr=open(d / "stderr.log", "wb"))
+            wait_status(p, admin, "/readyz", 200)
+            pids[name] = p
+        if "nginx" in targets:
+            d = tmp / "nginx"
+            d.mkdir()
+            with open(d / "keys.map", "w") as f:
+                for kid, k, _ in keys:
+                    f.write(f'"Bearer {k}" {kid};\n')
+            ports["nginx"] = free_port()
+            conf = nginx_conf("keyauth.conf.in", d, PORT=ports["nginx"],
+                              UPSTREAM_PORT=up_port, RATE=1000000)
+            p = start_nginx(procs, "nginx", nginx, conf, target_cpus)
+            wait_status(p, ports["nginx"], path, 200, auth)
+            pids["nginx"] = p
+            logs["nginx"] = d / "access.log"
+
+        # Each target: the valid key is 200, no key is 401 (bare: 200 anyway).
+        for name in targets:
+            want = 200 if name == "bare" else 401
+            got = http_status(ports[name], path)
+            if got != want:
+                raise SystemExit(f"{name}: no key gave {got}, expected {want}")
+
+        for name in targets:
+            if args.warmup > 0:
+                run_wrk(procs, args, ports[name], path, key, args.warmup, load_cpus)
+        lines_before = {n: count_lines(f) for n, f in logs.items()}
+
+        results = {name: [] for name in targets}
+        for rnd in range(args.rounds):
+            for name in targets:
+                proc = pids[name]
+                group = [proc.pid, *children_of(proc.pid)]
+                cpu0 = cpu_seconds(group)
+                r = run_wrk(procs, args, ports[name], path, key, args.duration, load_cpus)
+                used = cpu_seconds(group) - cpu0
+                r["cpu_us"] = used / max(r["requests"], 1) * 1e6
+                results[name].append(r)
+                log(f"round {rnd + 1}/{args.rounds} {name:<14} {r['rps']:>9.0f} req/s  "
+                    f"p50 {fmt_ms(r['p50'])}  p99 {fmt_ms(r['p99'])}  "
+                    f"CPU {r['cpu_us']:.1f} us/req"
+                    + (f"  non-2xx {r['bad']}" if r["bad"] else "")
+                    + (f"  socket errors: {r['socket_errors']}" if r["socket_errors"] else ""))
+
+        notes = {"pin": "", "lines": []}
+        if args.pin == "none":
+            notes["pin"] = "none"
+            notes["lines"].append(
+                f"nothing pinned: wrk, the upstream nginx and the target share the machine's "
+                f"{ncpu} CPUs; wrk and the upstream take a fixed share per request, which "
+                f"compresses differences between targets (CPU/req does not)")
+        else:
+            notes["pin"] = "split (target: CPU 0; wrk + upstream: CPU 1)"
+            notes["lines"].append(
+                "the target has CPU 0 to itself (all its threads); wrk and the upstream share "
+                "CPU 1. A target using ~1 CPU s/s is bound by its own cost: req/s ~ 1/(CPU/req). "
+                "Far below that, CPU 1 (wrk + upstream) or other load on the machine was the limit")
+        notes["lines"].append("CPU/req = user+sys CPU of the target's processes (all threads, "
+                              "nginx master+worker) over the requests wrk completed; CPU s/s = "
+                              "CPU seconds the target used per second of load")
+        for name, f in logs.items():
+            n = count_lines(f) - lines_before.get(name, 0)
+            size = f.stat().st_size if f.exists() else 0
+            total = sum(r["requests"] for r in results.get(name, []))
+            if total:
+                what = "stdout (RUST_LOG=warn)" if name == "keygate-nolog" else "access log"
+                notes["lines"].append(
+                    f"{name} {what}: {n} lines during {total} measured requests, "
+                    f"{size / max(count_lines(f), 1):.0f} bytes/line")
+        notes["lines"].append(f"load average at the end: {os.getloadavg()[0]:.2f} (others' work "
+                              f"on this machine shows here and in the min..max spread)")
+        report(args, results, notes)
+    finally:
+        procs.stop_all()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+if __name__ == "__main__":
+    main()
