@@ -14,6 +14,11 @@
 //! SIGINT exits at once; SIGTERM waits `--grace-secs` (default 1) and then
 //! gives the runtime one second to finish, as keygate's `ServerConf` does.
 
+/// The same allocator as the keygate binary, so the ceiling differs from it
+/// only in what keygate does per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_trait::async_trait;
 use clap::Parser;
 use pingora::prelude::*;

@@ -131,16 +131,14 @@ impl AccessLog {
 
 /// One access line in the same shape `tracing`'s JSON formatter gives.
 fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
-    use time::format_description::well_known::Rfc3339;
     fn field(buf: &mut Vec<u8>, name: &str, value: &str) {
         buf.extend_from_slice(b",\"");
         buf.extend_from_slice(name.as_bytes());
         buf.extend_from_slice(b"\":");
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, value);
+        json_str(buf, value);
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
-    let _ = time::OffsetDateTime::now_utc().format_into(&mut *buf, &Rfc3339);
+    timestamp(buf, std::time::SystemTime::now());
     buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
     field(buf, "request_id", r.request_id);
     field(buf, "client", r.client);
@@ -161,6 +159,38 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
     }
     let _ = write!(buf, ",\"duration_ms\":{}", r.duration_ms);
     buf.extend_from_slice(b",\"target\":\"keygate::access\"}\n");
+}
+
+/// A JSON string: copied as is when nothing needs escaping (the usual case:
+/// ids, names, paths), through serde_json otherwise.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
+}
+
+/// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
+fn timestamp(buf: &mut Vec<u8>, now: std::time::SystemTime) {
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let dt =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (y, m, d) = (dt.year(), u8::from(dt.month()), dt.day());
+    let (hh, mm, ss) = (dt.hour(), dt.minute(), dt.second());
+    let _ = write!(
+        buf,
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:06}Z",
+        since.subsec_micros()
+    );
 }
 
 /// Writes one access-log line through `tracing` (text format).
@@ -218,5 +248,26 @@ mod tests {
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["message"], "request");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_micros() {
+        let mut buf = Vec::new();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_795_000_000, 123_456_789);
+        timestamp(&mut buf, t);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "2026-11-18T11:06:40.123456Z"
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_needed() {
+        for s in ["plain", "a\"b", "back\\slash", "tab\t", "\u{7f}", "é"] {
+            let mut buf = Vec::new();
+            json_str(&mut buf, s);
+            let back: String = serde_json::from_slice(&buf).unwrap();
+            assert_eq!(back, s);
+        }
     }
 }

@@ -6,6 +6,11 @@ use keygate::logging::LogFormat;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: under load, glibc's malloc/free
+/// were about a tenth of the gateway's CPU per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// keygate: an API-key auth gateway in front of existing HTTP backends.
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, about, long_about = None)]
