@@ -199,10 +199,7 @@ fn main() {
         "gateway start with {n} keys: ready in {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    let rss = std::fs::read_to_string(format!("/proc/{}/statm", child.id()))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |p| p * 4096);
+    let rss = process_rss(child.id());
     println!("gateway RSS with {n} keys: {} MB", rss / 1_000_000);
     if !ready {
         let _ = child.kill();
@@ -255,6 +252,10 @@ fn main() {
     }
     client_stop.store(true, Ordering::Relaxed);
     client.join().ok();
+    println!(
+        "gateway RSS after the reloads: {} MB",
+        process_rss(child.id()) / 1_000_000
+    );
     let _ = child.kill();
     let _ = child.wait();
     stop.store(true, Ordering::Relaxed);
@@ -271,6 +272,31 @@ fn main() {
         .map(|(_, d)| *d)
         .collect();
     let worst = during.iter().max().copied().unwrap_or_default();
+    let calm_worst = samples
+        .iter()
+        .filter(|(t, _)| !reload_windows.iter().any(|(a, b)| t >= a && t <= b))
+        .map(|(_, d)| *d)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "slowest request outside reloads: {calm_worst:?} = {:.1}x median",
+        calm_worst.as_secs_f64() / median.as_secs_f64()
+    );
+    // Where in its reload each window's slowest request fell: tells parsing
+    // (early) from the swap and the freeing of the old state (late).
+    for (a, b) in &reload_windows {
+        if let Some((t, d)) = samples
+            .iter()
+            .filter(|(t, _)| t >= a && t <= b)
+            .max_by_key(|(_, d)| *d)
+        {
+            println!(
+                "  reload of {:.2} s: slowest request {d:?} at +{:.2} s",
+                (*b - *a).as_secs_f64(),
+                (*t - *a).as_secs_f64()
+            );
+        }
+    }
     println!(
         "latency: {} requests, median {:?}, p99 {:?}; {} during reloads, slowest {:?} = {:.1}x median",
         all.len(),
@@ -280,6 +306,13 @@ fn main() {
         worst,
         worst.as_secs_f64() / median.as_secs_f64()
     );
+}
+
+fn process_rss(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |p| p * 4096)
 }
 
 fn free_port() -> u16 {
