@@ -53,7 +53,7 @@ impl Proxy {
 
 /// How a request ended, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome_ {
+enum Ending {
     Pending,
     Proxied,
     Denied(&'static str),
@@ -77,7 +77,7 @@ pub struct Ctx {
     rate: Option<Outcome>,
     tried: Vec<String>,
     connect_failed: bool,
-    outcome: Outcome_,
+    outcome: Ending,
     _inflight: crate::run::InflightGuard,
 }
 
@@ -251,7 +251,7 @@ impl ProxyHttp for Proxy {
             rate: None,
             tried: Vec::new(),
             connect_failed: false,
-            outcome: Outcome_::Pending,
+            outcome: Ending::Pending,
             _inflight: self.shared.lifecycle.enter(),
         }
     }
@@ -326,13 +326,13 @@ impl ProxyHttp for Proxy {
         ctx.outcome = match denial.reason() {
             Some(reason) => {
                 metrics.denial(reason);
-                Outcome_::Denied(reason.as_str())
+                Ending::Denied(reason.as_str())
             }
             None if matches!(denial, Denial::RateLimited { .. }) => {
                 metrics.rate_limited.inc();
-                Outcome_::RateLimited
+                Ending::RateLimited
             }
-            None => Outcome_::Denied(match denial {
+            None => Ending::Denied(match denial {
                 Denial::NoRoute { .. } => "no_route",
                 Denial::HeadersTooLarge => "headers_too_large",
                 Denial::InvalidRequest => "invalid_request",
@@ -430,7 +430,7 @@ impl ProxyHttp for Proxy {
         if let Some(rate) = &ctx.rate {
             rate_headers(upstream_response, rate)?;
         }
-        ctx.outcome = Outcome_::Proxied;
+        ctx.outcome = Ending::Proxied;
         Ok(())
     }
 
@@ -483,7 +483,7 @@ impl ProxyHttp for Proxy {
                 if !ctx.connect_failed {
                     up.metrics.error(kind);
                 }
-                ctx.outcome = Outcome_::UpstreamError(if ctx.connect_failed && !timed_out {
+                ctx.outcome = Ending::UpstreamError(if ctx.connect_failed && !timed_out {
                     UpstreamErrorKind::Connect
                 } else {
                     kind
@@ -497,7 +497,7 @@ impl ProxyHttp for Proxy {
             }
             _ => {
                 if e.esource() == &ErrorSource::Downstream {
-                    ctx.outcome = Outcome_::ClientError;
+                    ctx.outcome = Ending::ClientError;
                 }
                 None
             }
@@ -563,14 +563,14 @@ impl ProxyHttp for Proxy {
         let route = ctx.route.and_then(|r| gw.policy.routes.get(r));
         let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
         let outcome = match ctx.outcome {
-            Outcome_::Pending if e.is_some() => "error",
-            Outcome_::Pending | Outcome_::Proxied => "proxied",
-            Outcome_::Denied(r) => r,
-            Outcome_::RateLimited => "rate_limited",
-            Outcome_::UpstreamError(UpstreamErrorKind::Connect) => "upstream_connect",
-            Outcome_::UpstreamError(UpstreamErrorKind::Timeout) => "upstream_timeout",
-            Outcome_::UpstreamError(UpstreamErrorKind::Other) => "upstream_error",
-            Outcome_::ClientError => "client_error",
+            Ending::Pending if e.is_some() => "error",
+            Ending::Pending | Ending::Proxied => "proxied",
+            Ending::Denied(r) => r,
+            Ending::RateLimited => "rate_limited",
+            Ending::UpstreamError(UpstreamErrorKind::Connect) => "upstream_connect",
+            Ending::UpstreamError(UpstreamErrorKind::Timeout) => "upstream_timeout",
+            Ending::UpstreamError(UpstreamErrorKind::Other) => "upstream_error",
+            Ending::ClientError => "client_error",
         };
         let req = session.req_header();
         self.shared

@@ -11,7 +11,7 @@ use crate::ratelimit::Limit;
 use crate::scope::{Scope, Scopes};
 use crate::token::{KeyDigest, KeyType};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use time::OffsetDateTime;
@@ -585,16 +585,6 @@ fn build(
         workspaces: ws_map,
         last_used,
     })
-}
-
-/// The snapshot path's display form, for summaries.
-pub fn describe(path: &Path, index: &KeyIndex) -> String {
-    format!(
-        "{}: {} keys, {} workspaces",
-        PathBuf::from(path).display(),
-        index.len(),
-        index.workspace_count()
-    )
 }
 
 #[cfg(test)]

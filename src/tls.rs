@@ -36,11 +36,6 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Strin
     Ok(certified)
 }
 
-/// Checks that a certificate and key can be served.
-pub fn check_files(cert: &Path, key: &Path) -> Result<(), String> {
-    load_certified_key(cert, key).map(|_| ())
-}
-
 /// The live server certificate, swappable on reload.
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
