@@ -189,8 +189,10 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(["run", "--config"])
         .arg(dir.path().join("keygate.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "warn,keygate::reload=info")
+        .stdout(Stdio::from(
+            std::fs::File::create(dir.path().join("gateway.log")).expect("log file"),
+        ))
         .stderr(Stdio::null())
         .spawn()
         .expect("start keygate");
@@ -206,6 +208,20 @@ fn main() {
         let _ = child.wait();
         panic!("gateway did not become ready");
     }
+
+    // One reload with no traffic: the load + validate + index + swap time.
+    let before = reloads(admin);
+    let t = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    while reloads(admin) == before && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "reload with no traffic (SIGHUP to swapped): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let key = key_text(n / 2);
     let path = format!("/w/ws_{}/x", (n / 2) % 100);
@@ -261,6 +277,27 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = std::net::TcpStream::connect(up_addr);
     upstream.join().ok();
+
+    // The gateway's own account of each reload: built (read, parse, index)
+    // and swapped, in milliseconds from the start of the reload.
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("\"message\":\"reloaded\""))
+    {
+        let field = |name: &str| {
+            line.split(&format!("\"{name}\":"))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .unwrap_or("?")
+                .to_string()
+        };
+        println!(
+            "  gateway: built in {} ms, swapped at {} ms",
+            field("built_ms"),
+            field("swapped_ms")
+        );
+    }
 
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();

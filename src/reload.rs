@@ -215,9 +215,11 @@ impl Reloader {
     /// name resolution): call it from a blocking thread.
     pub fn reload(&self, trigger: &str) -> Result<ReloadReport, Problems> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let old = self.shared.state.load_full();
         let metrics = &self.shared.metrics;
         let built = Gateway::load(&self.config_path, metrics, Some(&old));
+        let built_in = started.elapsed();
         let new = match built {
             Ok(g) => g,
             Err(problems) => {
@@ -229,7 +231,6 @@ impl Reloader {
             }
         };
         let now = self.shared.clock.unix_secs();
-        let report = diff(&old, &new, now);
         if let (Some(store), Some(tls), Some(ck)) =
             (&self.certs, &new.config.server.tls, &new.certificate)
         {
@@ -240,6 +241,9 @@ impl Reloader {
             .set_max_buckets(new.config.rate_limit.max_buckets);
         let new = Arc::new(new);
         self.shared.state.store(Arc::clone(&new));
+        let swapped_in = started.elapsed();
+        // Described after the swap: the new state serves while this runs.
+        let report = diff(&old, &new, now);
         // Buckets of keys that are gone are dropped; a changed limit resets
         // its bucket on the key's next request.
         if !report.keys_removed.is_empty() {
@@ -252,6 +256,8 @@ impl Reloader {
         tracing::info!(
             trigger,
             loaded = %report.loaded,
+            built_ms = built_in.as_millis() as u64,
+            swapped_ms = swapped_in.as_millis() as u64,
             keys_added = ?report.keys_added,
             keys_removed = ?report.keys_removed,
             keys_revoked = ?report.keys_revoked,

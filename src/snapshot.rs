@@ -233,15 +233,21 @@ impl KeyIndex {
 
     /// Copies last-used times from the index this one replaces, by key id.
     pub fn carry_last_used_from(&self, old: &KeyIndex) {
-        let by_id: HashMap<&str, usize> = old
+        // Only keys used since start-up have anything to carry.
+        let used: hashbrown::HashMap<&str, i64> = old
             .records
             .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id(), i))
+            .zip(old.last_used.iter())
+            .filter_map(|(r, t)| match t.load(Ordering::Relaxed) {
+                0 => None,
+                t => Some((r.id(), t)),
+            })
             .collect();
+        if used.is_empty() {
+            return;
+        }
         for (slot, r) in self.records.iter().enumerate() {
-            if let Some(&o) = by_id.get(r.id()) {
-                let t = old.last_used[o].load(Ordering::Relaxed);
+            if let Some(&t) = used.get(r.id()) {
                 self.last_used[slot].fetch_max(t, Ordering::Relaxed);
             }
         }
@@ -269,58 +275,104 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
 }
 
 mod raw {
-    //! The serde mirror of the file. Never leaves this module.
-    use serde::Deserialize;
+    //! The serde mirror of the file. Never leaves this module. Strings borrow
+    //! from the file text where they can (JSON without escapes): a million
+    //! keys would otherwise mean eight million small allocations to parse.
+    use serde::{Deserialize, Deserializer};
+    use std::borrow::Cow;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct TomlSnapshot {
-        #[serde(default)]
-        pub workspaces: Vec<toml::Spanned<Workspace>>,
-        #[serde(default)]
-        pub keys: Vec<toml::Spanned<Key>>,
+    pub struct TomlSnapshot<'a> {
+        #[serde(default, borrow)]
+        pub workspaces: Vec<toml::Spanned<Workspace<'a>>>,
+        #[serde(default, borrow)]
+        pub keys: Vec<toml::Spanned<Key<'a>>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct JsonSnapshot {
-        #[serde(default)]
-        pub workspaces: Vec<Workspace>,
-        #[serde(default)]
-        pub keys: Vec<Key>,
+    pub struct JsonSnapshot<'a> {
+        #[serde(default, borrow)]
+        pub workspaces: Vec<Workspace<'a>>,
+        #[serde(default, borrow)]
+        pub keys: Vec<Key<'a>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct Workspace {
-        pub id: String,
-        pub company: String,
+    pub struct Workspace<'a> {
+        #[serde(borrow)]
+        pub id: Cow<'a, str>,
+        #[serde(borrow)]
+        pub company: Cow<'a, str>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct Key {
-        pub id: String,
-        pub name: String,
-        pub description: Option<String>,
-        #[serde(rename = "type")]
-        pub key_type: String,
-        pub company: String,
-        pub workspace: Option<String>,
-        pub scopes: Vec<String>,
-        pub hash: String,
-        pub created_at: Time,
-        pub expires_at: Option<Time>,
-        pub revoked_at: Option<Time>,
+    pub struct Key<'a> {
+        #[serde(borrow)]
+        pub id: Cow<'a, str>,
+        #[serde(borrow)]
+        pub name: Cow<'a, str>,
+        #[serde(borrow)]
+        pub description: Option<Cow<'a, str>>,
+        #[serde(rename = "type", borrow)]
+        pub key_type: Cow<'a, str>,
+        #[serde(borrow)]
+        pub company: Cow<'a, str>,
+        #[serde(borrow)]
+        pub workspace: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub scopes: Vec<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub hash: Cow<'a, str>,
+        #[serde(borrow)]
+        pub created_at: Time<'a>,
+        #[serde(borrow)]
+        pub expires_at: Option<Time<'a>>,
+        #[serde(borrow)]
+        pub revoked_at: Option<Time<'a>>,
         pub rate_limit: Option<Rate>,
     }
 
     /// RFC 3339 text, or a native TOML offset date-time.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum Time {
-        Text(String),
+    pub enum Time<'a> {
+        Text(Cow<'a, str>),
         Toml(toml::value::Datetime),
+    }
+
+    /// By hand rather than `#[serde(untagged)]`, which buffers every value
+    /// and was most of the parse time of a large snapshot.
+    impl<'de: 'a, 'a> Deserialize<'de> for Time<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Time<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an RFC 3339 date-time")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Time::Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Time::Text(Cow::Owned(v.to_string())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(Time::Text(Cow::Owned(v)))
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    map: M,
+                ) -> Result<Self::Value, M::Error> {
+                    toml::value::Datetime::deserialize(
+                        serde::de::value::MapAccessDeserializer::new(map),
+                    )
+                    .map(Time::Toml)
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
     }
 
     #[derive(Deserialize)]
@@ -333,9 +385,9 @@ mod raw {
 }
 
 type Located<T> = (Option<usize>, T);
-type RawParts = (Vec<Located<raw::Workspace>>, Vec<Located<raw::Key>>);
+type RawParts<'a> = (Vec<Located<raw::Workspace<'a>>>, Vec<Located<raw::Key<'a>>>);
 
-fn parse_toml(path: &Path, text: &str) -> Result<RawParts, Problems> {
+fn parse_toml<'a>(path: &Path, text: &'a str) -> Result<RawParts<'a>, Problems> {
     let snap: raw::TomlSnapshot = toml::from_str(text)
         .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
     let mut lines = LineCounter::new(text);
@@ -352,7 +404,7 @@ fn parse_toml(path: &Path, text: &str) -> Result<RawParts, Problems> {
     Ok((workspaces, keys))
 }
 
-fn parse_json(path: &Path, text: &str) -> Result<RawParts, Problems> {
+fn parse_json<'a>(path: &Path, text: &'a str) -> Result<RawParts<'a>, Problems> {
     let snap: raw::JsonSnapshot = serde_json::from_str(text)
         .map_err(|e| Problems(vec![Problem::at_line(path, Some(e.line()), format!("{e}"))]))?;
     Ok((
@@ -370,7 +422,7 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
-fn time_of(t: raw::Time) -> Result<i64, String> {
+fn time_of(t: raw::Time<'_>) -> Result<i64, String> {
     match t {
         raw::Time::Text(s) => parse_time(&s),
         raw::Time::Toml(d) => parse_time(&d.to_string())
@@ -378,7 +430,7 @@ fn time_of(t: raw::Time) -> Result<i64, String> {
     }
 }
 
-struct Interner(HashMap<String, Arc<str>>);
+struct Interner(hashbrown::HashMap<String, Arc<str>>);
 
 impl Interner {
     fn get(&mut self, s: &str) -> Arc<str> {
@@ -391,13 +443,13 @@ impl Interner {
     }
 }
 
-fn build(
+fn build<'a>(
     path: &Path,
-    workspaces: Vec<Located<raw::Workspace>>,
-    keys: Vec<Located<raw::Key>>,
+    workspaces: Vec<Located<raw::Workspace<'a>>>,
+    keys: Vec<Located<raw::Key<'a>>>,
 ) -> Result<KeyIndex, Problems> {
     let mut problems = Problems(Vec::new());
-    let mut interner = Interner(HashMap::new());
+    let mut interner = Interner(hashbrown::HashMap::new());
     let mut ws_map: HashMap<Arc<str>, Arc<str>> = HashMap::with_capacity(workspaces.len());
     for (line, w) in workspaces {
         let raw::Workspace { id, company } = w;
@@ -422,7 +474,10 @@ fn build(
     let mut by_digest = hashbrown::HashTable::<u32>::with_capacity(keys.len());
     // Hashes of refused keys, so a repeat is still reported in this pass.
     let mut refused_digests: HashSet<KeyDigest> = HashSet::new();
-    let mut ids: HashSet<String> = HashSet::with_capacity(keys.len());
+    // foldhash (hashbrown's default) rather than SipHash: these hold operator
+    // data, not attacker input, and a million inserts add up.
+    let mut ids: hashbrown::HashSet<std::borrow::Cow<'a, str>> =
+        hashbrown::HashSet::with_capacity(keys.len());
     for (line, k) in keys {
         let raw::Key {
             id,
@@ -471,7 +526,7 @@ fn build(
             (Some(KeyType::Workspace), None) => {
                 err("a workspace key must name its workspace".into())
             }
-            (Some(KeyType::Workspace), Some(ws)) => match ws_map.get(ws.as_str()) {
+            (Some(KeyType::Workspace), Some(ws)) => match ws_map.get(&**ws) {
                 None => err(format!("workspace {ws:?} is not listed in [[workspaces]]")),
                 Some(owner) if **owner != *company => err(format!(
                     "workspace {ws:?} belongs to company {owner:?}, not {company:?}"
@@ -499,7 +554,7 @@ fn build(
                 None
             }
         };
-        let mut time = |what: &str, t: raw::Time| match time_of(t) {
+        let mut time = |what: &str, t: raw::Time<'_>| match time_of(t) {
             Ok(v) => Some(v),
             Err(e) => {
                 err(format!("{what}: {e}"));
