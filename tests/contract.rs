@@ -4,215 +4,12 @@
 //! plus hostile input (odd paths, huge headers, bodies on denied requests).
 
 use crate::util::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 // ------------------------------------------------------------------ helpers --
 
-/// One HTTP/1.1 response, from reqwest or read off a raw socket.
-#[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    /// Names lowercased, in arrival order.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn from_reqwest(resp: reqwest::blocking::Response) -> Reply {
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = resp.bytes().unwrap().to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The single value of a header (panics if repeated).
-    fn header(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(all.len() <= 1, "header {name} repeated: {all:?}");
-        all.first().copied()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// A gateway-made answer: exact status, `Content-Type: application/json`, a
-/// request id, exactly `{"code","message"}`, and `WWW-Authenticate: Bearer`
-/// on every 401.
-#[track_caller]
-fn assert_denied(r: &Reply, status: u16, code: &str, message: &str) {
-    assert_eq!(
-        r.status,
-        status,
-        "status for {message:?}; body {:?}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json"),
-        "content-type"
-    );
-    assert!(
-        r.header("x-request-id").is_some_and(|v| !v.is_empty()),
-        "x-request-id on a denial"
-    );
-    assert_eq!(
-        r.json(),
-        serde_json::json!({"code": code, "message": message}),
-        "body"
-    );
-    if status == 401 {
-        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    }
-}
-
-/// A raw HTTP/1.1 connection, for what real clients normalise away.
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Reads more bytes; `false` on EOF, reset or timeout.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// The next whole response, or `None` if the server closed first.
-    fn read_reply(&mut self) -> Option<Reply> {
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            if !self.fill() {
-                assert!(
-                    self.buf.is_empty(),
-                    "connection ended inside a response head: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
-                return None;
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {head:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        self.buf.drain(..head_end + 4);
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.to_ascii_lowercase())
-        };
-        let body = if let Some(len) = get("content-length") {
-            let len: usize = len.parse().unwrap();
-            while self.buf.len() < len {
-                assert!(self.fill(), "connection ended inside a body");
-            }
-            self.buf.drain(..len).collect()
-        } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-            let mut body = Vec::new();
-            loop {
-                let line_end = loop {
-                    if let Some(i) = find(&self.buf, b"\r\n") {
-                        break i;
-                    }
-                    assert!(self.fill(), "connection ended inside a chunk");
-                };
-                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size =
-                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-                self.buf.drain(..line_end + 2);
-                while self.buf.len() < size + 2 {
-                    assert!(self.fill(), "connection ended inside a chunk");
-                }
-                body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-                if size == 0 {
-                    break body;
-                }
-            }
-        } else if status == 204 || status == 304 || (100..200).contains(&status) {
-            Vec::new()
-        } else {
-            while self.fill() {}
-            std::mem::take(&mut self.buf)
-        };
-        Some(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// One request on a fresh connection (`Connection: close`), its response.
 fn raw(port: u16, request: &[u8]) -> Reply {
-    let mut c = Raw::connect(port);
-    c.send(request).unwrap();
-    c.read_reply().expect("a response")
+    exchange(port, request).expect("a response")
 }
 
 /// `GET target` with extra header lines (each ending in `\r\n`).
@@ -254,30 +51,9 @@ const MINUTE: i64 = 60;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-/// The identity headers the upstream saw, sorted.
-fn identity(seen: &Seen) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = seen
-        .headers
-        .iter()
-        .filter(|(n, _)| folded(n).starts_with("x-keygate-"))
-        .cloned()
-        .collect();
-    v.sort();
-    v
-}
-
 /// A header name lowercased with `_` read as `-`, as some backends do.
 fn folded(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = v
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// A snapshot record whose type disagrees with the prefix of the key
@@ -1627,11 +1403,11 @@ fn huge_headers_are_refused_and_the_gateway_keeps_serving() {
     );
     // Far past any header limit: a 4xx or the connection dropped.
     let huge = "a".repeat(2 * 1024 * 1024);
-    let mut c = Raw::connect(fx.gw.ports.http);
+    let mut c = Conn::connect(fx.gw.ports.http);
     let req = format!(
         "GET /api/v1/company/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: {huge}\r\nConnection: close\r\n\r\n"
     );
-    if c.send(req.as_bytes()).is_ok()
+    if c.send(req.as_bytes())
         && let Some(r) = c.read_reply()
     {
         assert!((400..500).contains(&r.status), "2 MB header: {}", r.status);
@@ -1684,14 +1460,14 @@ fn denied_request_with_a_body_does_not_desynchronise_keep_alive() {
     ];
     let expected = [401, 404, 403];
     for (request, status) in denied_requests.iter().zip(expected) {
-        let mut c = Raw::connect(port);
-        c.send(request.as_bytes()).unwrap();
+        let mut c = Conn::connect(port);
+        assert!(c.send(request.as_bytes()));
         let first = c.read_reply().expect("a response to the denied request");
         assert_eq!(first.status, status);
         assert_eq!(first.header("content-type"), Some("application/json"));
         // Either the connection is closed cleanly, or it serves the next
         // request correctly.
-        if c.send(valid.as_bytes()).is_ok() {
+        if c.send(valid.as_bytes()) {
             match c.read_reply() {
                 None => {}
                 Some(next) => {
@@ -1708,12 +1484,11 @@ fn denied_request_with_a_body_does_not_desynchronise_keep_alive() {
         fx.up.seen().iter().map(|s| &s.url).collect::<Vec<_>>()
     );
     // A denial without a body keeps the connection usable.
-    let mut c = Raw::connect(port);
-    c.send(b"GET /api/v1/company/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    let mut c = Conn::connect(port);
+    assert!(c.send(b"GET /api/v1/company/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
     let first = c.read_reply().unwrap();
     assert_denied(&first, 401, "UNAUTHORIZED", "Missing bearer token");
-    c.send(valid.as_bytes()).unwrap();
+    assert!(c.send(valid.as_bytes()));
     let next = c.read_reply().expect("keep-alive after a bodiless denial");
     assert_eq!(next.status, 200);
     assert_eq!(next.json()["url"], "/api/v1/company/after");

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+mod raw;
+pub use raw::*;
+
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -719,35 +722,6 @@ pub fn assert_json_error(
     assert!(resp.headers().contains_key("x-request-id"), "x-request-id");
     let body: serde_json::Value = resp.json().unwrap();
     assert_eq!(body, serde_json::json!({"code": code, "message": message}));
-}
-
-/// Sends raw bytes on a new connection and reads until the server closes it or
-/// `timeout` passes; returns everything read. For requests a real client would
-/// normalise (`%2e%2e`, two Authorization headers, non-UTF-8 bytes).
-pub fn send_raw(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-/// The status code of a raw HTTP/1.1 response.
-pub fn raw_status(response: &[u8]) -> u16 {
-    let text = String::from_utf8_lossy(response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
 }
 
 // --------------------------------------------------------------------- TLS --
