@@ -37,7 +37,14 @@ pub struct Shared {
     pub lifecycle: Arc<Lifecycle>,
     /// Batched access-log lines.
     pub access_log: Arc<crate::logging::AccessLog>,
+    /// Per-process secret of the readiness probe.
+    pub probe: String,
 }
+
+/// Header carrying the readiness probe's secret. A request with the right
+/// value is answered `204` by keygate itself, unlogged and uncounted: it is
+/// how start-up tells its own listener from another process on the port.
+pub const PROBE_HEADER: &str = "x-keygate-probe";
 
 /// The `ProxyHttp` implementation.
 pub struct Proxy {
@@ -57,6 +64,7 @@ enum Ending {
     Pending,
     Proxied,
     Denied(&'static str),
+    Probe,
     RateLimited,
     UpstreamError(UpstreamErrorKind),
     ClientError,
@@ -259,6 +267,15 @@ impl ProxyHttp for Proxy {
     /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(v) = session.req_header().headers.get(PROBE_HEADER)
+            && v.as_bytes() == self.shared.probe.as_bytes()
+        {
+            ctx.outcome = Ending::Probe;
+            let mut resp = ResponseHeader::build(204, Some(1))?;
+            resp.insert_header(PROBE_HEADER, v.clone())?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
         let gw = self.gateway(ctx);
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
@@ -552,6 +569,9 @@ impl ProxyHttp for Proxy {
 
     /// Counts the request and writes its access-log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.outcome == Ending::Probe {
+            return;
+        }
         let gw = self.gateway(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let metrics = gw.route_metrics(ctx.route);
@@ -566,6 +586,7 @@ impl ProxyHttp for Proxy {
             Ending::Pending if e.is_some() => "error",
             Ending::Pending | Ending::Proxied => "proxied",
             Ending::Denied(r) => r,
+            Ending::Probe => "probe",
             Ending::RateLimited => "rate_limited",
             Ending::UpstreamError(UpstreamErrorKind::Connect) => "upstream_connect",
             Ending::UpstreamError(UpstreamErrorKind::Timeout) => "upstream_timeout",

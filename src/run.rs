@@ -171,6 +171,7 @@ pub fn run(
         clock,
         lifecycle: Arc::clone(&lifecycle),
         access_log: Arc::clone(&access_log),
+        probe: format!("{:032x}", rand::random::<u128>()),
     });
     let reloader = Arc::new(Reloader::new(
         config_path.to_path_buf(),
@@ -222,14 +223,17 @@ pub fn run(
             shared: Arc::clone(&shared),
         },
     ));
-    let mut probe_targets: Vec<SocketAddr> = config.server.listen.clone();
-    if let Some(tls) = &config.server.tls {
-        probe_targets.extend(tls.listen.iter().copied());
-    }
     server.add_service(background_service(
         "readiness",
         Readiness {
-            targets: probe_targets,
+            plain: config.server.listen.clone(),
+            tls: config
+                .server
+                .tls
+                .as_ref()
+                .map(|t| t.listen.clone())
+                .unwrap_or_default(),
+            probe: shared.probe.clone(),
             lifecycle: Arc::clone(&lifecycle),
             message: options.on_ready_message,
         },
@@ -336,9 +340,37 @@ fn exit_when_drained(
 
 /// Marks the gateway ready once every proxy listener accepts connections.
 struct Readiness {
-    targets: Vec<SocketAddr>,
+    /// Plain listeners: probed over HTTP, expecting keygate's own answer.
+    plain: Vec<SocketAddr>,
+    /// TLS listeners: a TCP connect (the handshake is not worth a client here).
+    tls: Vec<SocketAddr>,
+    /// The probe secret the proxy answers (see [`crate::proxy::PROBE_HEADER`]).
+    probe: String,
     lifecycle: Arc<Lifecycle>,
     message: Option<String>,
+}
+
+/// Whether keygate itself answers on `addr`: a request carrying the probe
+/// secret gets `204` with the secret echoed. Connecting alone would also
+/// succeed against another process that took the port.
+fn probe_answers(addr: SocketAddr, secret: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: keygate\r\n{}: {secret}\r\nConnection: close\r\n\r\n",
+        crate::proxy::PROBE_HEADER
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = s.take(4096).read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    answer.starts_with("http/1.1 204")
+        && answer.contains(&format!("{}: {secret}", crate::proxy::PROBE_HEADER))
 }
 
 /// Where to connect to reach a listener: 0.0.0.0 / [::] are reached on loopback.
@@ -358,11 +390,22 @@ pub fn reachable(a: SocketAddr) -> SocketAddr {
 impl BackgroundService for Readiness {
     async fn start(&self, _shutdown: ShutdownWatch) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        for t in &self.targets {
-            let addr = reachable(*t);
+        let targets = self
+            .plain
+            .iter()
+            .map(|a| (*a, true))
+            .chain(self.tls.iter().map(|a| (*a, false)));
+        for (listen, plain) in targets {
+            let addr = reachable(listen);
+            let secret = self.probe.clone();
             loop {
+                let secret = secret.clone();
                 let ok = tokio::task::spawn_blocking(move || {
-                    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                    if plain {
+                        probe_answers(addr, &secret)
+                    } else {
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                    }
                 })
                 .await
                 .unwrap_or(false);
@@ -370,14 +413,18 @@ impl BackgroundService for Readiness {
                     break;
                 }
                 if Instant::now() > deadline {
-                    tracing::error!(%addr, "listener does not accept connections; staying not ready");
-                    return;
+                    // Pingora reports a failed bind by ending the listener's
+                    // task, not the process: exit so a supervisor restarts us
+                    // rather than leave a gateway whose admin looks alive.
+                    tracing::error!(%listen, "listener is not keygate's after 30 s; exiting");
+                    flush_stdout();
+                    std::process::exit(1);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         self.lifecycle.set_ready();
-        tracing::info!(listeners = ?self.targets, "ready");
+        tracing::info!(plain = ?self.plain, tls = ?self.tls, "ready");
         if let Some(m) = &self.message {
             println!("{m}");
             flush_stdout();

@@ -1181,3 +1181,24 @@ fn no_key_hash_or_bearer_value_reaches_the_log_under_hostile_traffic() {
     });
     fx.assert_no_secrets_logged();
 }
+
+#[test]
+fn a_guessed_readiness_probe_gets_no_special_answer() {
+    let fx = fixture();
+    let r = exchange(
+        fx.port(),
+        head(
+            "GET",
+            "/nowhere",
+            &[
+                "x-keygate-probe: 00000000000000000000000000000000",
+                "Connection: close",
+            ],
+        )
+        .as_bytes(),
+    )
+    .expect("an answer");
+    assert_denied(&r, 404, "NOT_FOUND", "No route for GET /nowhere");
+    assert_eq!(r.header("x-keygate-probe"), None);
+    fx.assert_serving();
+}

@@ -32,13 +32,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A free port on 127.0.0.1 (bound then released).
+/// A free port on 127.0.0.1 (bound then released). Handed out in sequence
+/// from 20000-31999, below the kernel's ephemeral range, so two tests of this
+/// run never get the same number and no socket bound to port 0 (upstreams,
+/// outgoing connections) takes one a gateway is about to bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU32;
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Start where the previous run (another pid) is unlikely to have left TIME_WAITs.
+    let start = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Every key minted in this test run: each gateway's log is checked against
