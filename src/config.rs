@@ -46,6 +46,14 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Most header fields accepted in one request.
     pub max_headers: usize,
+    /// Longest a client may take to send a whole request head, counted from
+    /// the connection's accept (first request) or the request's first byte.
+    pub header_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept; `None`: one request
+    /// per connection.
+    pub keepalive_timeout: Option<Duration>,
     /// `[server.tls]`
     pub tls: Option<TlsConfig>,
 }
@@ -220,6 +228,9 @@ mod raw {
         pub grace_period_secs: Option<i64>,
         pub max_header_bytes: Option<i64>,
         pub max_headers: Option<i64>,
+        pub header_timeout_ms: Option<i64>,
+        pub body_timeout_ms: Option<i64>,
+        pub keepalive_timeout_secs: Option<i64>,
         pub tls: Option<Spanned<Tls>>,
     }
 
@@ -428,6 +439,9 @@ impl Validator<'_> {
             grace_period_secs,
             max_header_bytes,
             max_headers,
+            header_timeout_ms,
+            body_timeout_ms,
+            keepalive_timeout_secs,
             tls,
         } = raw.into_inner();
         let listen = self.addrs(line, "server.listen", &listen);
@@ -455,6 +469,28 @@ impl Validator<'_> {
         if max_headers > 256 {
             self.err(line, "server.max_headers must be at most 256");
         }
+        let header_timeout =
+            self.positive(line, "server.header_timeout_ms", header_timeout_ms, 10_000);
+        let body_timeout = self.positive(line, "server.body_timeout_ms", body_timeout_ms, 60_000);
+        let keepalive = match keepalive_timeout_secs {
+            None => 60,
+            Some(n) if (0..=3600).contains(&n) => n as u64,
+            Some(n) => {
+                self.err(
+                    line,
+                    format!("server.keepalive_timeout_secs must be 0 to 3600 (got {n})"),
+                );
+                60
+            }
+        };
+        for (what, ms) in [
+            ("server.header_timeout_ms", header_timeout),
+            ("server.body_timeout_ms", body_timeout),
+        ] {
+            if ms > 3_600_000 {
+                self.err(line, format!("{what} must be at most 3600000 (got {ms})"));
+            }
+        }
         let tls = tls.map(|t| self.tls(t));
         ServerConfig {
             listen,
@@ -462,6 +498,9 @@ impl Validator<'_> {
             grace_period: Duration::from_secs(grace),
             max_header_bytes: max_header_bytes.min(1_048_575) as usize,
             max_headers: max_headers.min(256) as usize,
+            header_timeout: Duration::from_millis(header_timeout.min(3_600_000)),
+            body_timeout: Duration::from_millis(body_timeout.min(3_600_000)),
+            keepalive_timeout: (keepalive > 0).then(|| Duration::from_secs(keepalive)),
             tls,
         }
     }

@@ -16,6 +16,8 @@ pub enum Denial {
     /// Framing that two parsers could read differently (`Content-Length` with
     /// `Transfer-Encoding`), or a request Pingora refuses to forward.
     InvalidRequest,
+    /// The client stopped sending its request body for `body_timeout_ms`.
+    RequestTimeout,
     /// Row 1.
     BadPath,
     /// Row 2.
@@ -142,6 +144,7 @@ impl Denial {
         match self {
             Denial::HeadersTooLarge => 431,
             Denial::InvalidRequest => 400,
+            Denial::RequestTimeout => 408,
             Denial::BadPath => 400,
             Denial::NoRoute { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
@@ -166,6 +169,7 @@ impl Denial {
             403 => "FORBIDDEN",
             404 => "NOT_FOUND",
             405 => "METHOD_NOT_ALLOWED",
+            408 => "REQUEST_TIMEOUT",
             429 => "TOO_MANY_REQUESTS",
             431 => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             502 => "BAD_GATEWAY",
@@ -178,6 +182,7 @@ impl Denial {
         match self {
             Denial::HeadersTooLarge => "Request header fields too large".into(),
             Denial::InvalidRequest => "Invalid request".into(),
+            Denial::RequestTimeout => "Request body not received in time".into(),
             Denial::BadPath => "Invalid request path".into(),
             Denial::NoRoute { method, path } => format!("No route for {method} {path}").into(),
             Denial::MethodNotAllowed { method, .. } => {
@@ -333,6 +338,12 @@ mod tests {
                 400,
                 "BAD_REQUEST",
                 "Invalid request",
+            ),
+            (
+                Denial::RequestTimeout,
+                408,
+                "REQUEST_TIMEOUT",
+                "Request body not received in time",
             ),
             (
                 Denial::HeadersTooLarge,

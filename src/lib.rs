@@ -9,6 +9,7 @@
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod decide;

@@ -267,6 +267,7 @@ impl ProxyHttp for Proxy {
     /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        crate::client::head_received();
         if let Some(v) = session.req_header().headers.get(PROBE_HEADER)
             && v.as_bytes() == self.shared.probe.as_bytes()
         {
@@ -277,6 +278,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let gw = self.gateway(ctx);
+        session.set_read_timeout(Some(gw.config.server.body_timeout));
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
@@ -524,6 +526,7 @@ impl ProxyHttp for Proxy {
             None => match e.esource() {
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
                     _ => 400,
                 },
                 _ => 500,
@@ -536,6 +539,7 @@ impl ProxyHttp for Proxy {
             let result = match &denial {
                 Some(d) => self.respond(session, ctx, d).await,
                 None if code == 400 => self.respond(session, ctx, &Denial::InvalidRequest).await,
+                None if code == 408 => self.respond(session, ctx, &Denial::RequestTimeout).await,
                 None => {
                     write_json(
                         session,

@@ -10,6 +10,7 @@
 //! - SIGQUIT: like SIGTERM (no socket hand-over to a new process).
 
 use crate::admin::AdminService;
+use crate::client::ClientApp;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -188,10 +189,12 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(Arc::clone(&shared)),
-        "keygate",
+    let mut proxy = pingora::services::listening::Service::new(
+        "keygate".to_string(),
+        ClientApp::new(
+            pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&shared))),
+            Arc::clone(&shared),
+        ),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());

@@ -895,9 +895,9 @@ fn slowloris_clients_do_not_stop_the_gateway_serving_others() {
         "20 requests took {elapsed:?} beside 200 stalled heads"
     );
     assert_eq!(fx.up.count(), 20);
-    // The stalled heads got no answer and nothing of theirs went upstream.
-    // Pingora waits 60 s for the rest of a head; that timer is not
-    // configurable from keygate, so the test does not wait for it.
+    // The stalled heads got no answer and nothing of theirs went upstream
+    // (they have `[server] header_timeout_ms`, 10 s by default, to finish;
+    // `slow_request_heads_and_bodies_are_cut_at_their_timeouts` waits for it).
     for c in slow.iter_mut().take(5) {
         assert!(!c.is_closed_within(Duration::from_millis(100)));
         assert!(c.buf.is_empty(), "{:?}", String::from_utf8_lossy(&c.buf));
@@ -909,6 +909,149 @@ fn slowloris_clients_do_not_stop_the_gateway_serving_others() {
     assert_eq!(r.status, 200);
     assert_eq!(fx.up.last().url, "/api/v1/company/slow");
     drop(slow);
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
+
+/// A gateway whose client timeouts are short enough to wait for.
+fn fixture_with_client_timeouts() -> Fx {
+    let up = Upstream::start();
+    let (s, admin, reader, ws) = snapshot();
+    let config = standard_config(up.addr, "", "").replace(
+        "grace_period_secs = 5\n",
+        "grace_period_secs = 5\nheader_timeout_ms = 600\nbody_timeout_ms = 600\nkeepalive_timeout_secs = 3\n",
+    );
+    let gw = Gateway::start(&config, &s.render());
+    let secrets = vec![admin.clone(), reader.clone(), ws.clone()];
+    Fx {
+        up,
+        gw,
+        admin,
+        reader,
+        ws,
+        secrets,
+    }
+}
+
+/// Sends `bytes` one at a time, 100 ms apart, until the server closes the
+/// connection; how long that took, or `None` if all were sent first.
+fn dribble(c: &mut Conn, bytes: &[u8]) -> Option<Duration> {
+    let started = Instant::now();
+    for b in bytes {
+        if !c.send(&[*b]) || c.is_closed_within(Duration::from_millis(100)) {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
+    let fx = fixture_with_client_timeouts();
+    // Connected, never a byte: closed once the first head is late.
+    let mut silent = Conn::connect(fx.port());
+    assert!(
+        silent.is_closed_within(Duration::from_secs(5)),
+        "silent client"
+    );
+    assert!(silent.buf.is_empty());
+
+    // A byte every 100 ms: every single read is prompt (Pingora's own timer
+    // never fires), the whole head is late, so the connection is closed
+    // while the client is still sending.
+    let dribbled = format!(
+        "GET /api/v1/company/dribble HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nX-Pad: {}\r\n\r\n",
+        fx.admin,
+        "a".repeat(200)
+    );
+    let mut slow = Conn::connect(fx.port());
+    let cut = dribble(&mut slow, dribbled.as_bytes()).expect("a dribbled head is cut off");
+    assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    assert!(
+        slow.buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&slow.buf)
+    );
+    assert!(
+        fx.up
+            .seen()
+            .iter()
+            .all(|s| s.url != "/api/v1/company/dribble")
+    );
+
+    // On a kept-alive connection the idle time before the next request is
+    // keep-alive time, not head time: the second head's clock starts with
+    // its first byte.
+    let mut kept = Conn::connect(fx.port());
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    let get = |path: &str| head("GET", path, &[auth.as_str()]);
+    assert!(kept.send(get("/api/v1/company/first").as_bytes()));
+    assert_eq!(kept.read_reply().expect("first answer").status, 200);
+    // Idle for longer than header_timeout_ms (the scenario, not a wait for
+    // the gateway): the connection stays open for keep-alive.
+    assert!(!kept.is_closed_within(Duration::from_millis(1200)));
+    assert!(kept.send(get("/api/v1/company/second").as_bytes()));
+    let second = kept
+        .read_reply()
+        .expect("second answer on the kept-alive connection");
+    assert_eq!(second.status, 200);
+    assert_eq!(fx.up.last().url, "/api/v1/company/second");
+    // Past keep-alive (3 s), the idle connection is closed.
+    assert!(
+        kept.is_closed_within(Duration::from_secs(8)),
+        "idle keep-alive"
+    );
+
+    // A body that stops arriving: the request ends within the body timeout,
+    // logged, and the truncated body never reaches the upstream whole.
+    let mut stalled = Conn::connect(fx.port());
+    let lines = [
+        "Content-Length: 1000".to_string(),
+        "X-Request-Id: stalled-body".to_string(),
+        format!("Authorization: Bearer {}", fx.admin),
+    ];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert!(stalled.send(head("POST", "/api/v1/company/upload", &refs).as_bytes()));
+    assert!(stalled.send(b"0123456789"));
+    let started = Instant::now();
+    let reply = stalled.read_reply();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = fx.access_line("stalled-body");
+    assert_eq!(line["path"], "/api/v1/company/upload", "{line}");
+    assert_eq!(line["key_id"], "k_admin", "{line}");
+    let reply = reply.expect("an answer to the stalled body");
+    assert_denied(
+        &reply,
+        408,
+        "REQUEST_TIMEOUT",
+        "Request body not received in time",
+    );
+    assert!(
+        reply.closes(),
+        "the connection is not reused after a cut body"
+    );
+    assert_eq!(line["status"], 408, "{line}");
+    assert_eq!(line["outcome"], "client_error", "{line}");
+    assert!(
+        fx.up
+            .seen()
+            .iter()
+            .all(|s| s.url != "/api/v1/company/upload"),
+        "{:?}",
+        fx.up.seen()
+    );
+
+    // Each cut head was logged, without its contents.
+    let log = fx.gw.log();
+    let cuts = log
+        .lines()
+        .filter(|l| l.contains("request head not received in time"))
+        .count();
+    assert!(cuts >= 2, "{log}");
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
