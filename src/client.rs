@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
     static HEAD: Arc<HeadClock>;
@@ -75,7 +75,9 @@ pub struct ClientStream {
     clock: Arc<HeadClock>,
     timeout: Duration,
     /// The request the deadline below belongs to, and the deadline.
-    armed: Option<(u32, Pin<Box<Sleep>>)>,
+    armed: Option<(u32, Instant)>,
+    /// The timer of the deadline, made only when a read has to wait.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ClientStream {
@@ -86,7 +88,8 @@ impl ClientStream {
             inner,
             clock,
             timeout,
-            armed: Some((first, Box::pin(tokio::time::sleep(timeout)))),
+            armed: Some((first, Instant::now() + timeout)),
+            timer: None,
         }
     }
 
@@ -116,28 +119,34 @@ impl AsyncRead for ClientStream {
         let request = self.clock.request.load(Ordering::Relaxed);
         if self.clock.received.load(Ordering::Relaxed) == request {
             // Head in: bodies and idle keep-alive have timeouts of their own.
-            self.armed = None;
+            if self.armed.is_some() {
+                self.armed = None;
+                self.timer = None;
+            }
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let this = &mut *self;
-        if !matches!(&this.armed, Some((n, _)) if *n == request) {
-            // A later request: its clock starts with its first byte.
-            this.armed = None;
-            if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                let sleep = Box::pin(tokio::time::sleep(this.timeout));
-                this.armed = Some((request, sleep));
+        let deadline = match this.armed {
+            Some((n, deadline)) if n == request => deadline,
+            _ => {
+                // A later request: its clock starts with its first byte.
+                this.armed = None;
+                this.timer = None;
+                if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    this.armed = Some((request, Instant::now() + this.timeout));
+                }
+                return polled;
             }
-            return polled;
-        }
+        };
         if polled.is_ready() {
             return polled;
         }
-        let Some((_, sleep)) = this.armed.as_mut() else {
-            return polled;
-        };
-        if sleep.as_mut().poll(cx).is_pending() {
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         let peer = this.peer();

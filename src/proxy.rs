@@ -183,9 +183,12 @@ fn is_tls(session: &Session) -> bool {
 
 /// Adds the five rate-limit headers of an authorized request.
 fn rate_headers(h: &mut ResponseHeader, o: &Outcome) -> Result<()> {
-    h.insert_header("x-ratelimit-limit", o.limit.requests.to_string())?;
-    h.insert_header("x-ratelimit-remaining", o.remaining.to_string())?;
-    h.insert_header("x-ratelimit-reset", o.reset_secs.to_string())?;
+    h.insert_header(
+        "x-ratelimit-limit",
+        HeaderValue::from(o.limit.requests.get()),
+    )?;
+    h.insert_header("x-ratelimit-remaining", HeaderValue::from(o.remaining))?;
+    h.insert_header("x-ratelimit-reset", HeaderValue::from(o.reset_secs))?;
     h.insert_header(
         "ratelimit-policy",
         format!("\"default\";q={};w={}", o.limit.requests, o.limit.per_secs),
