@@ -45,8 +45,12 @@ fn snapshot() -> (Snapshot, String, String, String) {
 }
 
 fn fixture_on(up: Upstream, upstream_addr: std::net::SocketAddr) -> Fx {
+    fixture_with_config(up, standard_config(upstream_addr, "", ""))
+}
+
+fn fixture_with_config(up: Upstream, config: String) -> Fx {
     let (s, admin, reader, ws) = snapshot();
-    let gw = Gateway::start(&standard_config(upstream_addr, "", ""), &s.render());
+    let gw = Gateway::start(&config, &s.render());
     let secrets = vec![admin.clone(), reader.clone(), ws.clone()];
     Fx {
         up,
@@ -86,6 +90,16 @@ impl Fx {
         assert_eq!(r.status().as_u16(), 200, "the gateway still serves");
         assert_eq!(self.up.count(), before + 1);
         assert_eq!(self.up.last().url, "/api/v1/company/still-serving");
+    }
+
+    /// No request for `path` reached the upstream.
+    #[track_caller]
+    fn assert_never_upstream(&self, path: &str) {
+        let seen = self.up.seen();
+        assert!(
+            seen.iter().all(|s| s.url != path),
+            "{path} reached the upstream: {seen:?}"
+        );
     }
 
     /// The access-log line of the request with this `X-Request-Id`.
@@ -916,21 +930,11 @@ fn slowloris_clients_do_not_stop_the_gateway_serving_others() {
 /// A gateway whose client timeouts are short enough to wait for.
 fn fixture_with_client_timeouts() -> Fx {
     let up = Upstream::start();
-    let (s, admin, reader, ws) = snapshot();
     let config = standard_config(up.addr, "", "").replace(
         "grace_period_secs = 5\n",
         "grace_period_secs = 5\nheader_timeout_ms = 600\nbody_timeout_ms = 600\nkeepalive_timeout_secs = 3\n",
     );
-    let gw = Gateway::start(&config, &s.render());
-    let secrets = vec![admin.clone(), reader.clone(), ws.clone()];
-    Fx {
-        up,
-        gw,
-        admin,
-        reader,
-        ws,
-        secrets,
-    }
+    fixture_with_config(up, config)
 }
 
 /// Sends `bytes` one at a time, 100 ms apart, until the server closes the
@@ -972,12 +976,7 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
         "{:?}",
         String::from_utf8_lossy(&slow.buf)
     );
-    assert!(
-        fx.up
-            .seen()
-            .iter()
-            .all(|s| s.url != "/api/v1/company/dribble")
-    );
+    fx.assert_never_upstream("/api/v1/company/dribble");
 
     // On a kept-alive connection the idle time before the next request is
     // keep-alive time, not head time: the second head's clock starts with
@@ -1036,14 +1035,7 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
     );
     assert_eq!(line["status"], 408, "{line}");
     assert_eq!(line["outcome"], "client_error", "{line}");
-    assert!(
-        fx.up
-            .seen()
-            .iter()
-            .all(|s| s.url != "/api/v1/company/upload"),
-        "{:?}",
-        fx.up.seen()
-    );
+    fx.assert_never_upstream("/api/v1/company/upload");
 
     // Each cut head was logged, without its contents.
     let log = fx.gw.log();
@@ -1088,14 +1080,7 @@ fn client_vanishing_mid_body_is_logged_and_the_gateway_keeps_serving() {
         }
     }
     // The truncated body never arrived whole upstream.
-    assert!(
-        fx.up
-            .seen()
-            .iter()
-            .all(|s| s.url != "/api/v1/company/upload"),
-        "{:?}",
-        fx.up.seen()
-    );
+    fx.assert_never_upstream("/api/v1/company/upload");
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
