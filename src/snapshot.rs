@@ -155,18 +155,15 @@ impl KeyIndex {
 
     /// Validates snapshot text as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
-        let (workspaces, keys) = match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => parse_json(path, text)?,
-            Some("toml") => parse_toml(path, text)?,
-            _ => {
-                return Err(Problems(vec![Problem::at_line(
-                    path,
-                    None,
-                    "the key snapshot's name must end in .toml or .json",
-                )]));
-            }
-        };
-        build(path, workspaces, keys)
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => parse_json(path, text),
+            Some("toml") => parse_toml(path, text),
+            _ => Err(Problems(vec![Problem::at_line(
+                path,
+                None,
+                "the key snapshot's name must end in .toml or .json",
+            )])),
+        }
     }
 
     /// Number of keys.
@@ -292,15 +289,6 @@ mod raw {
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct JsonSnapshot<'a> {
-        #[serde(default, borrow)]
-        pub workspaces: Vec<Workspace<'a>>,
-        #[serde(default, borrow)]
-        pub keys: Vec<Key<'a>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Workspace<'a> {
         #[serde(borrow)]
         pub id: Cow<'a, str>,
@@ -384,33 +372,124 @@ mod raw {
     }
 }
 
-type Located<T> = (Option<usize>, T);
-type RawParts<'a> = (Vec<Located<raw::Workspace<'a>>>, Vec<Located<raw::Key<'a>>>);
-
-fn parse_toml<'a>(path: &Path, text: &'a str) -> Result<RawParts<'a>, Problems> {
+fn parse_toml(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
     let snap: raw::TomlSnapshot = toml::from_str(text)
         .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
     let mut lines = LineCounter::new(text);
-    let workspaces = snap
-        .workspaces
-        .into_iter()
-        .map(|w| (Some(lines.line_at(w.span().start)), w.into_inner()))
-        .collect();
-    let keys = snap
-        .keys
-        .into_iter()
-        .map(|k| (Some(lines.line_at(k.span().start)), k.into_inner()))
-        .collect();
-    Ok((workspaces, keys))
+    let mut builder = Builder::new(path, snap.keys.len());
+    for w in snap.workspaces {
+        builder.workspace(Some(lines.line_at(w.span().start)), w.into_inner());
+    }
+    builder.workspaces_done();
+    for k in snap.keys {
+        builder.key(Some(lines.line_at(k.span().start)), k.into_inner());
+    }
+    builder.finish()
 }
 
-fn parse_json<'a>(path: &Path, text: &'a str) -> Result<RawParts<'a>, Problems> {
-    let snap: raw::JsonSnapshot = serde_json::from_str(text)
+/// JSON is checked and indexed while it is parsed (see [`json`]).
+fn parse_json(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
+    // Sizes the tables once instead of growing (and copying) them a million
+    // times over; an over-count only leaves some capacity unused.
+    let keys_hint = memchr::memmem::find_iter(text.as_bytes(), b"\"hash\"").count();
+    let mut builder = Builder::new(path, keys_hint);
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(json::Snapshot(&mut builder), &mut de)
+        .and_then(|()| de.end())
         .map_err(|e| Problems(vec![Problem::at_line(path, Some(e.line()), format!("{e}"))]))?;
-    Ok((
-        snap.workspaces.into_iter().map(|w| (None, w)).collect(),
-        snap.keys.into_iter().map(|k| (None, k)).collect(),
-    ))
+    builder.finish()
+}
+
+mod json {
+    //! The JSON snapshot read in one pass: each workspace and key goes to the
+    //! [`Builder`] as soon as it is parsed, not into a list first.
+    use super::{Builder, raw};
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// The top-level object.
+    pub struct Snapshot<'b, 'p, 'a>(pub &'b mut Builder<'p, 'a>);
+
+    #[derive(serde::Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum Field {
+        Workspaces,
+        Keys,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Snapshot<'_, '_, 'de> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Snapshot<'_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object with \"workspaces\" and \"keys\" lists")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+            let (mut workspaces, mut keys) = (false, false);
+            while let Some(field) = map.next_key::<Field>()? {
+                match field {
+                    Field::Workspaces => {
+                        if std::mem::replace(&mut workspaces, true) {
+                            return Err(de::Error::duplicate_field("workspaces"));
+                        }
+                        map.next_value_seed(List(&mut *self.0, Item::Workspace))?;
+                        self.0.workspaces_done();
+                    }
+                    Field::Keys => {
+                        if std::mem::replace(&mut keys, true) {
+                            return Err(de::Error::duplicate_field("keys"));
+                        }
+                        map.next_value_seed(List(&mut *self.0, Item::Key))?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Item {
+        Workspace,
+        Key,
+    }
+
+    /// One of the two lists, fed to the builder element by element.
+    struct List<'b, 'p, 'a>(&'b mut Builder<'p, 'a>, Item);
+
+    impl<'de> DeserializeSeed<'de> for List<'_, '_, 'de> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for List<'_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+            let List(builder, item) = self;
+            match item {
+                Item::Workspace => {
+                    while let Some(w) = seq.next_element::<raw::Workspace<'de>>()? {
+                        builder.workspace(None, w);
+                    }
+                }
+                Item::Key => {
+                    while let Some(k) = seq.next_element::<raw::Key<'de>>()? {
+                        builder.key(None, k);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Key ids travel in headers, metrics and logs: keep them to a safe alphabet.
@@ -443,16 +522,57 @@ impl Interner {
     }
 }
 
-fn build<'a>(
-    path: &Path,
-    workspaces: Vec<Located<raw::Workspace<'a>>>,
-    keys: Vec<Located<raw::Key<'a>>>,
-) -> Result<KeyIndex, Problems> {
-    let mut problems = Problems(Vec::new());
-    let mut interner = Interner(hashbrown::HashMap::new());
-    let mut ws_map: HashMap<Arc<str>, Arc<str>> = HashMap::with_capacity(workspaces.len());
-    for (line, w) in workspaces {
+/// Validates and indexes records one at a time, so a large JSON snapshot is
+/// never held as a second, parsed copy: each key is checked and packed as soon
+/// as the parser has read it.
+struct Builder<'p, 'a> {
+    path: &'p Path,
+    problems: Problems,
+    interner: Interner,
+    workspaces: HashMap<Arc<str>, Arc<str>>,
+    /// Whether the workspace list has been read: keys read before it (JSON
+    /// fields come in any order) have their workspace checked at the end.
+    workspaces_known: bool,
+    deferred: Vec<DeferredWorkspace>,
+    records: Vec<KeyRecord>,
+    digests: Vec<KeyDigest>,
+    by_digest: hashbrown::HashTable<u32>,
+    /// Hashes of refused keys, so a repeat is still reported in this pass.
+    refused_digests: HashSet<KeyDigest>,
+    /// foldhash (hashbrown's default) rather than SipHash: these hold operator
+    /// data, not attacker input, and a million inserts add up.
+    ids: hashbrown::HashSet<std::borrow::Cow<'a, str>>,
+}
+
+/// A workspace key read before the workspace list.
+struct DeferredWorkspace {
+    line: Option<usize>,
+    id: String,
+    workspace: Arc<str>,
+    company: Arc<str>,
+}
+
+impl<'p, 'a> Builder<'p, 'a> {
+    fn new(path: &'p Path, keys_hint: usize) -> Self {
+        Builder {
+            path,
+            problems: Problems(Vec::new()),
+            interner: Interner(hashbrown::HashMap::new()),
+            workspaces: HashMap::new(),
+            workspaces_known: false,
+            deferred: Vec::new(),
+            records: Vec::with_capacity(keys_hint),
+            digests: Vec::with_capacity(keys_hint),
+            by_digest: hashbrown::HashTable::with_capacity(keys_hint),
+            refused_digests: HashSet::new(),
+            ids: hashbrown::HashSet::with_capacity(keys_hint),
+        }
+    }
+
+    fn workspace(&mut self, line: Option<usize>, w: raw::Workspace<'a>) {
         let raw::Workspace { id, company } = w;
+        let path = self.path;
+        let problems = &mut self.problems;
         let mut err = |m: String| problems.push(Problem::at_line(path, line, m));
         if !valid_id(&id) {
             err(format!(
@@ -462,23 +582,28 @@ fn build<'a>(
         if company.is_empty() {
             err(format!("workspace {id:?}: company must not be empty"));
         }
-        let id = interner.get(&id);
-        let company = interner.get(&company);
-        if ws_map.insert(Arc::clone(&id), company).is_some() {
+        let id = self.interner.get(&id);
+        let company = self.interner.get(&company);
+        if self.workspaces.insert(Arc::clone(&id), company).is_some() {
             err(format!("workspace {id:?}: duplicate workspace id"));
         }
     }
 
-    let mut records = Vec::with_capacity(keys.len());
-    let mut digests = Vec::with_capacity(keys.len());
-    let mut by_digest = hashbrown::HashTable::<u32>::with_capacity(keys.len());
-    // Hashes of refused keys, so a repeat is still reported in this pass.
-    let mut refused_digests: HashSet<KeyDigest> = HashSet::new();
-    // foldhash (hashbrown's default) rather than SipHash: these hold operator
-    // data, not attacker input, and a million inserts add up.
-    let mut ids: hashbrown::HashSet<std::borrow::Cow<'a, str>> =
-        hashbrown::HashSet::with_capacity(keys.len());
-    for (line, k) in keys {
+    /// The workspace list has been read: check the keys that came before it.
+    fn workspaces_done(&mut self) {
+        self.workspaces_known = true;
+        for d in std::mem::take(&mut self.deferred) {
+            if let Some(m) = workspace_problem(&self.workspaces, &d.workspace, &d.company) {
+                self.problems.push(Problem::at_line(
+                    self.path,
+                    d.line,
+                    format!("key {:?}: {m}", d.id),
+                ));
+            }
+        }
+    }
+
+    fn key(&mut self, line: Option<usize>, k: raw::Key<'a>) {
         let raw::Key {
             id,
             name,
@@ -493,7 +618,9 @@ fn build<'a>(
             revoked_at,
             rate_limit,
         } = k;
-        let before = problems.0.len();
+        let path = self.path;
+        let before = self.problems.0.len();
+        let problems = &mut self.problems;
         let mut err =
             |m: String| problems.push(Problem::at_line(path, line, format!("key {id:?}: {m}")));
         if !valid_id(&id) {
@@ -522,17 +649,23 @@ fn build<'a>(
         if company.is_empty() {
             err("company must not be empty".into());
         }
-        match (key_type_parsed, &workspace) {
+        let company_arc = self.interner.get(&company);
+        let workspace_arc = workspace.as_deref().map(|w| self.interner.get(w));
+        match (key_type_parsed, &workspace_arc) {
             (Some(KeyType::Workspace), None) => {
                 err("a workspace key must name its workspace".into())
             }
-            (Some(KeyType::Workspace), Some(ws)) => match ws_map.get(&**ws) {
-                None => err(format!("workspace {ws:?} is not listed in [[workspaces]]")),
-                Some(owner) if **owner != *company => err(format!(
-                    "workspace {ws:?} belongs to company {owner:?}, not {company:?}"
-                )),
-                Some(_) => {}
-            },
+            (Some(KeyType::Workspace), Some(ws)) if self.workspaces_known => {
+                if let Some(m) = workspace_problem(&self.workspaces, ws, &company_arc) {
+                    err(m);
+                }
+            }
+            (Some(KeyType::Workspace), Some(ws)) => self.deferred.push(DeferredWorkspace {
+                line,
+                id: id.to_string(),
+                workspace: Arc::clone(ws),
+                company: Arc::clone(&company_arc),
+            }),
             (Some(KeyType::Company), Some(ws)) => err(format!(
                 "a company key must not name a workspace (got {ws:?})"
             )),
@@ -574,52 +707,56 @@ fn build<'a>(
                 .map_err(|e| err(format!("rate_limit: {e}")))
                 .ok()
         });
-        if !ids.insert(id.clone()) {
-            problems.push(Problem::at_line(
+        if !self.ids.insert(id.clone()) {
+            self.problems.push(Problem::at_line(
                 path,
                 line,
                 format!("key {id:?}: duplicate key id"),
             ));
         }
+        let digests = &self.digests;
         if let Some(d) = digest
-            && (refused_digests.contains(&d)
-                || by_digest
+            && (self.refused_digests.contains(&d)
+                || self
+                    .by_digest
                     .find(digest_hash(&d), |&s| digests[s as usize] == d)
                     .is_some())
         {
             // Never print the hash itself: it names which key is duplicated.
-            problems.push(Problem::at_line(
+            self.problems.push(Problem::at_line(
                 path,
                 line,
                 format!("key {id:?}: the same hash appears on another key"),
             ));
         }
-        if problems.0.len() != before {
+        if self.problems.0.len() != before {
             // The snapshot is refused anyway; keep the hash so that a later key
             // with the same one is still reported in this same pass.
             if let Some(d) = digest {
-                refused_digests.insert(d);
+                self.refused_digests.insert(d);
             }
-            continue;
+            return;
         }
         let (Some(key_type), Some(digest), Some(created_at)) = (key_type_parsed, digest, created)
         else {
-            continue;
+            return;
         };
-        let slot = records.len();
-        digests.push(digest);
-        by_digest.insert_unique(digest_hash(&digest), slot as u32, |&s| {
-            digest_hash(&digests[s as usize])
-        });
+        let slot = self.records.len();
+        self.digests.push(digest);
+        let digests = &self.digests;
+        self.by_digest
+            .insert_unique(digest_hash(&digest), slot as u32, |&s| {
+                digest_hash(&digests[s as usize])
+            });
         let (text, name_at, description_at) =
             KeyRecord::pack_text(&id, &name, description.as_deref());
-        records.push(KeyRecord {
+        self.records.push(KeyRecord {
             text,
             name_at,
             description_at,
             key_type,
-            company: interner.get(&company),
-            workspace: workspace.map(|w| interner.get(&w)),
+            company: company_arc,
+            workspace: workspace_arc,
             scopes: scope_set,
             created_at,
             expires_at: expires.flatten(),
@@ -627,19 +764,48 @@ fn build<'a>(
             rate_limit: limit.flatten(),
         });
     }
-    if records.len() > u32::MAX as usize {
-        problems.push(Problem::at_line(path, None, "too many keys"));
+
+    fn finish(mut self) -> Result<KeyIndex, Problems> {
+        if !self.workspaces_known {
+            self.workspaces_done();
+        }
+        if self.records.len() > u32::MAX as usize {
+            self.problems
+                .push(Problem::at_line(self.path, None, "too many keys"));
+        }
+        // Everything below is kept for the life of this generation: no slack.
+        let mut records = self.records;
+        let mut digests = self.digests;
+        records.shrink_to_fit();
+        digests.shrink_to_fit();
+        self.by_digest
+            .shrink_to(records.len(), |&s| digest_hash(&digests[s as usize]));
+        let last_used = (0..records.len()).map(|_| AtomicI64::new(0)).collect();
+        self.problems.into_result(KeyIndex {
+            records,
+            digests,
+            by_digest: self.by_digest,
+            workspaces: self.workspaces,
+            last_used,
+        })
     }
-    let last_used = (0..records.len()).map(|_| AtomicI64::new(0)).collect();
-    records.shrink_to_fit();
-    digests.shrink_to_fit();
-    problems.into_result(KeyIndex {
-        records,
-        digests,
-        by_digest,
-        workspaces: ws_map,
-        last_used,
-    })
+}
+
+/// What is wrong with a workspace key's workspace, if anything.
+fn workspace_problem(
+    workspaces: &HashMap<Arc<str>, Arc<str>>,
+    workspace: &str,
+    company: &str,
+) -> Option<String> {
+    match workspaces.get(workspace) {
+        None => Some(format!(
+            "workspace {workspace:?} is not listed in [[workspaces]]"
+        )),
+        Some(owner) if **owner != *company => Some(format!(
+            "workspace {workspace:?} belongs to company {owner:?}, not {company:?}"
+        )),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]

@@ -822,6 +822,91 @@ fn json_reports_every_key_problem_at_once() {
     );
 }
 
+#[test]
+fn json_keys_may_come_before_the_workspaces() {
+    let good = json_key("k_a", "ord_A00000000000000000000000000000000", "");
+    let foreign = json_key("k_b", "ord_B00000000000000000000000000000000", "")
+        .replace("\"ws_marketing\"", "\"ws_research\"");
+    let unlisted = json_key("k_c", "ord_C00000000000000000000000000000000", "")
+        .replace("\"ws_marketing\"", "\"ws_nowhere\"");
+    let workspaces = r#"[{"id": "ws_marketing", "company": "acme"},
+        {"id": "ws_research", "company": "globex"}]"#;
+    let text = format!(r#"{{"keys": [{good}], "workspaces": {workspaces}}}"#);
+    let index = KeyIndex::parse(Path::new(JSON_PATH), &text).expect("accepted");
+    assert_eq!(
+        index.records()[0].workspace.as_deref(),
+        Some("ws_marketing")
+    );
+    // Checked once the workspaces are read, and reported like any key problem.
+    let text =
+        format!(r#"{{"keys": [{good}, {foreign}, {unlisted}], "workspaces": {workspaces}}}"#);
+    let messages: Vec<String> = refused(JSON_PATH, &text)
+        .0
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "key \"k_b\": workspace \"ws_research\" belongs to company \"globex\", not \"acme\"",
+            "key \"k_c\": workspace \"ws_nowhere\" is not listed in [[workspaces]]",
+        ]
+    );
+    // No workspace list at all.
+    let text = format!(r#"{{"keys": [{good}]}}"#);
+    assert_eq!(
+        refused(JSON_PATH, &text).0[0].message,
+        "key \"k_a\": workspace \"ws_marketing\" is not listed in [[workspaces]]"
+    );
+}
+
+#[test]
+fn json_top_level_shape_is_checked() {
+    let key = json_key("k_a", "ord_A00000000000000000000000000000000", "");
+    for (text, expected) in [
+        (
+            format!(r#"{{"keys": [{key}], "keys": []}}"#),
+            "duplicate field `keys`",
+        ),
+        (
+            r#"{"workspaces": [], "workspaces": []}"#.to_string(),
+            "duplicate field `workspaces`",
+        ),
+        (
+            r#"{"key": []}"#.to_string(),
+            "unknown field `key`, expected `workspaces` or `keys`",
+        ),
+        ("[]".to_string(), "invalid type: sequence"),
+        (
+            r#"{"keys": {}}"#.to_string(),
+            "invalid type: map, expected a list",
+        ),
+        (
+            r#"{"keys": [], "workspaces": null}"#.to_string(),
+            "invalid type: null",
+        ),
+        (r#"{"keys": []} []"#.to_string(), "trailing characters"),
+        (format!(r#"{{"keys": [{key}"#), "EOF while parsing"),
+    ] {
+        let problems = refused(JSON_PATH, &text);
+        assert_eq!(problems.0.len(), 1, "{text}: {problems}");
+        assert!(
+            problems.0[0].message.contains(expected),
+            "{text}: {problems}"
+        );
+        assert!(
+            problems.0[0].location.starts_with(&format!("{JSON_PATH}:")),
+            "{problems}"
+        );
+    }
+    // An empty object is an empty snapshot.
+    assert!(
+        KeyIndex::parse(Path::new(JSON_PATH), "{}")
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ---- state and last use ----
 
 #[test]
