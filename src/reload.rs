@@ -7,6 +7,7 @@
 use crate::gateway::Gateway;
 use crate::problems::Problems;
 use crate::proxy::Shared;
+use crate::snapshot::KeyIndex;
 use crate::tls::CertStore;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -87,42 +88,70 @@ fn diff_named<T: PartialEq>(
     (added, removed, changed)
 }
 
+/// Keys added, removed, revoked and changed. Snapshots mostly keep their
+/// order from one version to the next, so records are first compared slot by
+/// slot; only those whose slot holds another id (a key added or removed in
+/// the middle shifts the rest) are matched by id.
+fn diff_keys(old: &KeyIndex, new: &KeyIndex, now: i64, r: &mut ReloadReport) {
+    // New slots of revoked and changed keys, sorted into file order at the end.
+    let (mut revoked, mut changed) = (Vec::new(), Vec::new());
+    let mut compare = |o: usize, n: usize| {
+        let (ok, nk) = (old.record(o), new.record(n));
+        let was_revoked = ok.revoked_at.is_some_and(|t| t <= now);
+        let is_revoked = nk.revoked_at.is_some_and(|t| t <= now);
+        if is_revoked && !was_revoked {
+            revoked.push(n);
+        } else if ok != nk || old.digest(o) != new.digest(n) {
+            changed.push(n);
+        }
+    };
+    let (olds, news) = (old.records(), new.records());
+    let mut old_left: hashbrown::HashMap<&str, usize> = hashbrown::HashMap::new();
+    let mut new_left: Vec<usize> = Vec::new();
+    for slot in 0..olds.len().max(news.len()) {
+        match (olds.get(slot), news.get(slot)) {
+            (Some(o), Some(n)) if o.id() == n.id() => compare(slot, slot),
+            (o, n) => {
+                if let Some(o) = o {
+                    old_left.insert(o.id(), slot);
+                }
+                if n.is_some() {
+                    new_left.push(slot);
+                }
+            }
+        }
+    }
+    let mut added = Vec::new();
+    for n in new_left {
+        match old_left.remove(news[n].id()) {
+            None => added.push(n),
+            Some(o) => compare(o, n),
+        }
+    }
+    // Old keys no new key matched: removed, in the old file's order.
+    let mut removed: Vec<usize> = old_left.into_values().collect();
+    removed.sort_unstable();
+    revoked.sort_unstable();
+    changed.sort_unstable();
+    let ids = |records: &[crate::snapshot::KeyRecord], slots: Vec<usize>| -> Vec<String> {
+        slots
+            .into_iter()
+            .map(|s| records[s].id().to_string())
+            .collect()
+    };
+    r.keys_added = ids(news, added);
+    r.keys_removed = ids(olds, removed);
+    r.keys_revoked = ids(news, revoked);
+    r.keys_changed = ids(news, changed);
+}
+
 /// Describes what changes from `old` to `new` at time `now`.
 pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     let mut r = ReloadReport {
         loaded: new.summary(),
         ..Default::default()
     };
-    let old_keys = &old.policy.keys;
-    let new_keys = &new.policy.keys;
-    let old_by_id: HashMap<&str, usize> = old_keys
-        .records()
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.id(), i))
-        .collect();
-    for (slot, k) in new_keys.records().iter().enumerate() {
-        match old_by_id.get(k.id()) {
-            None => r.keys_added.push(k.id().to_string()),
-            Some(&o) => {
-                let ok = old_keys.record(o);
-                let was_revoked = ok.revoked_at.is_some_and(|t| t <= now);
-                let is_revoked = k.revoked_at.is_some_and(|t| t <= now);
-                if is_revoked && !was_revoked {
-                    r.keys_revoked.push(k.id().to_string());
-                } else if ok != k || old_keys.digest(o) != new_keys.digest(slot) {
-                    r.keys_changed.push(k.id().to_string());
-                }
-            }
-        }
-    }
-    let new_ids: HashSet<&str> = new_keys.records().iter().map(|k| k.id()).collect();
-    r.keys_removed = old_keys
-        .records()
-        .iter()
-        .filter(|k| !new_ids.contains(k.id()))
-        .map(|k| k.id().to_string())
-        .collect();
+    diff_keys(&old.policy.keys, &new.policy.keys, now, &mut r);
 
     let routes = |g: &Gateway| -> Vec<(String, String)> {
         g.config
@@ -373,5 +402,119 @@ impl BackgroundService for ReloadService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::KeyDigest;
+
+    /// An index of company keys `(id, revoked_at, scope)` in this order.
+    fn index(keys: &[(&str, Option<i64>, &str)]) -> KeyIndex {
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|(id, revoked, scope)| {
+                let revoked = revoked
+                    .map(|t| format!(",\"revoked_at\":\"{}\"", crate::snapshot::format_time(t)))
+                    .unwrap_or_default();
+                format!(
+                    "{{\"id\":\"{id}\",\"name\":\"n\",\"type\":\"company\",\"company\":\"acme\",\
+                     \"scopes\":[\"{scope}\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"{revoked}}}",
+                    KeyDigest::of(id.as_bytes()).to_text()
+                )
+            })
+            .collect();
+        let text = format!("{{\"keys\":[{}]}}", keys.join(","));
+        KeyIndex::parse(std::path::Path::new("keys.json"), &text).expect("valid")
+    }
+
+    fn report(old: &KeyIndex, new: &KeyIndex, now: i64) -> [Vec<String>; 4] {
+        let mut r = ReloadReport::default();
+        diff_keys(old, new, now, &mut r);
+        [r.keys_added, r.keys_removed, r.keys_revoked, r.keys_changed]
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn same_snapshot_changes_nothing() {
+        let keys = [("a", None, "admin"), ("b", None, "admin")];
+        assert_eq!(
+            report(&index(&keys), &index(&keys), NOW),
+            [vec![], vec![], vec![], vec![]] as [Vec<String>; 4]
+        );
+    }
+
+    #[test]
+    fn in_place_revocation_and_change_are_told_apart() {
+        let old = index(&[
+            ("a", None, "admin"),
+            ("b", None, "admin"),
+            ("c", None, "admin"),
+        ]);
+        // b revoked in the past, c with another scope, a revoked only in the future.
+        let new = index(&[
+            ("a", Some(NOW + 60), "admin"),
+            ("b", Some(NOW - 1), "admin"),
+            ("c", None, "read:all"),
+        ]);
+        assert_eq!(
+            report(&old, &new, NOW),
+            [vec![], vec![], ids(&["b"]), ids(&["a", "c"])]
+        );
+        // Already revoked before: no longer "newly revoked".
+        assert_eq!(
+            report(&new, &new, NOW),
+            [vec![], vec![], vec![], vec![]] as [Vec<String>; 4]
+        );
+    }
+
+    #[test]
+    fn keys_inserted_removed_and_moved_are_matched_by_id() {
+        let old = index(&[
+            ("a", None, "admin"),
+            ("b", None, "admin"),
+            ("c", None, "admin"),
+            ("d", None, "admin"),
+            ("e", None, "admin"),
+        ]);
+        // x inserted at the front shifts every slot; b removed; e moved before
+        // c and changed; d revoked.
+        let new = index(&[
+            ("x", None, "admin"),
+            ("a", None, "admin"),
+            ("e", None, "write:all"),
+            ("c", None, "admin"),
+            ("d", Some(NOW), "admin"),
+            ("y", None, "admin"),
+        ]);
+        assert_eq!(
+            report(&old, &new, NOW),
+            [ids(&["x", "y"]), ids(&["b"]), ids(&["d"]), ids(&["e"])]
+        );
+        // Backwards: x and y removed, b added.
+        assert_eq!(
+            report(&new, &old, NOW),
+            [ids(&["b"]), ids(&["x", "y"]), vec![], ids(&["d", "e"])]
+        );
+    }
+
+    #[test]
+    fn empty_sides() {
+        let some = index(&[("a", None, "admin"), ("b", None, "admin")]);
+        let none = index(&[]);
+        assert_eq!(
+            report(&none, &some, NOW),
+            [ids(&["a", "b"]), vec![], vec![], vec![]]
+        );
+        assert_eq!(
+            report(&some, &none, NOW),
+            [vec![], ids(&["a", "b"]), vec![], vec![]]
+        );
     }
 }
