@@ -7,7 +7,7 @@
 //!    by a client while SIGHUP reloads rebuild and swap the whole state.
 //!
 //! `cargo bench --bench reload_scale` (release). `KEYGATE_SCALE_KEYS` changes
-//! the key count. Bounded: three reloads, loopback only, every process
+//! the key count. Bounded: six reloads, loopback only, every process
 //! started is killed by its own handle.
 
 use sha2::{Digest, Sha256};
@@ -15,8 +15,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Live;
@@ -210,64 +210,64 @@ fn main() {
     }
 
     // One reload with no traffic: the load + validate + index + swap time.
-    let before = reloads(admin);
+    let log_path = dir.path().join("gateway.log");
     let t = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status();
-    while reloads(admin) == before && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    reload_and_wait(child.id(), &log_path);
     println!(
-        "reload with no traffic (SIGHUP to swapped): {:.2} s",
+        "reload with no traffic (SIGHUP to logged as swapped): {:.2} s",
         t.elapsed().as_secs_f64()
     );
 
     let key = key_text(n / 2);
     let path = format!("/w/ws_{}/x", (n / 2) % 100);
-    let samples: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
     let client_stop = Arc::new(AtomicBool::new(false));
     let client = {
-        let (samples, client_stop) = (Arc::clone(&samples), Arc::clone(&client_stop));
+        let client_stop = Arc::clone(&client_stop);
         std::thread::spawn(move || {
+            // Sized up front: growing it would copy megabytes between requests.
+            let mut samples: Vec<(Instant, Duration)> = Vec::with_capacity(4_000_000);
             let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
             conn.set_nodelay(true).ok();
             let req =
                 format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
             let mut buf = vec![0u8; 4096];
-            while !client_stop.load(Ordering::Relaxed) {
+            while !client_stop.load(Ordering::Relaxed) && samples.len() < samples.capacity() {
                 let t = Instant::now();
                 conn.write_all(req.as_bytes()).expect("send");
                 let n = read_response(&mut conn, &mut buf);
+                let took = t.elapsed();
                 assert!(
                     buf[..n].starts_with(b"HTTP/1.1 200"),
                     "{}",
                     String::from_utf8_lossy(&buf[..n])
                 );
-                samples.lock().map(|mut s| s.push((t, t.elapsed()))).ok();
+                samples.push((t, took));
             }
+            samples
         })
     };
     std::thread::sleep(Duration::from_secs(2));
+    // Reload windows alternate with calm windows as long as the reload took,
+    // so both see the same machine for the same time.
     let mut reload_windows = Vec::new();
-    for _ in 0..3 {
-        let before = reloads(admin);
+    let mut calm_windows = Vec::new();
+    for _ in 0..5 {
         let t = Instant::now();
-        let _ = Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status();
-        while reloads(admin) == before && t.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        reload_and_wait(child.id(), &log_path);
+        let took = t.elapsed();
         reload_windows.push((t, Instant::now()));
         println!(
-            "reload (SIGHUP to counted): {:.2} s",
-            t.elapsed().as_secs_f64()
+            "reload (SIGHUP to logged as swapped): {:.2} s",
+            took.as_secs_f64()
         );
-        std::thread::sleep(Duration::from_secs(1));
+        // Freeing the old state (on its own thread) settles first.
+        std::thread::sleep(Duration::from_millis(500));
+        let calm = Instant::now();
+        std::thread::sleep(took);
+        calm_windows.push((calm, Instant::now()));
     }
     client_stop.store(true, Ordering::Relaxed);
-    client.join().ok();
+    let samples = client.join().expect("client thread");
     println!(
         "gateway RSS after the reloads: {} MB",
         process_rss(child.id()) / 1_000_000
@@ -299,50 +299,68 @@ fn main() {
         );
     }
 
-    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
     all.sort();
     let median = all[all.len() / 2];
-    let during: Vec<Duration> = samples
-        .iter()
-        .filter(|(t, _)| reload_windows.iter().any(|(a, b)| t >= a && t <= b))
-        .map(|(_, d)| *d)
-        .collect();
-    let worst = during.iter().max().copied().unwrap_or_default();
-    let calm_worst = samples
-        .iter()
-        .filter(|(t, _)| !reload_windows.iter().any(|(a, b)| t >= a && t <= b))
-        .map(|(_, d)| *d)
-        .max()
-        .unwrap_or_default();
     println!(
-        "slowest request outside reloads: {calm_worst:?} = {:.1}x median",
-        calm_worst.as_secs_f64() / median.as_secs_f64()
-    );
-    // Where in its reload each window's slowest request fell: tells parsing
-    // (early) from the swap and the freeing of the old state (late).
-    for (a, b) in &reload_windows {
-        if let Some((t, d)) = samples
-            .iter()
-            .filter(|(t, _)| t >= a && t <= b)
-            .max_by_key(|(_, d)| *d)
-        {
-            println!(
-                "  reload of {:.2} s: slowest request {d:?} at +{:.2} s",
-                (*b - *a).as_secs_f64(),
-                (*t - *a).as_secs_f64()
-            );
-        }
-    }
-    println!(
-        "latency: {} requests, median {:?}, p99 {:?}; {} during reloads, slowest {:?} = {:.1}x median",
+        "latency: {} requests, median {median:?}, p99 {:?}",
         all.len(),
-        median,
-        all[all.len() * 99 / 100],
-        during.len(),
-        worst,
-        worst.as_secs_f64() / median.as_secs_f64()
+        all[all.len() * 99 / 100]
     );
+    for (what, windows) in [
+        ("during reloads", &reload_windows),
+        ("calm, as long", &calm_windows),
+    ] {
+        let mut inside: Vec<(Instant, Duration)> = samples
+            .iter()
+            .filter(|(t, _)| windows.iter().any(|(a, b)| t >= a && t <= b))
+            .copied()
+            .collect();
+        inside.sort_by_key(|(_, d)| *d);
+        let Some(&(at, worst)) = inside.last() else {
+            continue;
+        };
+        let pct = |p: f64| inside[((inside.len() - 1) as f64 * p) as usize].1;
+        // Where in its window the slowest request fell: tells parsing (early)
+        // from the swap (late).
+        let (start, _) = windows
+            .iter()
+            .find(|(a, b)| at >= *a && at <= *b)
+            .copied()
+            .unwrap_or((at, at));
+        // On a shared VM a few requests stall whatever the gateway does (the
+        // vCPU is not running); how often that happens is what a reload could
+        // change, so count them per second of window.
+        let slow = inside.iter().filter(|(_, d)| *d > median * 10).count();
+        let seconds: f64 = windows.iter().map(|(a, b)| (*b - *a).as_secs_f64()).sum();
+        println!(
+            "  {what} ({seconds:.1} s): {} requests, p99 {:?}, p99.9 {:?}, {slow} over 10x median ({:.1}/s), slowest {worst:?} = {:.1}x median (at +{:.2} s)",
+            inside.len(),
+            pct(0.99),
+            pct(0.999),
+            slow as f64 / seconds,
+            worst.as_secs_f64() / median.as_secs_f64(),
+            (at - start).as_secs_f64()
+        );
+    }
+}
+
+/// Sends SIGHUP and waits (bounded) for the gateway's log to report one more
+/// reload. Neither step runs anything in the gateway or forks this process:
+/// both would show up in the latency being measured.
+fn reload_and_wait(pid: u32, log: &std::path::Path) {
+    let count = || {
+        std::fs::read_to_string(log)
+            .map(|l| l.matches("\"message\":\"reloaded\"").count())
+            .unwrap_or(0)
+    };
+    let before = count();
+    // SAFETY: kill(2) on the gateway this bench started and still holds.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let t = Instant::now();
+    while count() == before && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn process_rss(pid: u32) -> usize {
@@ -381,16 +399,6 @@ fn wait_ready(admin: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-fn reloads(admin: u16) -> f64 {
-    http_get(admin, "/metrics")
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("keygate_reloads_total{result=\"success\"} "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 /// Reads one response with a Content-Length body.
