@@ -224,6 +224,7 @@ pub struct Reloader {
     certs: Option<Arc<CertStore>>,
     lock: Mutex<()>,
     last_watched: Mutex<Option<WatchedDigests>>,
+    watch_cache: Mutex<DigestCache>,
 }
 
 type WatchedDigests = (Option<[u8; 32]>, Option<[u8; 32]>);
@@ -237,6 +238,7 @@ impl Reloader {
             certs,
             lock: Mutex::new(()),
             last_watched: Mutex::new(None),
+            watch_cache: Mutex::new(DigestCache::default()),
         }
     }
 
@@ -346,17 +348,86 @@ impl Reloader {
     /// is reported once, not on every tick).
     fn files_changed(&self) -> bool {
         let gw = self.shared.state.load();
-        let digest = |p: &std::path::Path| {
-            std::fs::read(p)
-                .ok()
-                .map(|b| <[u8; 32]>::from(Sha256::digest(&b)))
+        let now = std::time::SystemTime::now();
+        let seen = {
+            let mut cache = self.watch_cache.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                cache.digest(&self.config_path, now).0,
+                cache.digest(&gw.config.keys.snapshot, now).0,
+            )
         };
-        let seen = (digest(&self.config_path), digest(&gw.config.keys.snapshot));
         let loaded = (Some(gw.fingerprint.config), Some(gw.fingerprint.snapshot));
         let mut last = self.last_watched.lock().unwrap_or_else(|p| p.into_inner());
         let changed = seen != loaded && last.as_ref() != Some(&seen);
         *last = Some(seen);
         changed
+    }
+}
+
+/// Content digests of watched files, read again only when a file's metadata
+/// moves: a million-key snapshot is 250 MB to read and hash on every tick.
+#[derive(Default)]
+struct DigestCache {
+    entries: Vec<(PathBuf, FileStamp, [u8; 32])>,
+}
+
+/// What any change to a file's content changes: a write moves the size or the
+/// modification and change times, a rename-over moves the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl DigestCache {
+    /// A file whose times are this old is trusted to be unchanged while its
+    /// stamp is: a write in the same clock tick as the read that was hashed
+    /// could otherwise leave every field as it was.
+    const SETTLED: Duration = Duration::from_secs(2);
+
+    /// The digest of the file's content (`None` if it cannot be read) and
+    /// whether it was read for this answer.
+    fn digest(
+        &mut self,
+        path: &std::path::Path,
+        now: std::time::SystemTime,
+    ) -> (Option<[u8; 32]>, bool) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.entries.retain(|(p, _, _)| p != path);
+            return (None, false);
+        };
+        let stamp = FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        let settled = |(secs, _): (i64, i64)| {
+            now.duration_since(std::time::UNIX_EPOCH).is_ok_and(|n| {
+                n.as_secs() as i64 >= secs.saturating_add(Self::SETTLED.as_secs() as i64 + 1)
+            })
+        };
+        if let Some((_, s, d)) = self.entries.iter().find(|(p, _, _)| p == path)
+            && *s == stamp
+            && settled(stamp.mtime)
+            && settled(stamp.ctime)
+        {
+            return (Some(*d), false);
+        }
+        self.entries.retain(|(p, _, _)| p != path);
+        let Ok(bytes) = std::fs::read(path) else {
+            return (None, true);
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        // Stamped before the read: a change during it moves the stamp, so the
+        // next tick reads again.
+        self.entries.push((path.to_path_buf(), stamp, digest));
+        (Some(digest), true)
     }
 }
 
@@ -440,6 +511,47 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn watched_files_are_read_again_only_when_their_stamp_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let later = || std::time::SystemTime::now() + Duration::from_secs(10);
+        std::fs::write(&path, "one").unwrap();
+        let mut cache = DigestCache::default();
+        let one: [u8; 32] = Sha256::digest(b"one").into();
+        assert_eq!(cache.digest(&path, later()), (Some(one), true));
+        assert_eq!(cache.digest(&path, later()), (Some(one), false));
+        // Written just now: not trusted by its stamp until it settles.
+        assert_eq!(
+            cache.digest(&path, std::time::SystemTime::now()),
+            (Some(one), true)
+        );
+        // Rewritten in place: the size moves (a same-size rewrite moves the
+        // change time, unless it lands in the same clock tick, which is why
+        // a stamp is trusted only once settled).
+        std::fs::write(&path, "four").unwrap();
+        let four: [u8; 32] = Sha256::digest(b"four").into();
+        assert_eq!(cache.digest(&path, later()), (Some(four), true));
+        assert_eq!(cache.digest(&path, later()), (Some(four), false));
+        // Renamed over: another inode.
+        let next = dir.path().join("next.json");
+        std::fs::write(&next, "six").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let six: [u8; 32] = Sha256::digest(b"six").into();
+        assert_eq!(cache.digest(&path, later()), (Some(six), true));
+        // Gone, then back with the old content.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(cache.digest(&path, later()), (None, false));
+        std::fs::write(&path, "one").unwrap();
+        assert_eq!(cache.digest(&path, later()), (Some(one), true));
+        // Two files are tracked apart.
+        let other = dir.path().join("keygate.toml");
+        std::fs::write(&other, "four").unwrap();
+        assert_eq!(cache.digest(&other, later()), (Some(four), true));
+        assert_eq!(cache.digest(&path, later()), (Some(one), false));
+        assert_eq!(cache.digest(&other, later()), (Some(four), false));
+    }
 
     #[test]
     fn same_snapshot_changes_nothing() {
