@@ -208,6 +208,79 @@ fn post_reload_answers_422_with_every_error() {
     );
 }
 
+/// The snapshot as JSON, keys listed before the workspaces and in reverse
+/// order: a reload must match keys by id whatever their place.
+fn snapshot_json(snap: &Snapshot) -> String {
+    let value: toml::Value = toml::from_str(&snap.render()).unwrap();
+    let mut keys = value["keys"].as_array().cloned().unwrap_or_default();
+    keys.reverse();
+    serde_json::json!({
+        "keys": keys,
+        "workspaces": value["workspaces"],
+    })
+    .to_string()
+}
+
+#[test]
+fn json_snapshot_reloads_revocations_additions_and_refusals() {
+    let (up, mut snap, company, ws) = base();
+    let config = standard_config(up.addr, "", "")
+        .replace("snapshot = \"keys.toml\"", "snapshot = \"keys.json\"");
+    let json = snapshot_json(&snap);
+    let gw = start_with_files(&config, "", |dir| {
+        std::fs::write(dir.join("keys.json"), &json).unwrap();
+    });
+    let json_path = gw.dir.path().join("keys.json");
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+    assert_eq!(gw.get("/api/v1/profiles/me", Some(&ws)).status(), 200);
+
+    let k = snap.keys.iter_mut().find(|k| k.id == "k_company").unwrap();
+    k.toml.push_str("revoked_at = \"2026-01-01T00:00:00Z\"\n");
+    let added = snap.key(
+        "k_new",
+        "workspace",
+        "acme",
+        Some("ws_b"),
+        &["read:all"],
+        "",
+    );
+    write_atomic(&json_path, &snapshot_json(&snap));
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 403);
+    assert_eq!(gw.get("/api/v1/profiles/me", Some(&added)).status(), 200);
+    assert_eq!(gw.get("/api/v1/profiles/me", Some(&ws)).status(), 200);
+    let log = gw.log();
+    let reloaded = log
+        .lines()
+        .rfind(|l| l.contains("\"message\":\"reloaded\""))
+        .expect("a reloaded line");
+    let line: serde_json::Value = serde_json::from_str(reloaded).unwrap();
+    assert_eq!(line["keys_added"], "[\"k_new\"]", "{reloaded}");
+    assert_eq!(line["keys_revoked"], "[\"k_company\"]", "{reloaded}");
+    assert_eq!(line["keys_removed"], "[]", "{reloaded}");
+    assert_eq!(line["keys_changed"], "[]", "{reloaded}");
+
+    // Cut off mid-key, then a key whose workspace belongs to another company
+    // (checked only once the workspace list, which comes last, is read).
+    let good = snapshot_json(&snap);
+    write_atomic(&json_path, &good[..good.len() / 2]);
+    assert_eq!(gw.reload_by_signal(), "failure");
+    let mut foreign: serde_json::Value = serde_json::from_str(&good).unwrap();
+    assert_eq!(foreign["keys"][0]["id"], "k_new");
+    foreign["keys"][0]["company"] = "globex".into();
+    let foreign = foreign.to_string();
+    write_atomic(&json_path, &foreign);
+    assert_eq!(gw.reload_by_signal(), "failure");
+    assert!(
+        gw.log()
+            .contains("workspace \\\"ws_b\\\" belongs to company \\\"acme\\\", not \\\"globex\\\""),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(gw.get("/api/v1/profiles/me", Some(&added)).status(), 200);
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 403);
+}
+
 #[test]
 fn file_watch_reloads_changed_content() {
     let (up, mut snap, _, _) = base();
