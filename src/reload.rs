@@ -210,6 +210,8 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
 fn retire(old: Arc<Gateway>) {
     const PATIENCE: Duration = Duration::from_secs(120);
     let started = std::time::Instant::now();
+    // Freeing is background work like building: requests come first.
+    crate::sys::lower_thread_priority();
     while Arc::strong_count(&old) > 1 && started.elapsed() < PATIENCE {
         std::thread::sleep(Duration::from_millis(5));
     }
