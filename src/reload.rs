@@ -353,6 +353,8 @@ impl Reloader {
         let now = std::time::SystemTime::now();
         let seen = {
             let mut cache = self.watch_cache.lock().unwrap_or_else(|p| p.into_inner());
+            // A reload may have pointed the config at another snapshot.
+            cache.keep_only(&[&self.config_path, &gw.config.keys.snapshot]);
             (
                 cache.digest(&self.config_path, now).0,
                 cache.digest(&gw.config.keys.snapshot, now).0,
@@ -389,6 +391,12 @@ impl DigestCache {
     /// stamp is: a write in the same clock tick as the read that was hashed
     /// could otherwise leave every field as it was.
     const SETTLED: Duration = Duration::from_secs(2);
+
+    /// Forgets every file but these.
+    fn keep_only(&mut self, paths: &[&std::path::Path]) {
+        self.entries
+            .retain(|(p, _, _)| paths.contains(&p.as_path()));
+    }
 
     /// The digest of the file's content (`None` if it cannot be read) and
     /// whether it was read for this answer.
@@ -552,6 +560,9 @@ mod tests {
         std::fs::write(&other, "four").unwrap();
         assert_eq!(cache.digest(&other, later()), (Some(four), true));
         assert_eq!(cache.digest(&path, later()), (Some(one), false));
+        assert_eq!(cache.digest(&other, later()), (Some(four), false));
+        cache.keep_only(&[&other]);
+        assert_eq!(cache.digest(&path, later()), (Some(one), true));
         assert_eq!(cache.digest(&other, later()), (Some(four), false));
     }
 
