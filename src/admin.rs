@@ -13,9 +13,10 @@
 //! grace period (so `/readyz` can say 503), unlike the proxy listeners.
 
 use crate::denial::json_body;
+use crate::gateway::Gateway;
 use crate::proxy::Shared;
 use crate::reload::Reloader;
-use crate::snapshot::format_time;
+use crate::snapshot::{KeyIndex, format_time};
 use crate::token::{BearerError, KeyDigest, bearer_token};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,16 +49,28 @@ struct Handler {
 struct Reply {
     status: u16,
     content_type: &'static str,
-    body: Bytes,
+    body: Body,
     www_authenticate: bool,
 }
+
+enum Body {
+    /// Sent whole, with a Content-Length.
+    Full(Bytes),
+    /// `GET /keys`: written a slice of records at a time (chunked), so a
+    /// million keys cost the admin listener one slice of memory, not the
+    /// whole document (and not a `serde_json::Value` per field).
+    Keys(Arc<Gateway>, i64),
+}
+
+/// Records serialized into one chunk of a `/keys` answer.
+const KEYS_PER_CHUNK: usize = 1024;
 
 impl Reply {
     fn json(status: u16, value: serde_json::Value) -> Reply {
         Reply {
             status,
             content_type: "application/json",
-            body: Bytes::from(value.to_string()),
+            body: Body::Full(Bytes::from(value.to_string())),
             www_authenticate: false,
         }
     }
@@ -66,7 +79,7 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json",
-            body: json_body(code, message),
+            body: Body::Full(json_body(code, message)),
             www_authenticate: status == 401,
         }
     }
@@ -101,12 +114,14 @@ impl Handler {
         let Ok(mut resp) = ResponseHeader::build(reply.status, Some(4)) else {
             return;
         };
+        let length = match &reply.body {
+            Body::Full(b) => resp.insert_header("content-length", b.len().to_string()),
+            Body::Keys(..) => resp.insert_header("transfer-encoding", "chunked"),
+        };
         let headers_ok = resp
             .insert_header("content-type", reply.content_type)
             .is_ok()
-            && resp
-                .insert_header("content-length", reply.body.len().to_string())
-                .is_ok()
+            && length.is_ok()
             && resp.insert_header("cache-control", "no-store").is_ok()
             && (!reply.www_authenticate
                 || resp.insert_header("www-authenticate", "Bearer").is_ok());
@@ -117,7 +132,24 @@ impl Handler {
             return;
         }
         if !head_only {
-            let _ = session.write_response_body(reply.body, true).await;
+            match reply.body {
+                Body::Full(b) => {
+                    let _ = session.write_response_body(b, true).await;
+                }
+                Body::Keys(gw, now) => {
+                    let records = gw.policy.keys.records().len();
+                    let mut start = 0;
+                    loop {
+                        let end = (start + KEYS_PER_CHUNK).min(records);
+                        let chunk = key_list_chunk(&gw.policy.keys, now, start, end);
+                        let last = end == records;
+                        if session.write_response_body(chunk, last).await.is_err() || last {
+                            break;
+                        }
+                        start = end;
+                    }
+                }
+            }
         }
         let _ = session.finish().await;
     }
@@ -180,7 +212,7 @@ impl Handler {
         Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: Bytes::from(self.shared.metrics.render()),
+            body: Body::Full(Bytes::from(self.shared.metrics.render())),
             www_authenticate: false,
         }
     }
@@ -210,36 +242,12 @@ impl Handler {
     }
 
     fn keys(&self) -> Reply {
-        let gw = self.shared.state.load();
-        let now = self.shared.clock.unix_secs();
-        let keys = &gw.policy.keys;
-        let list: Vec<_> = keys
-            .records()
-            .iter()
-            .enumerate()
-            .map(|(slot, k)| {
-                json!({
-                    "id": k.id(),
-                    "name": k.name(),
-                    "description": k.description(),
-                    "type": k.key_type.as_str(),
-                    "company": &*k.company,
-                    "workspace": k.workspace.as_deref(),
-                    "scopes": k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                    "state": k.state(now).as_str(),
-                    "created_at": format_time(k.created_at),
-                    "expires_at": k.expires_at.map(format_time),
-                    "revoked_at": k.revoked_at.map(format_time),
-                    "last_used_at": keys.last_used(slot).map(format_time),
-                    "rate_limit": k.rate_limit.map(|l| json!({
-                        "requests": l.requests.get(),
-                        "per_secs": l.per_secs.get(),
-                        "burst": l.burst.get(),
-                    })),
-                })
-            })
-            .collect();
-        Reply::json(200, serde_json::Value::Array(list))
+        Reply {
+            status: 200,
+            content_type: "application/json",
+            body: Body::Keys(self.shared.state.load_full(), self.shared.clock.unix_secs()),
+            www_authenticate: false,
+        }
     }
 
     async fn reload(&self) -> Reply {
@@ -254,6 +262,72 @@ impl Handler {
             ),
         }
     }
+}
+
+/// One key as `/keys` lists it: every field but the hash.
+#[derive(serde::Serialize)]
+struct KeyView<'a> {
+    id: &'a str,
+    name: &'a str,
+    description: Option<&'a str>,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    company: &'a str,
+    workspace: Option<&'a str>,
+    scopes: Vec<&'static str>,
+    state: &'static str,
+    created_at: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    last_used_at: Option<String>,
+    rate_limit: Option<RateView>,
+}
+
+#[derive(serde::Serialize)]
+struct RateView {
+    requests: u32,
+    per_secs: u32,
+    burst: u32,
+}
+
+/// Records `start..end` of the `/keys` array, with the opening bracket on the
+/// first chunk and the closing one on the last.
+fn key_list_chunk(keys: &KeyIndex, now: i64, start: usize, end: usize) -> Bytes {
+    let records = keys.records();
+    let mut out = Vec::with_capacity((end - start) * 320 + 2);
+    if start == 0 {
+        out.push(b'[');
+    }
+    for (slot, k) in records.iter().enumerate().take(end).skip(start) {
+        if slot > 0 {
+            out.push(b',');
+        }
+        let view = KeyView {
+            id: k.id(),
+            name: k.name(),
+            description: k.description(),
+            key_type: k.key_type.as_str(),
+            company: &k.company,
+            workspace: k.workspace.as_deref(),
+            scopes: k.scopes.iter().map(|s| s.as_str()).collect(),
+            state: k.state(now).as_str(),
+            created_at: format_time(k.created_at),
+            expires_at: k.expires_at.map(format_time),
+            revoked_at: k.revoked_at.map(format_time),
+            last_used_at: keys.last_used(slot).map(format_time),
+            rate_limit: k.rate_limit.map(|l| RateView {
+                requests: l.requests.get(),
+                per_secs: l.per_secs.get(),
+                burst: l.burst.get(),
+            }),
+        };
+        // Writing to a Vec cannot fail, and every field serializes.
+        let _ = serde_json::to_writer(&mut out, &view);
+    }
+    if end == records.len() {
+        out.push(b']');
+    }
+    Bytes::from(out)
 }
 
 /// Runs the accept loop on the service's runtime. It ignores the shutdown
@@ -289,6 +363,101 @@ impl BackgroundService for AdminService {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::KeyDigest;
+
+    fn index(n: usize) -> KeyIndex {
+        let keys: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"k{i}\",\"name\":\"n {i}\",\"type\":\"company\",\"company\":\"acme\",\
+                     \"scopes\":[\"admin\",\"read:all\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"\
+                     {}}}",
+                    KeyDigest::of(format!("key {i}").as_bytes()).to_text(),
+                    if i % 2 == 0 {
+                        ",\"rate_limit\":{\"requests\":5,\"per_secs\":60}"
+                    } else {
+                        ",\"revoked_at\":\"2026-11-02T00:00:00Z\",\"description\":\"a \\\"quoted\\\" one\""
+                    }
+                )
+            })
+            .collect();
+        let text = format!("{{\"keys\":[{}]}}", keys.join(","));
+        KeyIndex::parse(std::path::Path::new("keys.json"), &text).unwrap()
+    }
+
+    /// The chunks, as the admin listener writes them, joined.
+    fn listing(keys: &KeyIndex, now: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + KEYS_PER_CHUNK).min(keys.len());
+            out.extend_from_slice(&key_list_chunk(keys, now, start, end));
+            if end == keys.len() {
+                return out;
+            }
+            start = end;
+        }
+    }
+
+    #[test]
+    fn key_listing_is_one_json_array_across_chunks() {
+        let now = 1_800_000_000;
+        for n in [
+            0,
+            1,
+            KEYS_PER_CHUNK,
+            KEYS_PER_CHUNK + 1,
+            2 * KEYS_PER_CHUNK + 7,
+        ] {
+            let keys = index(n);
+            if n > 0 {
+                keys.touch(0, now);
+            }
+            let text = listing(&keys, now);
+            let list: Vec<serde_json::Value> =
+                serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{n} keys: {e}"));
+            assert_eq!(list.len(), n);
+            for (i, k) in list.iter().enumerate() {
+                assert_eq!(k["id"], format!("k{i}"));
+                let fields: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+                assert_eq!(
+                    fields,
+                    [
+                        "id",
+                        "name",
+                        "description",
+                        "type",
+                        "company",
+                        "workspace",
+                        "scopes",
+                        "state",
+                        "created_at",
+                        "expires_at",
+                        "revoked_at",
+                        "last_used_at",
+                        "rate_limit"
+                    ]
+                );
+            }
+            if n > 1 {
+                assert_eq!(
+                    list[0]["rate_limit"],
+                    serde_json::json!({"requests": 5, "per_secs": 60, "burst": 5})
+                );
+                assert_eq!(list[0]["last_used_at"], "2027-01-15T08:00:00Z");
+                assert_eq!(list[1]["state"], "revoked");
+                assert_eq!(list[1]["description"], "a \"quoted\" one");
+                assert_eq!(list[1]["scopes"], serde_json::json!(["read:all", "admin"]));
+                assert!(list[1]["rate_limit"].is_null() && list[1]["workspace"].is_null());
+            }
+            assert!(!String::from_utf8_lossy(&text).contains("sha256"));
         }
     }
 }

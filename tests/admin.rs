@@ -283,6 +283,47 @@ fn keys_lists_metadata_and_last_use_never_a_hash() {
 }
 
 #[test]
+fn keys_listing_of_thousands_is_streamed_as_one_array() {
+    let up = Upstream::start();
+    let mut text = Snapshot::new().workspace("ws_a", "acme").render();
+    const BULK: usize = 2500;
+    for i in 0..BULK {
+        // Hashes of strings no test presents: not minted keys.
+        text.push_str(&format!(
+            "[[keys]]\nid = \"bulk_{i}\"\nname = \"bulk {i}\"\ntype = \"workspace\"\n\
+             company = \"acme\"\nworkspace = \"ws_a\"\nscopes = [\"read:all\"]\n\
+             hash = \"{}\"\ncreated_at = \"2026-11-01T10:00:00Z\"\n\n",
+            hash(&format!("bulk listing {i}"))
+        ));
+    }
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &text);
+    let resp = gw.client.get(gw.admin_url("/keys")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().get("content-length").is_none());
+    let body = resp.text().unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), BULK);
+    for (i, k) in list.iter().enumerate() {
+        assert_eq!(k["id"], format!("bulk_{i}"));
+        assert_eq!(k["state"], "active");
+    }
+    assert!(!body.contains("sha256"));
+    let head = gw.client.head(gw.admin_url("/keys")).send().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.bytes().unwrap().len(), 0);
+    // Still serving afterwards.
+    assert_eq!(
+        gw.client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
 fn admin_token_guards_keys_and_reload_but_not_probes() {
     let token = "admin-token-for-tests";
     let s = setup(|c| {
