@@ -203,6 +203,26 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     r
 }
 
+/// Key ids in a log line: a snapshot that swaps a million keys must not make
+/// one line of tens of megabytes. The first [`Capped::SHOWN`] ids are listed,
+/// then how many more there are (`POST /reload` answers the whole lists).
+struct Capped<'a>(&'a [String]);
+
+impl Capped<'_> {
+    const SHOWN: usize = 100;
+}
+
+impl std::fmt::Debug for Capped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        list.entries(self.0.iter().take(Self::SHOWN));
+        if self.0.len() > Self::SHOWN {
+            list.entry(&format_args!("... {} more", self.0.len() - Self::SHOWN));
+        }
+        list.finish()
+    }
+}
+
 /// Frees a replaced gateway here, on the reload thread. Requests that started
 /// on it still hold it; whichever drops the last reference frees it, and
 /// freeing a million-key index takes milliseconds that must not land on a
@@ -291,10 +311,10 @@ impl Reloader {
             loaded = %report.loaded,
             built_ms = built_in.as_millis() as u64,
             swapped_ms = swapped_in.as_millis() as u64,
-            keys_added = ?report.keys_added,
-            keys_removed = ?report.keys_removed,
-            keys_revoked = ?report.keys_revoked,
-            keys_changed = ?report.keys_changed,
+            keys_added = ?Capped(&report.keys_added),
+            keys_removed = ?Capped(&report.keys_removed),
+            keys_revoked = ?Capped(&report.keys_revoked),
+            keys_changed = ?Capped(&report.keys_changed),
             routes_added = ?report.routes_added,
             routes_removed = ?report.routes_removed,
             routes_changed = ?report.routes_changed,
@@ -521,6 +541,20 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn logged_id_lists_are_capped() {
+        let ids = |n: usize| (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>();
+        assert_eq!(format!("{:?}", Capped(&[])), "[]");
+        assert_eq!(format!("{:?}", Capped(&ids(2))), r#"["k0", "k1"]"#);
+        assert_eq!(
+            format!("{:?}", Capped(&ids(100))),
+            format!("{:?}", ids(100))
+        );
+        let long = format!("{:?}", Capped(&ids(1_000_000)));
+        assert!(long.starts_with(r#"["k0", "k1", "#), "{long}");
+        assert!(long.ends_with(r#""k99", ... 999900 more]"#), "{long}");
+    }
 
     #[test]
     fn watched_files_are_read_again_only_when_their_stamp_moves() {
