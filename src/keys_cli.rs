@@ -2,8 +2,10 @@
 //!
 //! Keys come from the OS CSPRNG and are printed once, alone, on stdout; the
 //! record id goes to stderr. TOML edits go through `toml_edit`, so the
-//! operator's comments, formatting and order survive; JSON snapshots are
-//! re-serialized pretty with their key order kept.
+//! operator's comments, formatting and order survive; in JSON snapshots every
+//! record and top-level field but the one edited is copied as written (the
+//! lists are laid out one element per line), so a million-key file is edited
+//! in seconds and about 1 GB, not a `serde_json::Value` per field.
 //!
 //! Every edit is checked before it touches the disk: the existing file must
 //! load (so an edit never launders a broken snapshot), and the whole edited
@@ -520,30 +522,130 @@ fn last_table_position(table: &toml_edit::Table) -> isize {
     last
 }
 
-/// Appends a record to JSON snapshot text, re-serialized pretty with the
-/// file's key order kept.
+/// Appends a record to JSON snapshot text. Everything else is copied as
+/// written (see [`RawJson`]).
 pub fn append_json(text: &str, record: &NewRecord) -> Result<String, String> {
-    let mut doc: serde_json::Value = if text.trim().is_empty() {
-        serde_json::json!({"workspaces": [], "keys": []})
-    } else {
-        serde_json::from_str(text).map_err(|e| format!("not JSON: line {}", e.line()))?
-    };
-    let top = doc
-        .as_object_mut()
-        .ok_or("the top level is not a JSON object")?;
-    let keys = top
-        .entry("keys")
-        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-    keys.as_array_mut()
-        .ok_or("`keys` is not a JSON array")?
-        .push(record.to_json());
-    pretty_json(&doc)
+    let empty = r#"{"workspaces": [], "keys": []}"#;
+    let text = if text.trim().is_empty() { empty } else { text };
+    let mut doc = RawJson::parse(text)?;
+    doc.keys_mut().push(RawJson::record(&record.to_json())?);
+    doc.to_pretty()
 }
 
-fn pretty_json(doc: &serde_json::Value) -> Result<String, String> {
-    let mut out = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
-    out.push('\n');
-    Ok(out)
+/// A JSON snapshot held as the raw text of each top-level field and of each
+/// key record, borrowed from the file. Appending or editing one record leaves
+/// every other byte of them as written, and a million keys cost a slice each
+/// instead of a `serde_json::Value` per field (gigabytes, and seconds).
+struct RawJson<'a> {
+    fields: Vec<(String, RawField<'a>)>,
+}
+
+enum RawField<'a> {
+    Other(&'a serde_json::value::RawValue),
+    Keys(Vec<std::borrow::Cow<'a, serde_json::value::RawValue>>),
+}
+
+impl<'a> RawJson<'a> {
+    fn parse(text: &'a str) -> Result<RawJson<'a>, String> {
+        use serde::de::{Deserializer, MapAccess, Visitor};
+        use std::cell::Cell;
+        /// Whether the value being read is `keys`: a type error there is
+        /// about the list, anywhere else about the top level.
+        struct Top<'c>(&'c Cell<bool>);
+        impl<'de> Visitor<'de> for Top<'_> {
+            type Value = Vec<(String, RawField<'de>)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = if name == "keys" {
+                        self.0.set(true);
+                        let keys: Vec<&'de serde_json::value::RawValue> = map.next_value()?;
+                        self.0.set(false);
+                        RawField::Keys(keys.into_iter().map(std::borrow::Cow::Borrowed).collect())
+                    } else {
+                        RawField::Other(map.next_value()?)
+                    };
+                    fields.push((name, value));
+                }
+                Ok(fields)
+            }
+        }
+        let in_keys = Cell::new(false);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = de
+            .deserialize_map(Top(&in_keys))
+            .and_then(|f| de.end().map(|()| f))
+            .map_err(|e| match (e.is_data(), in_keys.get()) {
+                (true, true) => "`keys` is not a JSON array".to_string(),
+                (true, false) => "the top level is not a JSON object".to_string(),
+                _ => format!("not JSON: line {}", e.line()),
+            })?;
+        Ok(RawJson { fields })
+    }
+
+    /// The key records, an empty list added if there was none.
+    fn keys_mut(&mut self) -> &mut Vec<std::borrow::Cow<'a, serde_json::value::RawValue>> {
+        if !self
+            .fields
+            .iter()
+            .any(|(_, f)| matches!(f, RawField::Keys(_)))
+        {
+            self.fields
+                .push(("keys".into(), RawField::Keys(Vec::new())));
+        }
+        match self.fields.iter_mut().find_map(|(_, f)| match f {
+            RawField::Keys(k) => Some(k),
+            RawField::Other(_) => None,
+        }) {
+            Some(keys) => keys,
+            None => unreachable!("a keys list was just added"),
+        }
+    }
+
+    /// A record's raw text, indented as a pretty-printed element of `keys`.
+    fn record(
+        value: &serde_json::Value,
+    ) -> Result<std::borrow::Cow<'static, serde_json::value::RawValue>, String> {
+        let wrapped = serde_json::to_string_pretty(&serde_json::json!({ "keys": [value] }))
+            .map_err(|e| e.to_string())?;
+        let doc = RawJson::parse(&wrapped)?;
+        match doc.fields.into_iter().next() {
+            Some((_, RawField::Keys(keys))) if keys.len() == 1 => {
+                Ok(std::borrow::Cow::Owned(keys[0].clone().into_owned()))
+            }
+            _ => Err("could not lay out the record".into()),
+        }
+    }
+
+    fn to_pretty(&self) -> Result<String, String> {
+        let mut out = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        out.push('\n');
+        Ok(out)
+    }
+}
+
+/// Written back in file order, each raw piece verbatim.
+impl serde::Serialize for RawJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Keys<'b, 'a>(&'b [std::borrow::Cow<'a, serde_json::value::RawValue>]);
+        impl serde::Serialize for Keys<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|k| &**k))
+            }
+        }
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (name, field) in &self.fields {
+            match field {
+                RawField::Other(raw) => map.serialize_entry(name, raw)?,
+                RawField::Keys(keys) => map.serialize_entry(name, &Keys(keys))?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// The message of a TOML parse error without the source excerpt it would
@@ -593,21 +695,30 @@ pub fn set_revoked_toml(text: &str, id: &str, when: &str) -> Result<String, Stri
     }
 }
 
-/// Sets `revoked_at` on the record `id` in JSON snapshot text.
+/// Sets `revoked_at` on the record `id` in JSON snapshot text; only that
+/// record is laid out again.
 pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, String> {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: line {}", e.line()))?;
-    let record = doc
-        .get_mut("keys")
-        .and_then(|k| k.as_array_mut())
-        .and_then(|keys| {
-            keys.iter_mut()
-                .filter_map(|k| k.as_object_mut())
-                .find(|k| k.get("id").and_then(|v| v.as_str()) == Some(id))
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mut doc = RawJson::parse(text)?;
+    let keys = doc.keys_mut();
+    let at = keys
+        .iter()
+        .position(|k| {
+            serde_json::from_str::<Id>(k.get()).is_ok_and(|k| k.id.as_deref() == Some(id))
         })
         .ok_or_else(|| format!("no key object with id {id:?} to edit"))?;
-    record.insert("revoked_at".into(), when.into());
-    pretty_json(&doc)
+    let mut record: serde_json::Value =
+        serde_json::from_str(keys[at].get()).map_err(|e| e.to_string())?;
+    record
+        .as_object_mut()
+        .ok_or_else(|| format!("no key object with id {id:?} to edit"))?
+        .insert("revoked_at".into(), when.into());
+    keys[at] = RawJson::record(&record)?;
+    doc.to_pretty()
 }
 
 /// The snapshot as read: its text (`None` when the file does not exist yet)
@@ -704,12 +815,7 @@ pub fn write_atomic(path: &Path, text: &str, expected: Option<&str>) -> Result<(
         .map_err(werr("writing the temp file"))?;
     file.sync_all().map_err(werr("syncing the temp file"))?;
     drop(file);
-    let now = match std::fs::read_to_string(&target) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(werr("re-reading before the rename")(e)),
-    };
-    if now.as_deref() != expected {
+    if !holds(&target, expected).map_err(werr("re-reading before the rename"))? {
         return Err(KeysError::Conflict {
             path: path.to_path_buf(),
         });
@@ -721,6 +827,35 @@ pub fn write_atomic(path: &Path, text: &str, expected: Option<&str>) -> Result<(
         .and_then(|d| d.sync_all())
         .map_err(werr("syncing its folder"))?;
     Ok(())
+}
+
+/// Whether the file at `path` holds exactly `expected` (`None`: no file),
+/// compared a slice at a time rather than read whole a second time.
+fn holds(path: &Path, expected: Option<&str>) -> std::io::Result<bool> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(expected.is_none()),
+        Err(e) => return Err(e),
+    };
+    let Some(expected) = expected else {
+        return Ok(false);
+    };
+    let mut left = expected.as_bytes();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(left.is_empty());
+        }
+        if n > left.len() || buf[..n] != left[..n] {
+            return Ok(false);
+        }
+        left = &left[n..];
+    }
 }
 
 /// Validates `new` as the snapshot at `path` would be, then writes it.
@@ -825,10 +960,13 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
 pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = Format::of(path)?;
-    let current = read_current(path, true)?;
+    let Current { text, index } = read_current(path, true)?;
     let now = crate::clock::unix_now();
-    let (record, key) = plan_new(args, &current.index, now)?;
-    let old = current.text.as_deref();
+    let (record, key) = plan_new(args, &index, now)?;
+    // The new text is validated whole before it is written: at a million keys
+    // two indexes at once would be ~400 MB.
+    drop(index);
+    let old = text.as_deref();
     let base = old.unwrap_or(match format {
         Format::Toml => NEW_TOML_HEADER,
         Format::Json => "",
@@ -877,9 +1015,9 @@ pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
 pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = Format::of(path)?;
-    let current = read_current(path, false)?;
+    let Current { text, index } = read_current(path, false)?;
     let now = crate::clock::unix_now();
-    let Some((_, record)) = current.index.by_id(&args.id) else {
+    let Some((_, record)) = index.by_id(&args.id) else {
         return Err(KeysError::UnknownId {
             path: path.clone(),
             id: args.id.clone(),
@@ -894,7 +1032,8 @@ pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
         );
         return Ok(());
     }
-    let old = current.text.as_deref().unwrap_or_default();
+    drop(index);
+    let old = text.as_deref().unwrap_or_default();
     let when = format_time(now);
     let new = match format {
         Format::Toml => set_revoked_toml(old, &args.id, &when),

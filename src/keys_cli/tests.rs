@@ -196,6 +196,101 @@ fn revoking_in_json() {
     assert!(set_revoked_json(text, "k2", "x").is_err());
 }
 
+/// A compact one-line JSON snapshot with two keys.
+const COMPACT_JSON: &str = concat!(
+    r#"{"workspaces":[{"id":"ws_a","company":"acme"}],"keys":["#,
+    r#"{"id":"k1","name":"one","type":"company","company":"acme","scopes":["admin"],"#,
+    r#""hash":"sha256:0000000000000000000000000000000000000000000000000000000000000001","#,
+    r#""created_at":"2026-11-01T10:00:00Z","description":"caf\u00e9 \"k3\""},"#,
+    r#"{"id":"k3","name":"three","type":"company","company":"acme","scopes":[],"#,
+    r#""hash":"sha256:0000000000000000000000000000000000000000000000000000000000000003","#,
+    r#""created_at":"2026-11-01T10:00:00Z"}]}"#
+);
+
+#[test]
+fn json_edits_keep_every_other_record_as_written() {
+    let k1 = &COMPACT_JSON
+        [COMPACT_JSON.find(r#"{"id":"k1""#).unwrap()..COMPACT_JSON.find(r#",{"id":"k3""#).unwrap()];
+    let k3 = &COMPACT_JSON[COMPACT_JSON.find(r#"{"id":"k3""#).unwrap()..COMPACT_JSON.len() - 2];
+    let ws = r#"[{"id":"ws_a","company":"acme"}]"#;
+    let added = append_json(COMPACT_JSON, &record("k2")).unwrap();
+    for raw in [k1, k3, ws] {
+        assert!(added.contains(raw), "{raw} not kept in\n{added}");
+    }
+    let loaded = index(&added, "keys.json");
+    assert_eq!(
+        loaded.records().iter().map(|r| r.id()).collect::<Vec<_>>(),
+        ["k1", "k3", "k2"]
+    );
+    assert_eq!(loaded.records()[0].description(), Some("café \"k3\""));
+
+    // Revoking k3 lays out k3 alone; k1 and the new k2 stay byte for byte.
+    let k2 = {
+        let at = added.find("    {\n      \"id\": \"k2\"").unwrap();
+        &added[at..added.len() - "\n  ]\n}\n".len()]
+    };
+    let revoked = set_revoked_json(&added, "k3", "2026-11-05T00:00:00Z").unwrap();
+    assert!(
+        revoked.contains(k1) && revoked.contains(k2) && revoked.contains(ws),
+        "{revoked}"
+    );
+    assert!(!revoked.contains(k3));
+    let index = index(&revoked, "keys.json");
+    let (_, r) = index.by_id("k3").unwrap();
+    assert_eq!(
+        r.revoked_at,
+        Some(parse_time("2026-11-05T00:00:00Z").unwrap())
+    );
+    assert!(index.by_id("k1").unwrap().1.revoked_at.is_none());
+    // An id that only appears inside another record's text is not a record.
+    assert!(set_revoked_json(COMPACT_JSON, "caf", "2026-11-05T00:00:00Z").is_err());
+}
+
+#[test]
+fn json_written_by_the_cli_grows_without_rewriting_what_was_there() {
+    let start = r#"{"workspaces": [{"id": "ws_a", "company": "acme"}], "keys": []}"#;
+    let first = append_json(start, &record("k1")).unwrap();
+    let mut k2 = record("k2");
+    k2.hash = "sha256:0000000000000000000000000000000000000000000000000000000000000004".into();
+    let second = append_json(&first, &k2).unwrap();
+    // All of the first file but its closing lines is the start of the second.
+    let kept = &first[..first.len() - "\n  ]\n}\n".len()];
+    assert!(second.starts_with(kept), "{first}\n---\n{second}");
+    assert_eq!(
+        second.matches("\n    {\n      \"id\"").count(),
+        2,
+        "{second}"
+    );
+    let third = set_revoked_json(&second, "k1", "2026-11-05T00:00:00Z").unwrap();
+    assert_eq!(third.lines().count(), second.lines().count() + 1);
+    assert_eq!(index(&third, "keys.json").len(), 2);
+}
+
+#[test]
+fn json_layout_problems_are_named() {
+    let r = record("k2");
+    assert_eq!(
+        append_json("[]", &r).unwrap_err(),
+        "the top level is not a JSON object"
+    );
+    assert_eq!(
+        append_json(r#"{"keys": {}}"#, &r).unwrap_err(),
+        "`keys` is not a JSON array"
+    );
+    assert_eq!(
+        append_json("{\n\"keys\": [", &r).unwrap_err(),
+        "not JSON: line 2"
+    );
+    assert_eq!(
+        append_json(r#"{"keys": []} x"#, &r).unwrap_err(),
+        "not JSON: line 1"
+    );
+    // No keys list yet: one is added after the other fields.
+    let out = append_json(r#"{"workspaces": [{"id": "ws_a", "company": "acme"}]}"#, &r).unwrap();
+    assert!(out.find("\"workspaces\"").unwrap() < out.find("\"keys\"").unwrap());
+    assert_eq!(index(&out, "keys.json").len(), 1);
+}
+
 #[test]
 fn hashing_trims_whitespace_and_refuses_non_keys() {
     let abc = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
