@@ -1065,57 +1065,63 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
         "EXPIRES",
         "NAME",
     ];
-    let rows: Vec<[String; 9]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.id().to_string(),
-                r.key_type.as_str().to_string(),
-                r.company.to_string(),
-                r.workspace.as_deref().unwrap_or("-").to_string(),
+    // Cells are made twice (widths, then lines) rather than kept: a million
+    // keys would otherwise hold nine million strings at once.
+    fn cells(r: &KeyRecord, now: i64) -> [std::borrow::Cow<'_, str>; 9] {
+        use std::borrow::Cow;
+        [
+            Cow::Borrowed(r.id()),
+            Cow::Borrowed(r.key_type.as_str()),
+            Cow::Borrowed(&*r.company),
+            Cow::Borrowed(r.workspace.as_deref().unwrap_or("-")),
+            Cow::Owned(
                 r.scopes
                     .iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
                     .join(","),
-                r.state(now).as_str().to_string(),
-                format_time(r.created_at),
-                r.expires_at.map_or_else(|| "-".to_string(), format_time),
-                r.name().to_string(),
-            ]
-        })
-        .collect();
+            ),
+            Cow::Borrowed(r.state(now).as_str()),
+            Cow::Owned(format_time(r.created_at)),
+            r.expires_at
+                .map_or(Cow::Borrowed("-"), |t| Cow::Owned(format_time(t))),
+            Cow::Borrowed(r.name()),
+        ]
+    }
     let mut widths = HEAD.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    for r in records {
+        for (w, cell) in widths.iter_mut().zip(cells(r, now)) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
+        let start = out.len();
         let last = cells.len() - 1;
-        let mut l = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i == last {
-                l.push_str(cell);
+                out.push_str(cell);
             } else {
-                let _ = write!(l, "{cell:<w$}  ");
+                let _ = write!(out, "{cell:<w$}  ");
             }
         }
-        out.push_str(l.trim_end());
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
         out.push('\n');
     };
     line(&HEAD);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
+    for r in records {
+        let row = cells(r, now);
+        line(&row.each_ref().map(|c| &**c));
     }
     out
 }
 
 /// `keygate keys list`
 pub fn list(args: &ListArgs) -> Result<(), KeysError> {
-    let current = read_current(&args.snapshot, false)?;
-    let table = render_list(current.index.records(), crate::clock::unix_now());
+    let Current { text, index } = read_current(&args.snapshot, false)?;
+    drop(text);
+    let table = render_list(index.records(), crate::clock::unix_now());
     let mut out = std::io::stdout().lock();
     match out.write_all(table.as_bytes()).and_then(|()| out.flush()) {
         // `keygate keys list | head` closing the pipe early is not a failure.
