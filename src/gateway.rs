@@ -14,6 +14,11 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Above this size a TOML snapshot is worth a warning: parsing it holds the
+/// whole document as TOML tables (1,000,000 keys: 13 s and 4.5 GB at peak,
+/// against 1 s and 0.5 GB as JSON).
+const LARGE_TOML: usize = 32 * 1024 * 1024;
+
 /// The content digests of the files a gateway was built from (file watch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
@@ -64,6 +69,19 @@ impl Gateway {
                 format!("cannot read key snapshot: {e}"),
             )])
         })?;
+        if snapshot_text.len() > LARGE_TOML
+            && config
+                .keys
+                .snapshot
+                .extension()
+                .is_some_and(|e| e == "toml")
+        {
+            tracing::warn!(
+                snapshot = %config.keys.snapshot.display(),
+                megabytes = snapshot_text.len() / 1_000_000,
+                "large TOML key snapshot: the same keys as .json load about ten times faster in a tenth of the memory"
+            );
+        }
         let keys = KeyIndex::parse(&config.keys.snapshot, &snapshot_text)?;
         let fingerprint = Fingerprint {
             config: Sha256::digest(config_text.as_bytes()).into(),
