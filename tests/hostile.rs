@@ -1064,7 +1064,10 @@ fn client_vanishing_mid_body_is_logged_and_the_gateway_keeps_serving() {
         let mut c = Conn::connect(fx.port());
         assert!(c.send(head("POST", "/api/v1/company/upload", &lines).as_bytes()));
         assert!(c.send(b"0123456789"));
-        c.stream.shutdown(Shutdown::Both).unwrap();
+        // The denied request may already be answered and its connection
+        // closed by the gateway (an early 401 does not wait for the body), in
+        // which case the socket is no longer connected: vanishing is then moot.
+        let _ = c.stream.shutdown(Shutdown::Both);
         drop(c);
         let line = fx.access_line(id);
         assert_eq!(line["path"], "/api/v1/company/upload", "{line}");
