@@ -269,22 +269,19 @@ fn json_written_by_the_cli_grows_without_rewriting_what_was_there() {
 #[test]
 fn json_layout_problems_are_named() {
     let r = record("k2");
-    assert_eq!(
-        append_json("[]", &r).unwrap_err(),
-        "the top level is not a JSON object"
-    );
-    assert_eq!(
-        append_json(r#"{"keys": {}}"#, &r).unwrap_err(),
-        "`keys` is not a JSON array"
-    );
-    assert_eq!(
-        append_json("{\n\"keys\": [", &r).unwrap_err(),
-        "not JSON: line 2"
-    );
-    assert_eq!(
-        append_json(r#"{"keys": []} x"#, &r).unwrap_err(),
-        "not JSON: line 1"
-    );
+    for (text, problem) in [
+        ("[]", "the top level is not a JSON object"),
+        (r#"{"keys": {}}"#, "`keys` is not a JSON array"),
+        ("{\n\"keys\": [", "not JSON: line 2"),
+        (r#"{"keys": []} x"#, "not JSON: line 1"),
+    ] {
+        assert_eq!(append_json(text, &r).unwrap_err(), problem, "{text}");
+        assert_eq!(
+            set_revoked_json(text, "k1", "2026-11-05T00:00:00Z").unwrap_err(),
+            problem,
+            "{text}"
+        );
+    }
     // No keys list yet: one is added after the other fields.
     let out = append_json(r#"{"workspaces": [{"id": "ws_a", "company": "acme"}]}"#, &r).unwrap();
     assert!(out.find("\"workspaces\"").unwrap() < out.find("\"keys\"").unwrap());
