@@ -137,16 +137,10 @@ impl Handler {
                     let _ = session.write_response_body(b, true).await;
                 }
                 Body::Keys(gw, now) => {
-                    let records = gw.policy.keys.records().len();
-                    let mut start = 0;
-                    loop {
-                        let end = (start + KEYS_PER_CHUNK).min(records);
-                        let chunk = key_list_chunk(&gw.policy.keys, now, start, end);
-                        let last = end == records;
-                        if session.write_response_body(chunk, last).await.is_err() || last {
+                    for (chunk, last) in key_list_chunks(&gw.policy.keys, now) {
+                        if session.write_response_body(chunk, last).await.is_err() {
                             break;
                         }
-                        start = end;
                     }
                 }
             }
@@ -290,6 +284,17 @@ struct RateView {
     burst: u32,
 }
 
+/// The `/keys` array in chunks of [`KEYS_PER_CHUNK`] records, each with
+/// whether it is the last (there is always at least one: `[]`).
+fn key_list_chunks(keys: &KeyIndex, now: i64) -> impl Iterator<Item = (Bytes, bool)> + '_ {
+    let total = keys.len();
+    (0..total.div_ceil(KEYS_PER_CHUNK).max(1)).map(move |i| {
+        let start = i * KEYS_PER_CHUNK;
+        let end = (start + KEYS_PER_CHUNK).min(total);
+        (key_list_chunk(keys, now, start, end), end == total)
+    })
+}
+
 /// Records `start..end` of the `/keys` array, with the opening bracket on the
 /// first chunk and the closing one on the last.
 fn key_list_chunk(keys: &KeyIndex, now: i64, start: usize, end: usize) -> Bytes {
@@ -392,18 +397,15 @@ mod tests {
         KeyIndex::parse(std::path::Path::new("keys.json"), &text).unwrap()
     }
 
-    /// The chunks, as the admin listener writes them, joined.
+    /// The chunks, as the admin listener writes them, joined; only the last
+    /// is marked last.
     fn listing(keys: &KeyIndex, now: i64) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        loop {
-            let end = (start + KEYS_PER_CHUNK).min(keys.len());
-            out.extend_from_slice(&key_list_chunk(keys, now, start, end));
-            if end == keys.len() {
-                return out;
-            }
-            start = end;
-        }
+        let chunks: Vec<(Bytes, bool)> = key_list_chunks(keys, now).collect();
+        assert_eq!(chunks.len(), keys.len().div_ceil(KEYS_PER_CHUNK).max(1));
+        let lasts: Vec<bool> = chunks.iter().map(|(_, last)| *last).collect();
+        assert_eq!(lasts.iter().filter(|l| **l).count(), 1);
+        assert_eq!(lasts.last(), Some(&true));
+        chunks.into_iter().flat_map(|(c, _)| c.to_vec()).collect()
     }
 
     #[test]
