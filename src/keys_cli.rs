@@ -29,6 +29,8 @@ use crate::snapshot::{KeyIndex, KeyRecord, format_time, parse_time, valid_id};
 use crate::token::{KeyDigest, KeyType, MAX_TOKEN_LEN, PrefixError, Prefixes};
 use rand::TryRng;
 use rand::rngs::{SysError, SysRng};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -537,12 +539,9 @@ pub fn append_json(text: &str, record: &NewRecord) -> Result<String, String> {
 /// every other byte of them as written, and a million keys cost a slice each
 /// instead of a `serde_json::Value` per field (gigabytes, and seconds).
 struct RawJson<'a> {
-    fields: Vec<(String, RawField<'a>)>,
-}
-
-enum RawField<'a> {
-    Other(&'a serde_json::value::RawValue),
-    Keys(Vec<std::borrow::Cow<'a, serde_json::value::RawValue>>),
+    /// Top-level fields in file order; `None` marks where `keys` goes.
+    fields: Vec<(String, Option<&'a RawValue>)>,
+    keys: Vec<Cow<'a, RawValue>>,
 }
 
 impl<'a> RawJson<'a> {
@@ -553,69 +552,54 @@ impl<'a> RawJson<'a> {
         /// about the list, anywhere else about the top level.
         struct Top<'c>(&'c Cell<bool>);
         impl<'de> Visitor<'de> for Top<'_> {
-            type Value = Vec<(String, RawField<'de>)>;
+            type Value = RawJson<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::new();
+                let mut doc = RawJson {
+                    fields: Vec::new(),
+                    keys: Vec::new(),
+                };
                 while let Some(name) = map.next_key::<String>()? {
-                    let value = if name == "keys" {
+                    if name == "keys" {
                         self.0.set(true);
-                        let keys: Vec<&'de serde_json::value::RawValue> = map.next_value()?;
+                        let keys: Vec<&'de RawValue> = map.next_value()?;
                         self.0.set(false);
-                        RawField::Keys(keys.into_iter().map(std::borrow::Cow::Borrowed).collect())
+                        doc.keys = keys.into_iter().map(Cow::Borrowed).collect();
+                        doc.fields.push((name, None));
                     } else {
-                        RawField::Other(map.next_value()?)
-                    };
-                    fields.push((name, value));
+                        doc.fields.push((name, Some(map.next_value()?)));
+                    }
                 }
-                Ok(fields)
+                Ok(doc)
             }
         }
         let in_keys = Cell::new(false);
         let mut de = serde_json::Deserializer::from_str(text);
-        let fields = de
-            .deserialize_map(Top(&in_keys))
-            .and_then(|f| de.end().map(|()| f))
+        de.deserialize_map(Top(&in_keys))
+            .and_then(|doc| de.end().map(|()| doc))
             .map_err(|e| match (e.is_data(), in_keys.get()) {
                 (true, true) => "`keys` is not a JSON array".to_string(),
                 (true, false) => "the top level is not a JSON object".to_string(),
                 _ => format!("not JSON: line {}", e.line()),
-            })?;
-        Ok(RawJson { fields })
+            })
     }
 
-    /// The key records, an empty list added if there was none.
-    fn keys_mut(&mut self) -> &mut Vec<std::borrow::Cow<'a, serde_json::value::RawValue>> {
-        if !self
-            .fields
-            .iter()
-            .any(|(_, f)| matches!(f, RawField::Keys(_)))
-        {
-            self.fields
-                .push(("keys".into(), RawField::Keys(Vec::new())));
+    /// The key records; a file without a `keys` field gets one, last.
+    fn keys_mut(&mut self) -> &mut Vec<Cow<'a, RawValue>> {
+        if !self.fields.iter().any(|(_, raw)| raw.is_none()) {
+            self.fields.push(("keys".into(), None));
         }
-        match self.fields.iter_mut().find_map(|(_, f)| match f {
-            RawField::Keys(k) => Some(k),
-            RawField::Other(_) => None,
-        }) {
-            Some(keys) => keys,
-            None => unreachable!("a keys list was just added"),
-        }
+        &mut self.keys
     }
 
     /// A record's raw text, indented as a pretty-printed element of `keys`.
-    fn record(
-        value: &serde_json::Value,
-    ) -> Result<std::borrow::Cow<'static, serde_json::value::RawValue>, String> {
+    fn record(value: &serde_json::Value) -> Result<Cow<'static, RawValue>, String> {
         let wrapped = serde_json::to_string_pretty(&serde_json::json!({ "keys": [value] }))
             .map_err(|e| e.to_string())?;
-        let doc = RawJson::parse(&wrapped)?;
-        match doc.fields.into_iter().next() {
-            Some((_, RawField::Keys(keys))) if keys.len() == 1 => {
-                Ok(std::borrow::Cow::Owned(keys[0].clone().into_owned()))
-            }
+        match RawJson::parse(&wrapped)?.keys.as_slice() {
+            [one] => Ok(Cow::Owned(one.clone().into_owned())),
             _ => Err("could not lay out the record".into()),
         }
     }
@@ -631,17 +615,17 @@ impl<'a> RawJson<'a> {
 impl serde::Serialize for RawJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        struct Keys<'b, 'a>(&'b [std::borrow::Cow<'a, serde_json::value::RawValue>]);
+        struct Keys<'b, 'a>(&'b [Cow<'a, RawValue>]);
         impl serde::Serialize for Keys<'_, '_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_seq(self.0.iter().map(|k| &**k))
             }
         }
         let mut map = s.serialize_map(Some(self.fields.len()))?;
-        for (name, field) in &self.fields {
-            match field {
-                RawField::Other(raw) => map.serialize_entry(name, raw)?,
-                RawField::Keys(keys) => map.serialize_entry(name, &Keys(keys))?,
+        for (name, raw) in &self.fields {
+            match raw {
+                Some(raw) => map.serialize_entry(name, raw)?,
+                None => map.serialize_entry(name, &Keys(&self.keys))?,
             }
         }
         map.end()
@@ -701,7 +685,7 @@ pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, Stri
     #[derive(serde::Deserialize)]
     struct Id<'a> {
         #[serde(borrow)]
-        id: Option<std::borrow::Cow<'a, str>>,
+        id: Option<Cow<'a, str>>,
     }
     let mut doc = RawJson::parse(text)?;
     let keys = doc.keys_mut();
@@ -1067,8 +1051,7 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
     ];
     // Cells are made twice (widths, then lines) rather than kept: a million
     // keys would otherwise hold nine million strings at once.
-    fn cells(r: &KeyRecord, now: i64) -> [std::borrow::Cow<'_, str>; 9] {
-        use std::borrow::Cow;
+    fn cells(r: &KeyRecord, now: i64) -> [Cow<'_, str>; 9] {
         [
             Cow::Borrowed(r.id()),
             Cow::Borrowed(r.key_type.as_str()),
