@@ -437,11 +437,12 @@ impl DigestCache {
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
         };
-        let settled = |(secs, _): (i64, i64)| {
-            now.duration_since(std::time::UNIX_EPOCH).is_ok_and(|n| {
-                n.as_secs() as i64 >= secs.saturating_add(Self::SETTLED.as_secs() as i64 + 1)
-            })
-        };
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |n| n.as_secs() as i64);
+        // In whole seconds, rounded so that "settled" is never early.
+        let settled =
+            |(secs, _): (i64, i64)| now_secs > secs.saturating_add(Self::SETTLED.as_secs() as i64);
         if let Some((_, s, d)) = self.entries.iter().find(|(p, _, _)| p == path)
             && *s == stamp
             && settled(stamp.mtime)
