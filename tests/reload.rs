@@ -436,3 +436,33 @@ fn eight_clients_at_full_speed_through_twenty_reloads_see_no_failure() {
     );
     assert!(ok.load(Ordering::SeqCst) > 100, "clients made progress");
 }
+
+#[test]
+fn a_toml_snapshot_over_32_mib_is_loaded_with_a_warning_each_time() {
+    const WARNING: &str = "large TOML key snapshot";
+    let (up, snap, company, _) = base();
+    // A long comment makes the file large without making it slow to parse.
+    let large = format!("{}# {}\n", snap.render(), "x".repeat(33 * 1024 * 1024));
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &large);
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+    assert_eq!(gw.reload_by_signal(), "success");
+    let log = gw.log();
+    let warnings: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains(WARNING))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "at start-up and on the reload:\n{log}");
+    for w in &warnings {
+        assert_eq!(w["level"], "WARN");
+        assert_eq!(w["megabytes"], 34);
+        assert!(
+            w["snapshot"].as_str().unwrap().ends_with("keys.toml"),
+            "{w}"
+        );
+    }
+    // An ordinary snapshot loads without it.
+    gw.write_keys(&snap.render());
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(gw.log().matches(WARNING).count(), 2);
+}
