@@ -226,8 +226,12 @@ pub fn check_path(path: &str) -> Result<(), BadPath> {
 
 fn check_segment(seg: &str) -> Result<(), BadPath> {
     let bytes = seg.as_bytes();
+    // Dot segments are judged on the part before the first `;` (raw or
+    // `%3B`): Tomcat, Spring and Jetty drop `;params` before resolving dots,
+    // so `..;x=1` is `..` to them.
     let mut decoded_len = 0usize;
     let mut all_dots = true;
+    let mut in_params = false;
     let mut has_escape = false;
     let mut i = 0;
     while i < bytes.len() {
@@ -247,8 +251,13 @@ fn check_segment(seg: &str) -> Result<(), BadPath> {
         if b == b'/' || b == b'\\' || b == 0 {
             return Err(BadPath);
         }
-        all_dots &= b == b'.';
-        decoded_len += 1;
+        if b == b';' {
+            in_params = true;
+        }
+        if !in_params {
+            all_dots &= b == b'.';
+            decoded_len += 1;
+        }
     }
     if all_dots && (decoded_len == 1 || decoded_len == 2) {
         return Err(BadPath);
@@ -399,6 +408,14 @@ mod tests {
             "/a%zz",
             "/a%2",
             "/a%ff",
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/a/%2e%2e;/b",
+            "/a/.%2e;jsessionid=a/b",
+            "/a/.;/b",
+            "/a/..%3b/b",
+            "/a/..%3B",
+            "/a/%2e%2e%3bx/b",
             "*",
             "",
             "example.com:443",
@@ -414,6 +431,12 @@ mod tests {
             "/a%20b",
             "/caf%C3%A9",
             "//x",
+            "/a/b;c",
+            "/a/;/b",
+            "/a/...;/b",
+            "/a/.x;/b",
+            "/a/x;..",
+            "/a/x%3b..",
         ] {
             assert_eq!(check_path(good), Ok(()), "{good:?}");
         }
