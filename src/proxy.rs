@@ -90,10 +90,19 @@ pub struct Ctx {
 }
 
 /// Headers the client may not set for the upstream: identity (`x-keygate-*`),
-/// request id and forwarding headers. Compared after folding `_` to `-`, so
-/// `X_Keygate_Key_Id` cannot sneak through a backend that treats them alike.
+/// request id and forwarding headers (a backend trusting `X-Real-IP`,
+/// `X-Forwarded-Host` or `Forwarded` must only ever see keygate's word).
+/// Compared after folding `_` to `-`, so `X_Keygate_Key_Id` cannot sneak
+/// through a backend that treats them alike.
 fn is_reserved(name: &str) -> bool {
-    const EXACT: [&str; 3] = ["x-request-id", "x-forwarded-for", "x-forwarded-proto"];
+    const EXACT: [&str; 6] = [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+    ];
     const PREFIX: &str = "x-keygate-";
     let folded_eq = |a: &str, b: &str| {
         a.len() == b.len()
@@ -179,6 +188,27 @@ fn client_ip(session: &Session) -> Option<String> {
 
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The RFC 7239 `Forwarded` value, saying what `x-forwarded-for` and
+/// `x-forwarded-proto` say: `for=203.0.113.7;proto=https`, an IPv6 address
+/// quoted and bracketed, `for=unknown` without an IP peer.
+fn forwarded(client: Option<&str>, tls: bool) -> String {
+    let proto = if tls { "https" } else { "http" };
+    let mut v = String::with_capacity(64);
+    v.push_str("for=");
+    match client {
+        Some(ip) if ip.contains(':') => {
+            v.push_str("\"[");
+            v.push_str(ip);
+            v.push_str("]\"");
+        }
+        Some(ip) => v.push_str(ip),
+        None => v.push_str("unknown"),
+    }
+    v.push_str(";proto=");
+    v.push_str(proto);
+    v
 }
 
 /// Adds the five rate-limit headers of an authorized request.
@@ -411,10 +441,12 @@ impl ProxyHttp for Proxy {
             upstream_request.remove_header(&AUTHORIZATION);
         }
         upstream_request.insert_header("x-request-id", ctx.request_id.clone())?;
+        let tls = is_tls(session);
         if let Some(ip) = &ctx.client {
             upstream_request.insert_header("x-forwarded-for", ip.as_str())?;
         }
-        let proto = HeaderValue::from_static(if is_tls(session) { "https" } else { "http" });
+        upstream_request.insert_header("forwarded", forwarded(ctx.client.as_deref(), tls))?;
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
         upstream_request.insert_header("x-forwarded-proto", proto)?;
         let route_auth = ctx
             .route
@@ -656,14 +688,28 @@ mod tests {
         ] {
             assert!(is_reserved(n), "{n}");
         }
+        for n in ["x-forwarded-host", "X_Real_IP", "Forwarded"] {
+            assert!(is_reserved(n), "{n}");
+        }
         for n in [
             "x-keygate",
             "authorization",
-            "x-forwarded-host",
+            "x-forwarded-port-x",
+            "forwarded-for",
             "x-requestid",
         ] {
             assert!(!is_reserved(n), "{n}");
         }
+    }
+
+    #[test]
+    fn forwarded_says_what_x_forwarded_says() {
+        assert_eq!(
+            forwarded(Some("10.1.2.3"), false),
+            "for=10.1.2.3;proto=http"
+        );
+        assert_eq!(forwarded(Some("::1"), true), "for=\"[::1]\";proto=https");
+        assert_eq!(forwarded(None, true), "for=unknown;proto=https");
     }
 
     #[test]

@@ -984,6 +984,7 @@ fn upstream_sees_exact_identity_headers() {
         assert_eq!(seen.header("authorization"), None);
         assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
         assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+        assert_eq!(seen.header("forwarded"), Some("for=127.0.0.1;proto=http"));
         assert!(seen.header("x-request-id").is_some_and(|v| !v.is_empty()));
     };
 

@@ -28,6 +28,10 @@ fn https_and_http2_clients_are_served_and_upstream_is_told_https() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN picks h2");
     assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+    assert_eq!(
+        up.last().header("forwarded"),
+        Some("for=127.0.0.1;proto=https")
+    );
     assert_eq!(up.last().header("x-keygate-key-id"), Some("k1"));
 
     let h1 = reqwest::blocking::Client::builder()
