@@ -26,22 +26,45 @@ pub enum LogFormat {
     Text,
 }
 
+/// Targets whose debug and trace lines print whole request or response heads
+/// (`Authorization` included): held at INFO whatever `RUST_LOG` says, so no
+/// level can put a key in the log.
+const HEAD_PRINTING_TARGETS: [&str; 2] = ["pingora_proxy", "pingora_core::protocols"];
+
+/// Whether a line of `target` at `level` may be written at all.
+fn never_secret(target: &str, level: &tracing::Level) -> bool {
+    *level <= tracing::Level::INFO
+        || !HEAD_PRINTING_TARGETS.iter().any(|t| {
+            target
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
 /// Installs the global subscriber (once per process).
 pub fn init(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::from_str("info").unwrap_or_default());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let guard = tracing_subscriber::filter::filter_fn(|m| never_secret(m.target(), m.level()));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_target(true);
-    let result = match format {
-        LogFormat::Json => builder
+    let layer = match format {
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_filter(guard)
+            .boxed(),
+        LogFormat::Text => layer.with_filter(guard).boxed(),
     };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
@@ -162,18 +185,36 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
 }
 
 /// A JSON string: copied as is when nothing needs escaping (the usual case:
-/// ids, names, paths), through serde_json otherwise.
+/// ids, names, paths). Beyond what JSON requires, DEL and the line and
+/// paragraph separators U+2028/U+2029 are escaped too: log shippers and
+/// JavaScript readers split lines on them, and a client chooses the path.
 fn json_str(buf: &mut Vec<u8>, s: &str) {
+    // 0xE2 starts U+2028/U+2029 (E2 80 A8/A9); anything starting with it
+    // takes the careful path.
     if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f && b != 0xE2)
     {
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');
-    } else {
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, s);
+        return;
     }
+    buf.push(b'"');
+    let mut utf8 = [0u8; 4];
+    for c in s.chars() {
+        match c {
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes()),
+        }
+    }
+    buf.push(b'"');
 }
 
 /// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
@@ -216,6 +257,24 @@ pub fn access(r: &AccessRecord<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_printing_targets_never_log_below_info() {
+        use tracing::Level;
+        for t in [
+            "pingora_proxy",
+            "pingora_proxy::proxy_h1",
+            "pingora_core::protocols::http::v1::client",
+        ] {
+            assert!(!never_secret(t, &Level::TRACE), "{t}");
+            assert!(!never_secret(t, &Level::DEBUG), "{t}");
+            assert!(never_secret(t, &Level::INFO), "{t}");
+            assert!(never_secret(t, &Level::ERROR), "{t}");
+        }
+        for t in ["keygate", "pingora_core::server", "pingora_proxy_x", "h2"] {
+            assert!(never_secret(t, &Level::TRACE), "{t}");
+        }
+    }
 
     #[test]
     fn json_line_matches_the_tracing_shape_and_escapes() {
@@ -263,11 +322,29 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_only_when_needed() {
-        for s in ["plain", "a\"b", "back\\slash", "tab\t", "\u{7f}", "é"] {
+        for s in [
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "tab\t",
+            "\u{7f}",
+            "é",
+            "line\u{2028}sep\u{2029}",
+            "\u{1}\n\r",
+            "\u{e2}\u{20ac}",
+        ] {
             let mut buf = Vec::new();
             json_str(&mut buf, s);
             let back: String = serde_json::from_slice(&buf).unwrap();
             assert_eq!(back, s);
+            let raw = String::from_utf8(buf).unwrap();
+            assert!(
+                !raw.contains(['\u{2028}', '\u{2029}', '\u{7f}', '\n']),
+                "{raw:?}"
+            );
         }
+        let mut buf = Vec::new();
+        json_str(&mut buf, "/a\u{2028}b");
+        assert_eq!(buf, br#""/a\u2028b""#);
     }
 }

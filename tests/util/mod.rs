@@ -496,6 +496,8 @@ pub struct Gateway {
     pub ports: Ports,
     pub child: Option<Child>,
     pub client: reqwest::blocking::Client,
+    /// `RUST_LOG` of the process (`info` unless a test says otherwise).
+    pub rust_log: String,
 }
 
 impl Gateway {
@@ -515,6 +517,16 @@ impl Gateway {
     /// Like `spawn`, with more files written into the gateway's folder first
     /// (certificates, CA bundles).
     pub fn spawn_with(config: &str, keys_toml: &str, write: impl FnOnce(&Path)) -> Gateway {
+        Self::spawn_logging(config, keys_toml, write, "info")
+    }
+
+    /// Like `spawn_with`, with this `RUST_LOG`.
+    pub fn spawn_logging(
+        config: &str,
+        keys_toml: &str,
+        write: impl FnOnce(&Path),
+        rust_log: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path());
         let ports = Ports {
@@ -533,6 +545,7 @@ impl Gateway {
             ports,
             child: None,
             client: client(),
+            rust_log: rust_log.into(),
         };
         g.launch();
         g
@@ -549,7 +562,7 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
