@@ -280,6 +280,101 @@ pub enum KeysError {
     /// Writing to stdout failed.
     #[error("cannot write to stdout")]
     Stdout(#[source] std::io::Error),
+    /// Standard output is closed or `/dev/null`: a new key could never be shown.
+    #[error(
+        "standard output is closed or /dev/null, so the new key could not be shown; nothing was written (run it with stdout open, e.g. redirected to a file)"
+    )]
+    StdoutClosed,
+    /// The lock beside the snapshot could not be taken.
+    #[error("cannot lock {} against other editors (via {}); nothing was written", path.display(), lock.display())]
+    Lock {
+        /// Snapshot.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replacement file could not be given the snapshot's owner.
+    #[error(
+        "cannot give the new {} the owner {uid}:{gid} of the old one, so a gateway running as that user might not read it; nothing was written (run as that user or as root)",
+        path.display()
+    )]
+    Owner {
+        /// Snapshot.
+        path: PathBuf,
+        /// The snapshot's owner.
+        uid: u32,
+        /// The snapshot's group.
+        gid: u32,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The file the snapshot resolves to: a symlink's target, so that the link
+/// is kept and the lock and temp file sit beside what is really replaced.
+fn resolve_target(path: &Path) -> Result<PathBuf, std::io::Error> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// The folder and file name of `target`.
+fn split_target(target: &Path) -> (PathBuf, String) {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, name)
+}
+
+/// An exclusive advisory lock on `.NAME.lock` beside the snapshot, held from
+/// the read to the rename, so that two `keys` commands editing one snapshot
+/// run one after the other instead of one silently undoing the other. The
+/// lock file stays (removing it would race with a waiter holding its inode).
+pub struct SnapshotLock {
+    _file: std::fs::File,
+}
+
+impl SnapshotLock {
+    /// Waits for and takes the lock of the snapshot at `path`.
+    pub fn acquire(path: &Path) -> Result<SnapshotLock, KeysError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock_path = |target: &Path| {
+            let (dir, name) = split_target(target);
+            dir.join(format!(".{name}.lock"))
+        };
+        let err = |lock: PathBuf| {
+            let path = path.to_path_buf();
+            move |source| KeysError::Lock { path, lock, source }
+        };
+        let target = resolve_target(path).map_err(err(lock_path(path)))?;
+        let lock = lock_path(&target);
+        // flock needs only a read handle, so an editor that may not write
+        // the lock file still waits its turn (and is refused later, by name,
+        // if it may not replace the snapshot either).
+        let file = match std::fs::File::open(&lock) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&lock),
+            opened => opened,
+        }
+        .map_err(err(lock.clone()))?;
+        file.lock().map_err(err(lock))?;
+        Ok(SnapshotLock { _file: file })
+    }
 }
 
 /// The snapshot formats, told apart by extension like [`KeyIndex::parse`] does.
@@ -757,29 +852,13 @@ impl Drop for TempGuard {
 /// dropping that editor's change. When `path` is a symlink, its target is
 /// replaced and the link kept.
 pub fn write_atomic(path: &Path, text: &str, expected: Option<&str>) -> Result<(), KeysError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(path).map_err(|source| KeysError::Write {
-                path: path.to_path_buf(),
-                step: "resolving the symlink",
-                source,
-            })?
-        }
-        _ => path.to_path_buf(),
-    };
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let werr = |step: &'static str| {
         let path = path.to_path_buf();
         move |source| KeysError::Write { path, step, source }
     };
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let target = resolve_target(path).map_err(werr("resolving the symlink"))?;
+    let (dir, name) = split_target(&target);
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -792,6 +871,22 @@ pub fn write_atomic(path: &Path, text: &str, expected: Option<&str>) -> Result<(
         .map_err(werr("creating a temp file in its folder"))?;
     let mut guard = TempGuard(Some(tmp.clone()));
     if let Ok(meta) = std::fs::metadata(&target) {
+        // Owner and group first: a chown may clear set-id bits of the mode.
+        if (meta.uid(), meta.gid())
+            != file
+                .metadata()
+                .map(|m| (m.uid(), m.gid()))
+                .unwrap_or_default()
+        {
+            std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())).map_err(
+                |source| KeysError::Owner {
+                    path: path.to_path_buf(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    source,
+                },
+            )?;
+        }
         file.set_permissions(meta.permissions())
             .map_err(werr("copying permissions"))?;
     }
@@ -944,6 +1039,10 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
 pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = Format::of(path)?;
+    if !crate::sys::stdout_is_open() {
+        return Err(KeysError::StdoutClosed);
+    }
+    let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, true)?;
     let now = crate::clock::unix_now();
     let (record, key) = plan_new(args, &index, now)?;
@@ -999,6 +1098,7 @@ pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
 pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = Format::of(path)?;
+    let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
     let now = crate::clock::unix_now();
     let Some((_, record)) = index.by_id(&args.id) else {

@@ -111,7 +111,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Keys(k) => report(keys(*k)),
+        Command::Keys(k) => {
+            keygate::sys::ignore_file_size_signal();
+            report(keys(*k))
+        }
         Command::Healthcheck { config, admin } => {
             report(keygate::demo::healthcheck(&config, admin).context("healthcheck"))
         }

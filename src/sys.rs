@@ -1,5 +1,5 @@
-//! The two OS calls keygate makes itself, each best effort: failure costs
-//! latency or resident memory, never correctness.
+//! The few OS calls keygate makes itself. The first two are best effort:
+//! failure costs latency or resident memory, never correctness.
 
 /// Nice +10 for the calling thread only (Linux applies `setpriority` with a
 /// thread id to that thread): reload work yields to the request threads.
@@ -29,5 +29,33 @@ pub fn release_freed_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Whether standard output can show anything to anyone. Rust's runtime
+/// puts `/dev/null` on a closed descriptor 1 before `main`, so a closed
+/// stdout and one sent to `/dev/null` look alike: both count as closed.
+#[allow(unsafe_code)]
+pub fn stdout_is_open() -> bool {
+    // SAFETY: fstat writes only into the zeroed struct we hand it.
+    let st = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(libc::STDOUT_FILENO, &mut st) != 0 {
+            return false;
+        }
+        st
+    };
+    let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    !(is_char && libc::major(st.st_rdev) == 1 && libc::minor(st.st_rdev) == 3)
+}
+
+/// Ignores SIGXFSZ for the process: a write past `ulimit -f` then fails
+/// with `EFBIG`, which the snapshot editor reports and cleans up after,
+/// instead of the process dying with its temp file left behind.
+#[allow(unsafe_code)]
+pub fn ignore_file_size_signal() {
+    // SAFETY: installing SIG_IGN for one signal has no handler to run.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

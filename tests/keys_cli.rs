@@ -115,11 +115,13 @@ fn record(snapshot: &Path, id: &str) -> toml::Table {
         .unwrap_or_else(|| panic!("no record {id}"))
 }
 
-/// Files in a folder, sorted.
+/// Files in a folder, sorted, less the editors' lock file (which stays:
+/// see `SnapshotLock`).
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")))
         .collect();
     names.sort();
     names
@@ -518,50 +520,219 @@ fn keys_new_with_file_limit(dir: &Path, setup: &str) -> Output {
         .unwrap()
 }
 
+/// Under `ulimit -f`, keygate itself ignores SIGXFSZ, so whether or not the
+/// shell already ignored it, the write fails with EFBIG: exit 1, the old
+/// bytes intact, the temp file removed, no key printed.
 #[test]
-fn keys_new_killed_mid_write_leaves_the_old_snapshot() {
-    let text = big_snapshot();
-    let (dir, snapshot) = folder_with("keys.toml", &text);
-    let out = keys_new_with_file_limit(dir.path(), "");
-    // SIGXFSZ (25 on Linux) kills the process in the middle of writing the temp file.
-    assert_eq!(
-        out.status.signal(),
-        Some(25),
-        "killed by SIGXFSZ: {:?} {}",
-        out.status,
-        stderr(&out)
-    );
-    assert!(out.stdout.is_empty(), "no key printed");
-    assert_eq!(
-        std::fs::read_to_string(&snapshot).unwrap(),
-        text,
-        "old bytes intact"
-    );
-    // The half-written temp file is a dot file beside it, which nothing reads.
-    for name in listing(dir.path()) {
-        assert!(
-            name == "keys.toml" || (name.starts_with(".keys.toml.") && name.ends_with(".tmp")),
-            "unexpected file {name}"
+fn keys_new_hitting_the_file_size_limit_leaves_the_old_snapshot_and_no_temp_file() {
+    for setup in ["", "trap '' XFSZ;"] {
+        let text = big_snapshot();
+        let (dir, snapshot) = folder_with("keys.toml", &text);
+        let out = keys_new_with_file_limit(dir.path(), setup);
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "{setup:?}: not killed by a signal"
         );
+        assert_eq!(out.status.code(), Some(1), "{setup:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "no key printed");
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot write")
+                && err.contains("keys.toml")
+                && err.contains("left as it was"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&snapshot).unwrap(),
+            text,
+            "old bytes intact"
+        );
+        assert_eq!(listing(dir.path()), ["keys.toml"], "temp file removed");
+        assert!(check_snapshot(&snapshot).status.success());
     }
-    assert!(check_snapshot(&snapshot).status.success());
 }
 
+/// Many `keys new` (and a `keys revoke`) at once on one snapshot: every run
+/// that reports success is in the file, and none fails for the race.
 #[test]
-fn keys_new_failing_write_leaves_the_old_snapshot_and_no_temp_file() {
-    let text = big_snapshot();
-    let (dir, snapshot) = folder_with("keys.toml", &text);
-    // SIGXFSZ ignored (and still ignored after exec): the write fails with EFBIG.
-    let out = keys_new_with_file_limit(dir.path(), "trap '' XFSZ;");
+fn concurrent_key_edits_lose_nothing() {
+    for file in ["keys.toml", "keys.json"] {
+        let initial = if file.ends_with(".json") {
+            r#"{"workspaces":[],"keys":[{"id":"key_existing","name":"existing","type":"company","company":"acme","scopes":["read:all"],"hash":"sha256:1111111111111111111111111111111111111111111111111111111111111111","created_at":"2026-11-01T10:00:00Z"}]}"#
+        } else {
+            COMMENTED
+        };
+        let (dir, snapshot) = folder_with(file, initial);
+        const ROUNDS: usize = 5;
+        const PARALLEL: usize = 8;
+        let mut made = Vec::new();
+        for round in 0..ROUNDS {
+            let children: Vec<_> = (0..PARALLEL)
+                .map(|i| {
+                    let id = format!("key_r{round}_{i}");
+                    let child = Command::new(BIN)
+                        .args(["keys", "new", "--snapshot"])
+                        .arg(&snapshot)
+                        .args(["--type", "company", "--company", "acme", "--name", "n"])
+                        .args(["--scope", "read:all", "--id", &id])
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    (id, child)
+                })
+                .collect();
+            let revoke = (round == 2).then(|| {
+                Command::new(BIN)
+                    .args(["keys", "revoke", "key_existing", "--snapshot"])
+                    .arg(&snapshot)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            });
+            for (id, child) in children {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "{file} {id}: {}", stderr(&out));
+                printed_key(&out, "ord_c_");
+                made.push(id);
+            }
+            if let Some(r) = revoke {
+                let out = r.wait_with_output().unwrap();
+                assert!(out.status.success(), "{file} revoke: {}", stderr(&out));
+            }
+        }
+        let text = std::fs::read_to_string(&snapshot).unwrap();
+        for id in &made {
+            assert_eq!(
+                text.matches(&format!("\"{id}\"")).count(),
+                1,
+                "{file}: {id} is in the file once"
+            );
+        }
+        assert_eq!(text.matches("\"key_r").count(), ROUNDS * PARALLEL);
+        assert!(text.contains("revoked_at"), "{file}: the revocation kept");
+        assert_eq!(listing(dir.path()), [file], "no temp file left");
+        assert!(check_snapshot(&snapshot).status.success());
+    }
+}
+
+/// With standard output closed the key could never be shown: refused before
+/// anything is written.
+#[test]
+fn keys_new_with_stdout_closed_writes_nothing() {
+    let (dir, snapshot) = folder_with("keys.toml", COMMENTED);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" keys new --snapshot \"$1\" --type company --company acme --name n --scope admin >&-")
+        .arg(BIN)
+        .arg(&snapshot)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("standard output is closed or /dev/null")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), COMMENTED);
+    assert_eq!(listing(dir.path()), ["keys.toml"]);
+    // The same for a stdout sent to /dev/null: the key would be lost.
+    let out = Command::new(BIN)
+        .args(["keys", "new", "--snapshot"])
+        .arg(&snapshot)
+        .args(["--type", "company", "--company", "acme", "--name", "n"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("standard output is closed or /dev/null"));
+    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), COMMENTED);
+}
+
+/// A root edit keeps the snapshot's owner, group and mode, so a gateway
+/// running as that owner can still read it; a user who cannot give the new
+/// file that owner is refused before anything is written.
+#[test]
+fn key_edits_keep_the_snapshot_owner_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if !running_as_root() {
+        eprintln!("key_edits_keep_the_snapshot_owner_and_mode: needs root to chown; not run");
+        return;
+    }
+    let (dir, snapshot) = folder_with("keys.toml", COMMENTED);
+    std::os::unix::fs::chown(&snapshot, Some(1234), Some(1234)).unwrap();
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    printed_key(
+        &keys_new(
+            &snapshot,
+            &[
+                "--type",
+                "company",
+                "--company",
+                "acme",
+                "--name",
+                "n",
+                "--scope",
+                "admin",
+            ],
+        ),
+        "ord_c_",
+    );
+    assert_eq!(owner(&snapshot), (1234, 1234, 0o640), "after keys new");
+    let out = keygate(&[
+        "keys",
+        "revoke",
+        "key_existing",
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner(&snapshot), (1234, 1234, 0o640), "after keys revoke");
+    // Another unprivileged user with write access to the folder cannot make
+    // the file 1234's: refused, nothing written.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read_to_string(&snapshot).unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "new", "--snapshot"])
+        .arg(&snapshot)
+        .args([
+            "--type",
+            "company",
+            "--company",
+            "acme",
+            "--name",
+            "n",
+            "--scope",
+            "admin",
+        ])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "no key printed");
     let err = stderr(&out);
     assert!(
-        err.contains("cannot write") && err.contains("keys.toml") && err.contains("left as it was"),
+        err.contains("owner 1234:1234") && err.contains("nothing was written"),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), text);
-    assert_eq!(listing(dir.path()), ["keys.toml"], "temp file removed");
+    assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), before);
+    assert_eq!(listing(dir.path()), ["keys.toml"], "no temp file left");
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 #[test]
