@@ -456,7 +456,7 @@ fn connection_nominating_forwarding_headers_is_refused_and_smuggles_nothing() {
 // --------------------------------------------------- forged identity headers --
 
 /// Forged identity, request-id and forwarding headers in assorted spellings.
-const FORGED: [&str; 12] = [
+const FORGED: [&str; 17] = [
     "X_Keygate_Key_Id: evil",
     "x-keygate-key-id: evil",
     "x-keygate-company: evil",
@@ -469,6 +469,11 @@ const FORGED: [&str; 12] = [
     "x_forwarded_for: 6.6.6.6",
     "X_Forwarded_Proto: https",
     "x_request_id: evil",
+    "Forwarded: for=6.6.6.6;proto=https;host=evil",
+    "forwarded: for=6.6.6.6",
+    "X-Real-IP: 6.6.6.6",
+    "x_real_ip: 6.6.6.6",
+    "X-Forwarded-Host: evil",
 ];
 
 /// Headers no client may set, whatever their spelling.
@@ -514,6 +519,9 @@ fn forged_identity_headers_are_stripped_in_any_spelling() {
     );
     assert_eq!(seen.all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(seen.all("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(seen.all("forwarded"), vec!["for=127.0.0.1;proto=http"]);
+    assert_eq!(seen.all("x-real-ip"), Vec::<&str>::new());
+    assert_eq!(seen.all("x-forwarded-host"), Vec::<&str>::new());
     assert_eq!(seen.all("x-request-id").len(), 1);
     // The same on a company route with a company key.
     let auth = format!("Authorization: Bearer {}", fx.reader);
@@ -561,6 +569,7 @@ fn forged_identity_headers_are_stripped_on_auth_none_routes() {
         assert_eq!(forged_survivors(&seen), vec![], "{:?}", seen.headers);
         assert_eq!(identity(&seen), vec![], "with key: {with_key}");
         assert_eq!(seen.all("x-forwarded-for"), vec!["127.0.0.1"]);
+        assert_eq!(seen.all("forwarded"), vec!["for=127.0.0.1;proto=http"]);
         assert_eq!(seen.header("authorization"), None);
     }
     fx.assert_serving();
@@ -614,6 +623,51 @@ fn encoded_dot_segments_and_separators_are_400_invalid_request_path() {
     let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
     assert_eq!(r.status, 200);
     assert_eq!(fx.up.last().url, "/api/v1/company/x?next=%2e%2e%2F%5c%00");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
+
+/// Tomcat, Spring and Jetty drop `;params` from a segment before resolving
+/// dots, so `..;` is `..` to them: a keyless request under a public route, or
+/// a workspace key under its own workspace, must not climb into another route.
+#[test]
+fn dot_segments_with_path_parameters_are_400_before_any_route() {
+    let up = Upstream::start();
+    let addr = up.addr;
+    let public = "[[routes]]\nname = \"public\"\npath = \"/public/**\"\nupstream = \"api\"\nauth = \"none\"\nscope = \"none\"\n";
+    let fx = fixture_with_config(up, standard_config(addr, "", public));
+    let ws = format!("Authorization: Bearer {}", fx.ws);
+    for (target, auth) in [
+        ("/public/..;/api/v1/company/x", None),
+        ("/public/..;x=1/api/v1/company/x", None),
+        ("/public/%2e%2e;/api/v1/company/x", None),
+        ("/public/.%2e;jsessionid=a/api/v1/company/x", None),
+        ("/public/.;/x", None),
+        ("/public/..%3b/api/v1/company/x", None),
+        ("/public/..%3B/api/v1/company/x", None),
+        (
+            "/api/v1/workspaces/ws_a/..;/ws_b/posts/r",
+            Some(ws.as_str()),
+        ),
+        (
+            "/api/v1/workspaces/ws_a/posts/..;/..;/ws_b/posts/r",
+            Some(ws.as_str()),
+        ),
+    ] {
+        let headers: Vec<&str> = auth.into_iter().chain(["Connection: close"]).collect();
+        let r = exchange(fx.port(), head("GET", target, &headers).as_bytes())
+            .unwrap_or_else(|| panic!("{target}: closed"));
+        assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
+    }
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    // Control: parameters on a plain segment are the upstream's business.
+    let r = exchange(
+        fx.port(),
+        head("GET", "/public/a;jsessionid=1/b", &["Connection: close"]).as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(fx.up.last().url, "/public/a;jsessionid=1/b");
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
@@ -1232,6 +1286,60 @@ fn upstream_never_answering_is_504_and_logged() {
 }
 
 // ---------------------------------------------------------------- secrets --
+
+/// `RUST_LOG=trace` turns on every library's debug and trace lines, some of
+/// which print whole request heads: none of them may carry a key, even when the upstream
+/// is told the `Authorization` header.
+#[test]
+fn no_log_level_prints_a_key() {
+    let up = Upstream::start();
+    let config = standard_config(
+        up.addr,
+        "[upstream_headers]\nforward_authorization = true\n",
+        "",
+    );
+    let (s, admin, reader, ws) = snapshot();
+    let gw = Gateway::spawn_logging(&config, &s.render(), |_| {}, "trace");
+    gw.wait_ready();
+    let mut fx = Fx {
+        up,
+        gw,
+        secrets: vec![admin.clone(), reader.clone(), ws.clone()],
+        admin,
+        reader,
+        ws,
+    };
+    let unknown = fx.unknown_key("ord_c_");
+    for key in [&fx.admin, &fx.ws, &unknown] {
+        for target in [
+            "/api/v1/company/x",
+            "/api/v1/workspaces/ws_a/posts/1",
+            "/nope",
+        ] {
+            let a = format!("Authorization: Bearer {key}");
+            let r = exchange(
+                fx.port(),
+                head("GET", target, &[&a, "Connection: close"]).as_bytes(),
+            );
+            assert!(r.is_some(), "{target}: answered");
+        }
+    }
+    assert_eq!(
+        fx.up
+            .last()
+            .header("authorization")
+            .map(|v| v.starts_with("Bearer ")),
+        Some(true),
+        "the upstream was told the key, so Pingora held it"
+    );
+    // The level took: libraries' debug lines are there (Pingora's own
+    // `Sending header to upstream` among them, were it not held back).
+    wait_for("debug lines in the log", Duration::from_secs(10), || {
+        fx.gw.log().contains("\"level\":\"DEBUG\"").then_some(())
+    });
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
 
 #[test]
 fn no_key_hash_or_bearer_value_reaches_the_log_under_hostile_traffic() {
