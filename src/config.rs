@@ -200,6 +200,8 @@ pub struct RouteConfig {
     pub methods: Option<Vec<http::Method>>,
 }
 
+pub mod warnings;
+
 mod raw {
     //! The serde mirror of the file. Never leaves this module.
     use serde::Deserialize;

@@ -82,8 +82,11 @@ fn main() -> ExitCode {
             )
         }
         Command::Check { config } => match keygate::run::check(&config) {
-            Ok(summary) => {
-                println!("ok: {summary}");
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    println!("warning: {w}");
+                }
+                println!("ok: {}", checked.summary);
                 ExitCode::SUCCESS
             }
             Err(problems) => {

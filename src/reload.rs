@@ -326,6 +326,7 @@ impl Reloader {
         for setting in &report.restart_required {
             tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
         }
+        crate::run::log_warnings(&new.config);
         // Never hold up the caller (POST /reload answers now) for slow requests.
         let spawned = std::thread::Builder::new()
             .name("keygate-retire".into())

@@ -60,6 +60,26 @@ impl Pattern {
         self.segments.contains(&Segment::Workspace)
     }
 
+    /// Whether every path `other` matches is matched by `self` too, so that
+    /// `other` placed after `self` can never be reached. Literals are
+    /// compared as written (a pattern is never percent-encoded).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        fn covers(a: &[Segment], b: &[Segment]) -> bool {
+            match (a.first(), b.first()) {
+                (Some(Segment::Rest), _) => true,
+                (None, None) => true,
+                (None, Some(_)) | (Some(_), None) => false,
+                (Some(_), Some(Segment::Rest)) => false,
+                (Some(Segment::Any | Segment::Workspace), Some(_)) => covers(&a[1..], &b[1..]),
+                (Some(Segment::Literal(x)), Some(Segment::Literal(y))) => {
+                    x == y && covers(&a[1..], &b[1..])
+                }
+                (Some(Segment::Literal(_)), Some(_)) => false,
+            }
+        }
+        covers(&self.segments, &other.segments)
+    }
+
     /// Matches a path that passed [`check_path`] (query string already removed).
     /// Returns the bound `{workspace}` segment, decoded, if the pattern has one.
     pub fn matches<'p>(&self, path: &'p str) -> Option<Match<'p>> {
@@ -388,6 +408,35 @@ mod tests {
             "/../a".parse::<Pattern>(),
             Err(PatternError::Unmatchable(_))
         ));
+    }
+
+    #[test]
+    fn coverage_of_one_pattern_by_another() {
+        let p = |s: &str| s.parse::<Pattern>().unwrap();
+        for (a, b) in [
+            ("/**", "/"),
+            ("/**", "/a/b/**"),
+            ("/a/**", "/a"),
+            ("/a/**", "/a/b/{workspace}/c"),
+            ("/a/*", "/a/b"),
+            ("/a/*", "/a/{workspace}"),
+            ("/a/{workspace}/x", "/a/*/x"),
+            ("/a/b", "/a/b"),
+            ("/company/**", "/company/keys/**"),
+        ] {
+            assert!(p(a).covers(&p(b)), "{a} covers {b}");
+        }
+        for (a, b) in [
+            ("/a", "/a/**"),
+            ("/a/b", "/a/*"),
+            ("/a/*", "/a/b/c"),
+            ("/a/*/**", "/a/**"),
+            ("/a/b/**", "/a/c/**"),
+            ("/a/*/x", "/a/*/y"),
+            ("/company/keys/**", "/company/**"),
+        ] {
+            assert!(!p(a).covers(&p(b)), "{a} does not cover {b}");
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn run(
     metrics.reload_success.inc();
     metrics.last_reload_success.set(now);
     tracing::info!(loaded = %gateway.summary(), "loaded");
+    log_warnings(&gateway.config);
 
     let certs = match (&config.server.tls, &gateway.certificate) {
         (Some(tls), Some(_)) => {
@@ -475,10 +476,29 @@ impl BackgroundService for Housekeeping {
     }
 }
 
+/// What `keygate check` found in a config that loads.
+#[derive(Debug)]
+pub struct Checked {
+    /// The one-line summary.
+    pub summary: String,
+    /// Likely mistakes that do not stop it loading.
+    pub warnings: Vec<crate::config::warnings::Warning>,
+}
+
 /// `keygate check`: loads everything `run` would and reports.
-pub fn check(config_path: &Path) -> Result<String, Problems> {
+pub fn check(config_path: &Path) -> Result<Checked, Problems> {
     let metrics = Metrics::new();
-    Gateway::load(config_path, &metrics, None).map(|g| g.summary())
+    Gateway::load(config_path, &metrics, None).map(|g| Checked {
+        summary: g.summary(),
+        warnings: crate::config::warnings::warnings(&g.config),
+    })
+}
+
+/// Logs each warning about a config that was just loaded.
+pub fn log_warnings(config: &Config) {
+    for w in crate::config::warnings::warnings(config) {
+        tracing::warn!("warning: {w}");
+    }
 }
 
 /// The default config path.

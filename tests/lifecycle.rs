@@ -176,3 +176,78 @@ fn check_reports_ok_or_every_error() {
     );
     assert!(stdout.contains("unknown upstream \"b\""), "{stdout}");
 }
+
+/// A config that loads but holds likely mistakes: `check` prints a
+/// `warning:` line for each and still exits 0; `run` logs them at start-up.
+#[test]
+fn check_and_start_up_warn_about_unreachable_routes_and_open_admin() {
+    let up = Upstream::start();
+    let routes = "\
+[[routes]]
+name = \"everything\"
+path = \"/api/v1/company/**\"
+upstream = \"api\"
+auth = \"company\"
+
+[[routes]]
+name = \"keys_admin\"
+path = \"/api/v1/company/keys/**\"
+upstream = \"api\"
+auth = \"company\"
+scope = \"admin\"
+
+[[routes]]
+name = \"public\"
+path = \"/pub/**\"
+upstream = \"api\"
+auth = \"none\"
+scope = \"none\"
+
+[[routes]]
+name = \"pub_keyed\"
+path = \"/pub/secret\"
+upstream = \"api\"
+auth = \"any\"
+";
+    let config = standard_config(up.addr, "", routes).replace(
+        "listen = \"127.0.0.1:{admin}\"",
+        "listen = \"0.0.0.0:{admin}\"",
+    );
+    let gw = Gateway::start(&config, "");
+    let expected = [
+        "warning: route keys_admin (\"/api/v1/company/keys/**\") can never match: the earlier route everything (\"/api/v1/company/**\") covers every path it does; move it above".to_string(),
+        "warning: route public (auth = \"none\", \"/pub/**\") comes before the keyed route pub_keyed and covers it: those requests are proxied without any key check".to_string(),
+        "warning: route company_keys (\"/api/v1/company/keys/**\") can never match: the earlier route everything (\"/api/v1/company/**\") covers every path it does; move it above".to_string(),
+        "warning: route company_workspace (\"/api/v1/company/workspaces/{workspace}/**\") can never match: the earlier route everything (\"/api/v1/company/**\") covers every path it does; move it above".to_string(),
+        "warning: route company has the same path \"/api/v1/company/**\" as the earlier route everything, so it never matches".to_string(),
+        format!("warning: admin listener 0.0.0.0:{} is not on loopback and has no token_hash: whoever reaches it can list keys and reload; set [admin] token_hash or listen on 127.0.0.1", gw.ports.admin),
+    ];
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings, expected, "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().starts_with("ok: "),
+        "{stdout}"
+    );
+    let log = gw.log();
+    for w in &expected {
+        let json = serde_json::to_string(w).unwrap();
+        assert!(log.contains(&json), "start-up log lacks {json}\n{log}");
+    }
+    // Warnings change nothing: the covered route is still served by the first.
+    let mut snap = Snapshot::new();
+    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    gw.write_keys(&snap.render());
+    gw.reload_by_signal();
+    let r = gw.get("/api/v1/company/keys/x", Some(&key));
+    assert_eq!(r.status().as_u16(), 200);
+}
