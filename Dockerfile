@@ -2,7 +2,7 @@
 #
 # keygate container image.
 #   docker build -t keygate .
-#   docker run --rm -p 8080:8080 -p 9091:9091 --stop-timeout 15 keygate
+#   docker run --rm -p 8080:8080 --stop-timeout 15 keygate
 # Mount your own config over /etc/keygate (keygate.toml, keys.toml, certs/).
 
 # ---- build ----------------------------------------------------------------
