@@ -109,6 +109,10 @@ impl Handler {
             _ => return,
         }
         session.set_keepalive(None);
+        // A reader that stalls (a slow `/keys` download) is cut off, so it
+        // cannot pin an old gateway state in memory for ever.
+        let send_timeout = self.shared.state.load().config.server.send_timeout;
+        session.set_write_timeout(Some(send_timeout));
         let reply = self.route(&mut session).await;
         let head_only = session.req_header().method == http::Method::HEAD;
         let Ok(mut resp) = ResponseHeader::build(reply.status, Some(4)) else {
@@ -128,8 +132,12 @@ impl Handler {
         if !headers_ok {
             return;
         }
-        if session.write_response_header(Box::new(resp)).await.is_err() {
-            return;
+        // Pingora times body writes only; the head gets the same bound here.
+        match tokio::time::timeout(send_timeout, session.write_response_header(Box::new(resp)))
+            .await
+        {
+            Ok(Ok(())) => {}
+            _ => return,
         }
         if !head_only {
             match reply.body {

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_timeout: Duration,
+    /// Longest a response write may wait for the client to read (nginx's
+    /// `send_timeout`): a client that stops reading is cut off after it.
+    pub send_timeout: Duration,
     /// How long an idle keep-alive connection is kept; `None`: one request
     /// per connection.
     pub keepalive_timeout: Option<Duration>,
@@ -232,6 +235,7 @@ mod raw {
         pub max_headers: Option<i64>,
         pub header_timeout_ms: Option<i64>,
         pub body_timeout_ms: Option<i64>,
+        pub send_timeout_ms: Option<i64>,
         pub keepalive_timeout_secs: Option<i64>,
         pub tls: Option<Spanned<Tls>>,
     }
@@ -443,6 +447,7 @@ impl Validator<'_> {
             max_headers,
             header_timeout_ms,
             body_timeout_ms,
+            send_timeout_ms,
             keepalive_timeout_secs,
             tls,
         } = raw.into_inner();
@@ -474,6 +479,7 @@ impl Validator<'_> {
         let header_timeout =
             self.positive(line, "server.header_timeout_ms", header_timeout_ms, 10_000);
         let body_timeout = self.positive(line, "server.body_timeout_ms", body_timeout_ms, 60_000);
+        let send_timeout = self.positive(line, "server.send_timeout_ms", send_timeout_ms, 60_000);
         let keepalive = match keepalive_timeout_secs {
             None => 60,
             Some(n) if (0..=3600).contains(&n) => n as u64,
@@ -488,6 +494,7 @@ impl Validator<'_> {
         for (what, ms) in [
             ("server.header_timeout_ms", header_timeout),
             ("server.body_timeout_ms", body_timeout),
+            ("server.send_timeout_ms", send_timeout),
         ] {
             if ms > 3_600_000 {
                 self.err(line, format!("{what} must be at most 3600000 (got {ms})"));
@@ -502,6 +509,7 @@ impl Validator<'_> {
             max_headers: max_headers.min(256) as usize,
             header_timeout: Duration::from_millis(header_timeout.min(3_600_000)),
             body_timeout: Duration::from_millis(body_timeout.min(3_600_000)),
+            send_timeout: Duration::from_millis(send_timeout.min(3_600_000)),
             keepalive_timeout: (keepalive > 0).then(|| Duration::from_secs(keepalive)),
             tls,
         }

@@ -905,21 +905,23 @@ fn client_timeouts_default_and_are_bounded() {
     let c = Config::parse(Path::new("k.toml"), base).unwrap();
     assert_eq!(c.server.header_timeout, Duration::from_secs(10));
     assert_eq!(c.server.body_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.send_timeout, Duration::from_secs(60));
     assert_eq!(c.server.keepalive_timeout, Some(Duration::from_secs(60)));
     let c = Config::parse(
         Path::new("k.toml"),
         &format!(
-            "{base}header_timeout_ms = 250\nbody_timeout_ms = 1500\nkeepalive_timeout_secs = 0\n"
+            "{base}header_timeout_ms = 250\nbody_timeout_ms = 1500\nsend_timeout_ms = 700\nkeepalive_timeout_secs = 0\n"
         ),
     )
     .unwrap();
     assert_eq!(c.server.header_timeout, Duration::from_millis(250));
     assert_eq!(c.server.body_timeout, Duration::from_millis(1500));
+    assert_eq!(c.server.send_timeout, Duration::from_millis(700));
     assert_eq!(c.server.keepalive_timeout, None, "0 turns keep-alive off");
     let err = Config::parse(
         Path::new("k.toml"),
         &format!(
-            "{base}header_timeout_ms = 0\nbody_timeout_ms = 3600001\nkeepalive_timeout_secs = -1\n"
+            "{base}header_timeout_ms = 0\nbody_timeout_ms = 3600001\nsend_timeout_ms = 0\nkeepalive_timeout_secs = -1\n"
         ),
     )
     .unwrap_err()
@@ -927,6 +929,7 @@ fn client_timeouts_default_and_are_bounded() {
     for want in [
         "k.toml:1: server.header_timeout_ms must be greater than 0 (got 0)",
         "k.toml:1: server.body_timeout_ms must be at most 3600000 (got 3600001)",
+        "k.toml:1: server.send_timeout_ms must be greater than 0 (got 0)",
         "k.toml:1: server.keepalive_timeout_secs must be 0 to 3600 (got -1)",
     ] {
         assert!(err.contains(want), "{want} missing from {err}");
