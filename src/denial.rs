@@ -18,6 +18,11 @@ pub enum Denial {
     InvalidRequest,
     /// The client stopped sending its request body for `body_timeout_ms`.
     RequestTimeout,
+    /// The client began a request head but did not finish it within
+    /// `header_timeout_ms`.
+    HeadTimeout,
+    /// `CONNECT`, which Pingora refuses to proxy before keygate sees it.
+    ConnectNotSupported,
     /// Row 1.
     BadPath,
     /// Row 2.
@@ -144,7 +149,8 @@ impl Denial {
         match self {
             Denial::HeadersTooLarge => 431,
             Denial::InvalidRequest => 400,
-            Denial::RequestTimeout => 408,
+            Denial::RequestTimeout | Denial::HeadTimeout => 408,
+            Denial::ConnectNotSupported => 405,
             Denial::BadPath => 400,
             Denial::NoRoute { .. } => 404,
             Denial::MethodNotAllowed { .. } => 405,
@@ -183,6 +189,8 @@ impl Denial {
             Denial::HeadersTooLarge => "Request header fields too large".into(),
             Denial::InvalidRequest => "Invalid request".into(),
             Denial::RequestTimeout => "Request body not received in time".into(),
+            Denial::HeadTimeout => "Request head not received in time".into(),
+            Denial::ConnectNotSupported => "Method CONNECT is not supported".into(),
             Denial::BadPath => "Invalid request path".into(),
             Denial::NoRoute { method, path } => format!("No route for {method} {path}").into(),
             Denial::MethodNotAllowed { method, .. } => {

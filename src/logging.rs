@@ -41,6 +41,83 @@ fn never_secret(target: &str, level: &tracing::Level) -> bool {
         })
 }
 
+/// Pingora's error lines that report nothing wrong with the gateway:
+/// a request head cut off by the client or by `header_timeout_ms` (keygate
+/// logs the latter itself, at info level, and answers 408), and a pooled
+/// upstream connection still held by its idle watcher when a request wanted
+/// it (the request opens a new connection; nothing fails).
+const CLIENT_FAULT_LINES: [&str; 2] = [
+    "while reading request headers",
+    "failed to acquire reusable stream",
+];
+
+/// The filter of the log layer: [`never_secret`] on every line, and
+/// Pingora's client-fault error lines dropped.
+struct Guard;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Guard {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        never_secret(meta.target(), meta.level())
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        // Pingora logs through the `log` crate: such events carry the target
+        // `log` and the real one in a `log.target` field.
+        let bridged = meta.target() == "log";
+        if *meta.level() != tracing::Level::ERROR
+            || !(bridged || meta.target().starts_with("pingora"))
+        {
+            return true;
+        }
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            log_target: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                match field.name() {
+                    "log.target" => self.log_target.push_str(value),
+                    "message" => self.message.push_str(value),
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write as _;
+                match field.name() {
+                    "log.target" => {
+                        let _ = write!(self.log_target, "{value:?}");
+                    }
+                    "message" => {
+                        let _ = write!(self.message, "{value:?}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let target = if bridged {
+            fields.log_target.trim_matches('"')
+        } else {
+            meta.target()
+        };
+        !(target.starts_with("pingora")
+            && CLIENT_FAULT_LINES
+                .iter()
+                .any(|l| fields.message.contains(l)))
+    }
+}
+
 /// Installs the global subscriber (once per process).
 pub fn init(format: LogFormat) {
     use tracing_subscriber::Layer;
@@ -48,7 +125,7 @@ pub fn init(format: LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::from_str("info").unwrap_or_default());
-    let guard = tracing_subscriber::filter::filter_fn(|m| never_secret(m.target(), m.level()));
+    let guard = Guard;
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_target(true);
@@ -59,7 +136,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .with_filter(guard)
             .boxed(),
-        LogFormat::Text => layer.with_filter(guard).boxed(),
+        LogFormat::Text => layer.with_filter(Guard).boxed(),
     };
     let result = tracing_subscriber::registry()
         .with(filter)
@@ -346,5 +423,45 @@ mod tests {
         let mut buf = Vec::new();
         json_str(&mut buf, "/a\u{2028}b");
         assert_eq!(buf, br#""/a\u2028b""#);
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pingoras_client_fault_error_lines_are_dropped() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_filter(Guard);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "pingora_proxy", "Fail to proxy: Downstream ReadError context: while reading request headers cause: x");
+            tracing::error!(target: "pingora_proxy", "Fail to proxy: upstream refused");
+            tracing::error!(target: "keygate", "while reading request headers is ours");
+        });
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(!out.contains("cause: x"), "{out}");
+        assert!(out.contains("upstream refused"), "{out}");
+        assert!(out.contains("is ours"), "{out}");
     }
 }

@@ -155,6 +155,19 @@ fn conflicting_framing(session: &Session) -> bool {
     })
 }
 
+/// Whether a failure is the client's doing: it stopped sending its body
+/// (`body_timeout_ms` on our read, or the upstream's read timeout firing while
+/// the body it waits for is still incomplete) or stopped reading the
+/// response (`send_timeout_ms`). Such a failure is a 408 or a closed
+/// connection, `client_error`, never an upstream error.
+fn client_fault(e: &Error, body_done: bool) -> bool {
+    match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => true,
+        (ErrorSource::Upstream, ErrorType::ReadTimedout) => !body_done,
+        _ => false,
+    }
+}
+
 /// A client-supplied request id is kept only if it is short and plain.
 fn sane_request_id(v: &[u8]) -> bool {
     !v.is_empty()
@@ -164,7 +177,8 @@ fn sane_request_id(v: &[u8]) -> bool {
         })
 }
 
-fn new_request_id() -> HeaderValue {
+/// A fresh request id: 32 random lowercase hex digits.
+pub(crate) fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     // 32 lowercase hex digits are a valid header value.
     hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut buf).map_or_else(
@@ -312,6 +326,7 @@ impl ProxyHttp for Proxy {
         }
         let gw = self.gateway(ctx);
         session.set_read_timeout(Some(gw.config.server.body_timeout));
+        session.set_write_timeout(Some(gw.config.server.send_timeout));
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
@@ -526,7 +541,10 @@ impl ProxyHttp for Proxy {
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
         );
-        let upstream_failure = ctx.connect_failed || e.esource() == &ErrorSource::Upstream;
+        let client_fault = client_fault(e, session.is_body_done());
+        let upstream_failure = !client_fault
+            && e.esource() != &ErrorSource::Downstream
+            && (ctx.connect_failed || e.esource() == &ErrorSource::Upstream);
         let denial = match upstream {
             Some(up) if upstream_failure => {
                 let kind = if timed_out {
@@ -549,6 +567,22 @@ impl ProxyHttp for Proxy {
                     Some(Denial::UpstreamUnavailable { upstream: name })
                 }
             }
+            _ if client_fault => {
+                ctx.outcome = Ending::ClientError;
+                if e.etype() == &ErrorType::WriteTimedout {
+                    tracing::info!(
+                        request_id = request_id_str(&ctx.request_id),
+                        "client stopped reading the response for send_timeout_ms; connection closed"
+                    );
+                    None
+                } else {
+                    tracing::info!(
+                        request_id = request_id_str(&ctx.request_id),
+                        "client stopped sending its request body; answered 408"
+                    );
+                    Some(Denial::RequestTimeout)
+                }
+            }
             _ => {
                 if e.esource() == &ErrorSource::Downstream {
                     ctx.outcome = Ending::ClientError;
@@ -560,8 +594,10 @@ impl ProxyHttp for Proxy {
             Some(d) => d.status(),
             None => match e.esource() {
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    ErrorType::ReadTimedout => 408,
+                    ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::WriteTimedout => 0,
                     _ => 400,
                 },
                 _ => 500,
@@ -574,7 +610,6 @@ impl ProxyHttp for Proxy {
             let result = match &denial {
                 Some(d) => self.respond(session, ctx, d).await,
                 None if code == 400 => self.respond(session, ctx, &Denial::InvalidRequest).await,
-                None if code == 408 => self.respond(session, ctx, &Denial::RequestTimeout).await,
                 None => {
                     write_json(
                         session,
@@ -596,14 +631,16 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// `true` silences Pingora's error line: a client hanging up mid-request
-    /// is routine, and its access-log line already says `client_error`.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    /// `true` silences Pingora's error line: a client hanging up or stalling
+    /// mid-request is routine, and its access-log line says `client_error`.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        // Runs after `fail_to_proxy`, which has classified the failure.
+        ctx.outcome == Ending::ClientError
+            || (error.esource() == &ErrorSource::Downstream
+                && matches!(
+                    error.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                ))
     }
 
     /// Counts the request and writes its access-log line.
@@ -699,6 +736,32 @@ mod tests {
             "x-requestid",
         ] {
             assert!(!is_reserved(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn client_stalls_are_told_from_upstream_timeouts() {
+        let err = |source, kind| {
+            let mut e = Error::new(kind);
+            e.esource = source;
+            e
+        };
+        use ErrorSource::{Downstream, Upstream};
+        use ErrorType::{ConnectTimedout, ReadTimedout, WriteTimedout};
+        for (source, kind, body_done, expected) in [
+            (Downstream, ReadTimedout, false, true),
+            (Downstream, WriteTimedout, true, true),
+            (Upstream, ReadTimedout, false, true),
+            (Upstream, ReadTimedout, true, false),
+            (Upstream, WriteTimedout, false, false),
+            (Upstream, ConnectTimedout, false, false),
+            (Downstream, ErrorType::ReadError, false, false),
+        ] {
+            assert_eq!(
+                client_fault(&err(source.clone(), kind.clone()), body_done),
+                expected,
+                "{source:?} {kind:?} body_done={body_done}"
+            );
         }
     }
 

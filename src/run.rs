@@ -190,27 +190,38 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let http = Arc::new(pingora::proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(Arc::clone(&shared)),
+    ));
     let mut proxy = pingora::services::listening::Service::new(
         "keygate".to_string(),
-        ClientApp::new(
-            pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&shared))),
-            Arc::clone(&shared),
-        ),
+        ClientApp::new(Arc::clone(&http), Arc::clone(&shared), None),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
-    if let (Some(tls), Some(store)) = (&config.server.tls, &certs) {
-        for addr in &tls.listen {
-            let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-            settings
-                .set_cert_resolver(Arc::clone(store) as Arc<dyn pingora::tls::ResolvesServerCert>);
-            settings.enable_h2();
-            proxy.add_tls_with_settings(&addr.to_string(), None, settings);
-        }
-    }
     server.add_service(proxy);
+    // TLS listeners accept plain TCP: the handshake is keygate's, so that it
+    // has the head deadline and a client's failure is not an error line.
+    if let (Some(tls), Some(store)) = (&config.server.tls, &certs) {
+        let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        settings.set_cert_resolver(Arc::clone(store) as Arc<dyn pingora::tls::ResolvesServerCert>);
+        settings.enable_h2();
+        let mut secure = pingora::services::listening::Service::new(
+            "keygate-tls".to_string(),
+            ClientApp::new(
+                Arc::clone(&http),
+                Arc::clone(&shared),
+                Some(settings.build()),
+            ),
+        );
+        for addr in &tls.listen {
+            secure.add_tcp(&addr.to_string());
+        }
+        server.add_service(secure);
+    }
     server.add_service(background_service(
         "reload",
         ReloadService {

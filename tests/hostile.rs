@@ -243,8 +243,32 @@ fn content_length_with_transfer_encoding_is_refused_before_auth_and_closes() {
     fx.assert_no_secrets_logged();
 }
 
+/// keygate's answer to a head Pingora's parser refused: its JSON body, an
+/// `X-Request-Id`, no `Server: Pingora`, the connection closed, and an
+/// access-log line saying `invalid_request`.
+#[track_caller]
+fn assert_refused_head(fx: &Fx, c: &mut Conn, r: &Reply, name: &str) {
+    assert_denied(r, 400, "BAD_REQUEST", "Invalid request");
+    assert_eq!(r.header("server"), None, "{name}");
+    assert!(r.closes(), "{name}");
+    assert!(
+        c.is_closed_within(Duration::from_secs(5)),
+        "{name}: connection kept open"
+    );
+    let id = r.header("x-request-id").unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}: {id}"
+    );
+    let line = fx.access_line(id);
+    assert_eq!(line["status"], 400, "{name}: {line}");
+    assert_eq!(line["outcome"], "invalid_request", "{name}: {line}");
+    assert_eq!(line["route"], "unmatched", "{name}: {line}");
+    assert_eq!(line["method"], "-", "{name}: {line}");
+}
+
 #[test]
-fn conflicting_or_broken_framing_is_400_from_pingora_before_keygate_runs() {
+fn conflicting_or_broken_framing_is_refused_with_json_before_any_check() {
     let mut fx = fixture();
     let unknown = fx.unknown_key("ord_c_");
     let auth = format!("Authorization: Bearer {}", fx.admin);
@@ -284,26 +308,18 @@ fn conflicting_or_broken_framing_is_400_from_pingora_before_keygate_runs() {
             let req = format!("{}{body}", head("POST", "/api/v1/company/x", &lines));
             let mut c = Conn::connect(fx.port());
             let _ = c.send(req.as_bytes());
-            // Pingora's own answer: a bare 400, not keygate's JSON.
+            // Refused by Pingora's parser, answered by keygate.
             let r = c
                 .read_reply()
                 .unwrap_or_else(|| panic!("{name}: no answer"));
-            assert_eq!(
-                r.status,
-                400,
-                "{name}: {:?}",
-                String::from_utf8_lossy(&r.body)
-            );
-            assert_eq!(r.header("content-length"), Some("0"), "{name}");
-            assert_eq!(r.header("server"), Some("Pingora"), "{name}");
-            assert!(r.closes(), "{name}");
-            assert!(
-                c.is_closed_within(Duration::from_secs(5)),
-                "{name}: connection kept open"
-            );
+            assert_refused_head(&fx, &mut c, &r, name);
         }
     }
     assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    let refused = fx
+        .gw
+        .metric("keygate_requests_total{route=\"unmatched\",status=\"400\"}");
+    assert_eq!(refused, Some((cases.len() * 2) as f64), "each counted");
     // Identical duplicates are one length (RFC 9110 §8.6): accepted.
     let req = format!(
         "{}hello",
@@ -723,8 +739,9 @@ fn oversized_heads_and_too_many_headers_never_reach_the_upstream() {
         assert_eq!(fx.up.last().url, "/api/v1/company/next");
         fx.up.clear();
     }
-    // Over Pingora's caps: its bare 400 before keygate runs (or a reset while
-    // the client is still writing), and the connection is closed.
+    // Over Pingora's caps: refused before keygate's checks run, with
+    // keygate's JSON 400 (or a reset while the client is still writing), and
+    // the connection is closed.
     for (name, count, len) in [
         ("2 MB in one header", 1, 2 * 1024 * 1024),
         ("2 MB in 256 headers", 256, 8 * 1024),
@@ -732,18 +749,7 @@ fn oversized_heads_and_too_many_headers_never_reach_the_upstream() {
     ] {
         let (mut c, reply) = big_head(&fx, count, len);
         if let Some(r) = reply {
-            assert_eq!(
-                r.status,
-                400,
-                "{name}: {:?}",
-                String::from_utf8_lossy(&r.body)
-            );
-            assert_eq!(r.header("content-length"), Some("0"), "{name}");
-            assert!(r.closes(), "{name}: {:?}", r.headers);
-            assert!(
-                c.is_closed_within(Duration::from_secs(5)),
-                "{name}: kept open"
-            );
+            assert_refused_head(&fx, &mut c, &r, name);
         }
         assert_eq!(fx.up.count(), 0, "{name} reached the upstream");
     }
@@ -821,12 +827,11 @@ fn absolute_form_target_is_routed_and_authorized_like_origin_form() {
     );
     let count = fx.up.count();
     assert_eq!(count, 1);
-    // An absolute-form target whose authority disagrees with Host: Pingora's
-    // bare 400 before keygate runs.
+    // An absolute-form target whose authority disagrees with Host: refused
+    // by Pingora's parser, answered with keygate's JSON.
     let r = req(abs, Some(&auth), "other.example");
-    assert_eq!(r.status, 400);
-    assert_eq!(r.header("content-length"), Some("0"));
-    assert_eq!(r.header("server"), Some("Pingora"));
+    assert_denied(&r, 400, "BAD_REQUEST", "Invalid request");
+    assert_eq!(r.header("server"), None);
     assert_eq!(fx.up.count(), count);
     fx.assert_serving();
     fx.assert_no_secrets_logged();
@@ -846,10 +851,23 @@ fn asterisk_and_authority_form_targets_never_reach_the_upstream() {
         fx.port(),
         head("CONNECT", "example.com:443", &[&auth, "Connection: close"]).as_bytes(),
     );
-    // Pingora refuses authority-form CONNECT itself: a bare 400, closed.
+    // Pingora refuses authority-form CONNECT (no Host) before keygate
+    // runs; the answer is keygate's JSON, closed.
     let r = r.expect("an answer to CONNECT");
-    assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("content-length"), Some("0"));
+    assert_denied(&r, 400, "BAD_REQUEST", "Invalid request");
+    assert!(r.closes());
+    // With a Host that agrees, Pingora's 405: keygate's words for it.
+    let r = exchange(
+        fx.port(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .expect("an answer to CONNECT with Host");
+    assert_denied(
+        &r,
+        405,
+        "METHOD_NOT_ALLOWED",
+        "Method CONNECT is not supported",
+    );
     assert!(r.closes());
     assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
     fx.assert_serving();
@@ -1015,8 +1033,8 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
     assert!(silent.buf.is_empty());
 
     // A byte every 100 ms: every single read is prompt (Pingora's own timer
-    // never fires), the whole head is late, so the connection is closed
-    // while the client is still sending.
+    // never fires), the whole head is late, so the client gets a 408 and
+    // the connection is closed while it is still sending.
     let dribbled = format!(
         "GET /api/v1/company/dribble HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nX-Pad: {}\r\n\r\n",
         fx.admin,
@@ -1025,11 +1043,18 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
     let mut slow = Conn::connect(fx.port());
     let cut = dribble(&mut slow, dribbled.as_bytes()).expect("a dribbled head is cut off");
     assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
-    assert!(
-        slow.buf.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&slow.buf)
+    let late = slow.read_reply().expect("a 408 before the close");
+    assert_denied(
+        &late,
+        408,
+        "REQUEST_TIMEOUT",
+        "Request head not received in time",
     );
+    assert!(late.closes());
+    let line = fx.access_line(late.header("x-request-id").unwrap());
+    assert_eq!(line["status"], 408, "{line}");
+    assert_eq!(line["outcome"], "client_error", "{line}");
+    assert_eq!(line["route"], "unmatched", "{line}");
     fx.assert_never_upstream("/api/v1/company/dribble");
 
     // On a kept-alive connection the idle time before the next request is
@@ -1098,6 +1123,10 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
         .filter(|l| l.contains("request head not received in time"))
         .count();
     assert!(cuts >= 2, "{log}");
+    assert!(
+        !log.contains("\"level\":\"ERROR\""),
+        "client faults are no errors: {log}"
+    );
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }

@@ -17,3 +17,4 @@ mod props;
 mod reload;
 mod smoke;
 mod tls;
+mod wire;
