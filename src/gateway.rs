@@ -36,14 +36,33 @@ pub struct Gateway {
     pub policy: Policy,
     /// Upstream pools, indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Metric handles, indexed like `policy.routes`.
-    pub route_metrics: Vec<RouteMetrics>,
+    /// Metric handles, indexed like `policy.routes` (shared, so a request
+    /// still streaming can keep its route's handles without the gateway).
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// Metric handles for requests that matched no route.
-    pub unmatched_metrics: RouteMetrics,
+    pub unmatched_metrics: Arc<RouteMetrics>,
     /// The server certificate, checked, ready to install.
     pub certificate: Option<Arc<CertifiedKey>>,
     /// Digests of the source files.
     pub fingerprint: Fingerprint,
+    /// Counts this state in `keygate_state_generations` while it lives.
+    _generation: Generation,
+}
+
+/// One count in `keygate_state_generations`, for as long as a state lives.
+struct Generation(prometheus::IntGauge);
+
+impl Generation {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Generation(gauge.clone())
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Gateway {
@@ -127,7 +146,10 @@ impl Gateway {
             None => None,
         };
         let routes = Route::compile(&config);
-        let route_metrics = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        let route_metrics = routes
+            .iter()
+            .map(|r| Arc::new(metrics.route(&r.name)))
+            .collect();
         if let Some(prev) = previous {
             keys.carry_last_used_from(&prev.policy.keys);
         }
@@ -146,15 +168,16 @@ impl Gateway {
             policy,
             upstreams,
             route_metrics,
-            unmatched_metrics: metrics.route(UNMATCHED),
+            unmatched_metrics: Arc::new(metrics.route(UNMATCHED)),
             certificate,
             fingerprint,
             config,
+            _generation: Generation::new(&metrics.generations),
         })
     }
 
     /// Metric handles of a route index, or of `unmatched`.
-    pub fn route_metrics(&self, route: Option<usize>) -> &RouteMetrics {
+    pub fn route_metrics(&self, route: Option<usize>) -> &Arc<RouteMetrics> {
         route
             .and_then(|i| self.route_metrics.get(i))
             .unwrap_or(&self.unmatched_metrics)

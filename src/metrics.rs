@@ -32,6 +32,9 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     /// `keygate_rate_limit_buckets`
     pub buckets: IntGauge,
+    /// `keygate_state_generations`: loaded states still in memory (the live
+    /// one, plus old ones that in-flight work still holds).
+    pub generations: IntGauge,
 }
 
 /// Upstream error kinds (`kind` label).
@@ -181,6 +184,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         register(&registry, Box::new(buckets.clone()));
+        let generations = IntGauge::new(
+            "keygate_state_generations",
+            "Loaded gateway states in memory: the live one plus old ones still held by in-flight requests.",
+        )
+        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+        register(&registry, Box::new(generations.clone()));
         Metrics {
             reload_success: reloads.with_label_values(&["success"]),
             reload_failure: reloads.with_label_values(&["failure"]),
@@ -193,6 +202,7 @@ impl Metrics {
             keys,
             last_reload_success,
             buckets,
+            generations,
         }
     }
 

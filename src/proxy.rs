@@ -8,9 +8,10 @@ use crate::config::AuthMode;
 use crate::decide::{Authorization, Decision, Request, decide};
 use crate::denial::Denial;
 use crate::gateway::Gateway;
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
 use crate::ratelimit::{Limiter, Outcome};
 use crate::run::Lifecycle;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,10 +71,50 @@ enum Ending {
     ClientError,
 }
 
+/// A key id copied out of the index (ids are at most 128 ASCII bytes), so a
+/// request can name its key after letting go of the gateway, without a heap
+/// allocation.
+#[derive(Clone, Copy)]
+struct KeyId {
+    len: u8,
+    bytes: [u8; crate::snapshot::MAX_ID_LEN],
+}
+
+impl KeyId {
+    fn new(id: &str) -> Self {
+        let mut bytes = [0u8; crate::snapshot::MAX_ID_LEN];
+        let n = id.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+        KeyId {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("-")
+    }
+}
+
+/// What the end of a proxied request needs once the upstream has answered:
+/// enough to count and log it. The request then lets go of its gateway, so
+/// a client reading a long response slowly pins a few handles, not a whole
+/// generation of state (key index included) across reloads.
+struct Settled {
+    metrics: Arc<RouteMetrics>,
+    route: Arc<str>,
+    upstream: Arc<Upstream>,
+    company: Option<Arc<str>>,
+    key_id: Option<KeyId>,
+}
+
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
+    /// The state the request was decided on, until the upstream answers.
     gateway: Option<Arc<Gateway>>,
+    /// What is left of it after that.
+    settled: Option<Settled>,
     /// Sane client value or a new one; a `HeaderValue` so the upstream and
     /// client copies share one buffer.
     request_id: HeaderValue,
@@ -298,6 +339,7 @@ impl ProxyHttp for Proxy {
         Ctx {
             started: Instant::now(),
             gateway: None,
+            settled: None,
             request_id: HeaderValue::from_static(""),
             client: None,
             route: None,
@@ -500,6 +542,18 @@ impl ProxyHttp for Proxy {
             rate_headers(upstream_response, rate)?;
         }
         ctx.outcome = Ending::Proxied;
+        if let Some(gw) = ctx.gateway.take()
+            && let Some(route) = ctx.route.and_then(|r| gw.policy.routes.get(r))
+        {
+            let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
+            ctx.settled = Some(Settled {
+                metrics: Arc::clone(gw.route_metrics(ctx.route)),
+                route: Arc::clone(&route.name),
+                upstream: Arc::clone(&gw.upstreams[route.upstream]),
+                company: key.map(|k| Arc::clone(&k.company)),
+                key_id: key.map(|k| KeyId::new(k.id())),
+            });
+        }
         Ok(())
     }
 
@@ -532,11 +586,15 @@ impl ProxyHttp for Proxy {
     /// Maps a failure to the contract's 502/504 (or a 400/500 JSON body) when
     /// nothing has been sent to the client yet.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let gw = self.gateway(ctx);
-        let upstream = ctx
-            .route
-            .and_then(|r| gw.policy.routes.get(r))
-            .map(|r| &gw.upstreams[r.upstream]);
+        let upstream = match &ctx.settled {
+            Some(settled) => Some(Arc::clone(&settled.upstream)),
+            None => {
+                let gw = self.gateway(ctx);
+                ctx.route
+                    .and_then(|r| gw.policy.routes.get(r))
+                    .map(|r| Arc::clone(&gw.upstreams[r.upstream]))
+            }
+        };
         let timed_out = matches!(
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -648,16 +706,39 @@ impl ProxyHttp for Proxy {
         if ctx.outcome == Ending::Probe {
             return;
         }
-        let gw = self.gateway(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let metrics = gw.route_metrics(ctx.route);
+        let elapsed = ctx.started.elapsed();
+        // Either what the request kept after the upstream answered, or the
+        // gateway it was decided on.
+        let gw = match &ctx.settled {
+            Some(_) => None,
+            None => Some(self.gateway(ctx)),
+        };
+        let (metrics, route, upstream, company, key_id) = match (&ctx.settled, &gw) {
+            (Some(s), _) => (
+                &s.metrics,
+                Some(&*s.route),
+                Some(&*s.upstream.name),
+                s.company.as_deref(),
+                s.key_id.as_ref().map(KeyId::as_str),
+            ),
+            (None, Some(gw)) => {
+                let route = ctx.route.and_then(|r| gw.policy.routes.get(r));
+                let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
+                (
+                    gw.route_metrics(ctx.route),
+                    route.map(|r| &*r.name),
+                    route.map(|r| &*gw.upstreams[r.upstream].name),
+                    key.map(|k| &*k.company),
+                    key.map(|k| k.id()),
+                )
+            }
+            (None, None) => return,
+        };
         if status != 0 {
             metrics.request(status);
         }
-        let elapsed = ctx.started.elapsed();
         metrics.duration.observe(elapsed.as_secs_f64());
-        let route = ctx.route.and_then(|r| gw.policy.routes.get(r));
-        let key = ctx.key_slot.map(|s| gw.policy.keys.record(s));
         let outcome = match ctx.outcome {
             Ending::Pending if e.is_some() => "error",
             Ending::Pending | Ending::Proxied => "proxied",
@@ -677,13 +758,13 @@ impl ProxyHttp for Proxy {
                 client: ctx.client.as_deref().unwrap_or("-"),
                 method: req.method.as_str(),
                 path: req.uri.path(),
-                route: route.map_or(crate::metrics::UNMATCHED, |r| &r.name),
+                route: route.unwrap_or(crate::metrics::UNMATCHED),
                 status,
                 outcome,
-                key_id: key.map(|k| k.id()),
-                company: key.map(|k| &*k.company),
+                key_id,
+                company,
                 workspace: ctx.workspace.as_deref(),
-                upstream: route.map(|r| &*gw.upstreams[r.upstream].name),
+                upstream,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
             });
     }

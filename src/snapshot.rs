@@ -492,10 +492,13 @@ mod json {
     }
 }
 
+/// Longest key id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
 /// Key ids travel in headers, metrics and logs: keep them to a safe alphabet.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 128
+        && id.len() <= MAX_ID_LEN
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))

@@ -466,3 +466,80 @@ fn a_toml_snapshot_over_32_mib_is_loaded_with_a_warning_each_time() {
     assert_eq!(gw.reload_by_signal(), "success");
     assert_eq!(gw.log().matches(WARNING).count(), 2);
 }
+
+/// Clients that stop reading a long response pin no old state: once the
+/// upstream has answered, a request keeps only its log handles, so six
+/// stalled downloads across six reloads leave one state in memory, not
+/// seven. `send_timeout_ms` then cuts the stalled clients off.
+#[test]
+fn stalled_downloads_hold_no_old_state_and_are_cut_at_the_send_timeout() {
+    let (up, mut snap, company, _) = base();
+    let config = standard_config(up.addr, "", "").replace(
+        "grace_period_secs = 5\n",
+        "grace_period_secs = 5\nsend_timeout_ms = 8000\n",
+    );
+    let gw = Gateway::start(&config, &snap.render());
+    let generations = || gw.metric("keygate_state_generations");
+    assert_eq!(generations(), Some(1.0));
+    let mut stalled = Vec::new();
+    for i in 0..6 {
+        // 64 MiB: far more than the socket buffers take, so the gateway's
+        // writes to this client block for as long as it does not read.
+        let path = format!("/api/v1/company/stalled-{i}?pad=67108864");
+        let mut c = Conn::connect(gw.ports.http);
+        assert!(
+            c.send(head("GET", &path, &[&format!("Authorization: Bearer {company}")]).as_bytes())
+        );
+        wait_for("the upstream to answer", Duration::from_secs(10), || {
+            up.seen().iter().any(|s| s.url == path).then_some(())
+        });
+        stalled.push(c);
+        snap.key(
+            &format!("k_more_{i}"),
+            "company",
+            "acme",
+            None,
+            &["read:all"],
+            "",
+        );
+        gw.write_keys(&snap.render());
+        assert_eq!(gw.reload_by_signal(), "success");
+    }
+    // The old states are freed off the request path: poll for it, well
+    // before send_timeout_ms could have cut any stalled client.
+    wait_for("old states to be freed", Duration::from_secs(3), || {
+        (generations() == Some(1.0)).then_some(())
+    });
+    // The stalled clients (still not reading: reading would unblock them)
+    // are cut within send_timeout_ms of their last successful write, each
+    // request ending as the client's fault.
+    let lines = wait_for(
+        "six cut downloads in the access log",
+        Duration::from_secs(20),
+        || {
+            let lines: Vec<serde_json::Value> = gw
+                .log()
+                .lines()
+                .filter(|l| l.contains("keygate::access") && l.contains("/api/v1/company/stalled-"))
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (lines.len() == 6).then_some(lines)
+        },
+    );
+    for line in &lines {
+        assert_eq!(line["outcome"], "client_error", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["key_id"], "k_company", "{line}");
+        assert_eq!(line["route"], "company", "{line}");
+        assert_eq!(line["upstream"], "api", "{line}");
+    }
+    assert!(
+        !gw.log().contains("\"level\":\"ERROR\""),
+        "a client that stops reading is no error"
+    );
+    drop(stalled);
+    assert_eq!(
+        gw.get("/api/v1/company/after", Some(&company)).status(),
+        200
+    );
+}

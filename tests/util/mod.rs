@@ -133,7 +133,9 @@ impl Seen {
 }
 
 /// A real HTTP/1.1 upstream (hyper) that answers `status` with a JSON echo of
-/// the request and records what it saw. `delay_ms` makes it slow (timeouts).
+/// the request and records what it saw. `delay_ms` makes it slow (timeouts);
+/// a `pad=N` query parameter follows the echo with N bytes of padding (a
+/// large response).
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -305,12 +307,18 @@ async fn echo(
     if d > 0 {
         tokio::time::sleep(Duration::from_millis(d)).await;
     }
+    let mut body = echo.to_string().into_bytes();
+    let pad = parts
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("pad=")))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    body.resize(body.len() + pad.min(256 << 20), b' ');
     Ok(hyper::Response::builder()
         .status(status.load(Ordering::SeqCst) as u16)
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            echo.to_string(),
-        )))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap())
 }
 
