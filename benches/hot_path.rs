@@ -3,12 +3,13 @@
 //! the limiter (uncontended and two threads on one key).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keygate::clock::SystemClock;
-use keygate::decide::{Authorization, Request, decide};
 use keygate::gateway::Gateway;
-use keygate::metrics::Metrics;
-use keygate::ratelimit::{Limit, Limiter};
-use keygate::token::{KeyDigest, Prefixes, bearer_token};
+use keygate::model::key::{KeyDigest, Prefixes, bearer_token};
+use keygate::model::limit::Limit;
+use keygate::request::decide::{Authorization, Request, decide};
+use keygate::request::limiter::Limiter;
+use keygate::telemetry::metrics::Metrics;
+use keygate::util::clock::SystemClock;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ fn route_match(c: &mut Criterion) {
     let path = "/api/v1/workspaces/ws_a/posts/123";
     c.bench_function("routes: first match over 100 routes (last wins)", |b| {
         b.iter(|| {
-            let split = keygate::routes::SplitPath::new(black_box(path)).expect("absolute");
+            let split = keygate::model::pattern::SplitPath::new(black_box(path)).expect("absolute");
             gw.policy
                 .routes
                 .iter()
@@ -92,7 +93,7 @@ fn decide_bench(c: &mut Criterion) {
     };
     assert!(matches!(
         decide(&req, &gw.policy, 1_800_000_000),
-        keygate::decide::Decision::Allow(_)
+        keygate::request::decide::Decision::Allow(_)
     ));
     c.bench_function("decide: valid key, 10k-key snapshot", |b| {
         b.iter(|| decide(black_box(&req), &gw.policy, 1_800_000_000))

@@ -133,7 +133,7 @@ fn main() {
         let index = keygate::snapshot::KeyIndex::parse(path, &text).expect("valid snapshot");
         let load = t.elapsed();
         drop(text);
-        keygate::sys::release_freed_memory();
+        keygate::util::sys::release_freed_memory();
         let live_after = LIVE.load(Ordering::Relaxed);
         // `text` was live before and is freed now: what remains is the index.
         let kept = (live_after + size).saturating_sub(live_before);
@@ -150,8 +150,9 @@ fn main() {
 
     // Rate-limit buckets: heap per tracked key.
     {
-        use keygate::ratelimit::{Limit, Limiter};
-        let limiter = Limiter::new(Arc::new(keygate::clock::SystemClock::new()), n + 1);
+        use keygate::model::limit::Limit;
+        use keygate::request::limiter::Limiter;
+        let limiter = Limiter::new(Arc::new(keygate::util::clock::SystemClock::new()), n + 1);
         let ids: Vec<String> = (0..n).map(|i| format!("key_{i:08}")).collect();
         let before = LIVE.load(Ordering::Relaxed);
         for id in &ids {
@@ -189,7 +190,7 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(["run", "--config"])
         .arg(dir.path().join("keygate.toml"))
-        .env("RUST_LOG", "warn,keygate::reload=info")
+        .env("RUST_LOG", "warn,keygate::control::reload=info")
         .stdout(Stdio::from(
             std::fs::File::create(dir.path().join("gateway.log")).expect("log file"),
         ))

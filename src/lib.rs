@@ -1,33 +1,29 @@
 //! keygate: an API-key auth gateway on Pingora.
 //!
-//! One request takes one straight path: [`proxy`] (thin Pingora glue) asks
-//! [`decide`] (pure, no I/O) whether the request may pass, takes a token from the
-//! [`ratelimit`] limiter, and forwards it to an [`upstream`] pool. Everything one
-//! reload builds lives in a [`gateway::Gateway`], swapped whole by [`reload`].
+//! One request takes one straight path: [`request::downstream`] takes the
+//! client connection (TLS, the head deadline, heads Pingora refuses),
+//! [`request::proxy`] (thin Pingora glue, one call per phase) hands the head to
+//! [`request::precheck`] (framing, head size) and [`request::decide`] (rows
+//! 1-12 of the contract, pure), takes a token from [`request::limiter`], sets
+//! the [`request::headers`] and forwards to an upstream pool of the
+//! [`gateway::Gateway`], the state one load builds whole from config and
+//! snapshot and [`control::reload`] swaps whole. Every answer keygate writes
+//! itself is a [`model::denial::Denial`].
+//!
+//! Folders in dependency order, each using only those before it: `util`,
+//! `model`, `telemetry`, `config`, `snapshot`, `gateway`, `request`,
+//! `control`, `server`, `cli`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod admin;
-pub mod client;
-pub mod clock;
+pub mod cli;
 pub mod config;
-pub mod decide;
-pub mod demo;
-pub mod denial;
+pub mod control;
 pub mod gateway;
-pub mod keys_cli;
-pub mod logging;
-pub mod metrics;
-pub mod problems;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod routes;
-pub mod run;
-pub mod scope;
+pub mod model;
+pub mod request;
+pub mod server;
 pub mod snapshot;
-pub mod sys;
-pub mod tls;
-pub mod token;
-pub mod upstream;
+pub mod telemetry;
+pub mod util;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keygate::logging::LogFormat;
+use keygate::telemetry::log::LogFormat;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,11 +59,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Create a key: prints the key alone on stdout (once), the record id on stderr.
-    New(Box<keygate::keys_cli::NewArgs>),
+    New(Box<keygate::cli::keys::NewArgs>),
     /// Mark a key revoked now.
-    Revoke(keygate::keys_cli::RevokeArgs),
+    Revoke(keygate::cli::keys::RevokeArgs),
     /// List key metadata.
-    List(keygate::keys_cli::ListArgs),
+    List(keygate::cli::keys::ListArgs),
     /// Read a key on stdin and print its `sha256:<hex>` hash.
     Hash,
 }
@@ -72,16 +72,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            keygate::logging::init(cli.log_format);
+            keygate::telemetry::log::init(cli.log_format);
             start(
                 &config,
-                keygate::run::RunOptions {
+                keygate::server::RunOptions {
                     log_format: cli.log_format,
                     ..Default::default()
                 },
             )
         }
-        Command::Check { config } => match keygate::run::check(&config) {
+        Command::Check { config } => match keygate::cli::check::check(&config) {
             Ok(checked) => {
                 for w in &checked.warnings {
                     println!("warning: {w}");
@@ -97,13 +97,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { config } => {
-            keygate::logging::init(cli.log_format);
-            match keygate::demo::prepare(&config) {
+            keygate::telemetry::log::init(cli.log_format);
+            match keygate::cli::demo::prepare(&config) {
                 // The gateway runs on the demo's copy of the config, which
                 // points at the freshly minted demo snapshot.
                 Ok((demo_config, options)) => start(
                     &demo_config,
-                    keygate::run::RunOptions {
+                    keygate::server::RunOptions {
                         log_format: cli.log_format,
                         ..options
                     },
@@ -115,17 +115,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Keys(k) => {
-            keygate::sys::ignore_file_size_signal();
+            keygate::util::sys::ignore_file_size_signal();
             report(keys(*k))
         }
         Command::Healthcheck { config, admin } => {
-            report(keygate::demo::healthcheck(&config, admin).context("healthcheck"))
+            report(keygate::cli::healthcheck::healthcheck(&config, admin).context("healthcheck"))
         }
     }
 }
 
-fn start(config: &std::path::Path, options: keygate::run::RunOptions) -> ExitCode {
-    match keygate::run::run(config, options) {
+fn start(config: &std::path::Path, options: keygate::server::RunOptions) -> ExitCode {
+    match keygate::server::run(config, options) {
         Ok(never) => match never {},
         Err(e) => {
             // Printed plainly as well as logged, so `keygate run` in a terminal
@@ -139,12 +139,12 @@ fn start(config: &std::path::Path, options: keygate::run::RunOptions) -> ExitCod
 }
 
 fn keys(k: KeysCommand) -> anyhow::Result<()> {
-    use keygate::keys_cli;
+    use keygate::cli::keys;
     match k {
-        KeysCommand::New(args) => keys_cli::new_key(&args).context("keys new"),
-        KeysCommand::Revoke(args) => keys_cli::revoke(&args).context("keys revoke"),
-        KeysCommand::List(args) => keys_cli::list(&args).context("keys list"),
-        KeysCommand::Hash => keys_cli::hash_stdin().context("keys hash"),
+        KeysCommand::New(args) => keys::new_key(&args).context("keys new"),
+        KeysCommand::Revoke(args) => keys::revoke(&args).context("keys revoke"),
+        KeysCommand::List(args) => keys::list(&args).context("keys list"),
+        KeysCommand::Hash => keys::hash_stdin().context("keys hash"),
     }
 }
 

@@ -3,7 +3,7 @@
 //! `decide` and the limiter.
 
 use crate::util::*;
-use keygate::decide::{Authorization, Decision, Request, decide};
+use keygate::request::decide::{Authorization, Decision, Request, decide};
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -56,11 +56,13 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
         .replace("{admin}", "2");
     std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
     std::fs::write(dir.path().join("keys.toml"), snap.render()).unwrap();
-    let metrics = keygate::metrics::Metrics::new();
+    let metrics = keygate::telemetry::metrics::Metrics::new();
     let gw =
         keygate::gateway::Gateway::load(&dir.path().join("keygate.toml"), &metrics, None).unwrap();
-    let limiter =
-        keygate::ratelimit::Limiter::new(Arc::new(keygate::clock::SystemClock::new()), 1000);
+    let limiter = keygate::request::limiter::Limiter::new(
+        Arc::new(keygate::util::clock::SystemClock::new()),
+        1000,
+    );
     let get = http::Method::GET;
     let cases = [
         (format!("Bearer {ws}"), "/api/v1/workspaces/ws_a/posts/1"),
@@ -86,7 +88,7 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
         if let Decision::Allow(a) = decide(&req, &gw.policy, 1_800_000_000)
             && let Some((_, key)) = a.key
         {
-            limiter.check(key.id(), keygate::ratelimit::Limit::DEFAULT);
+            limiter.check(key.id(), keygate::model::limit::Limit::DEFAULT);
         }
         let n = allocations_during(|| {
             let d = decide(&req, &gw.policy, 1_800_000_000);
@@ -95,7 +97,9 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
             };
             if let Some((slot, key)) = a.key {
                 gw.policy.keys.touch(slot, 1_800_000_000);
-                std::hint::black_box(limiter.check(key.id(), keygate::ratelimit::Limit::DEFAULT));
+                std::hint::black_box(
+                    limiter.check(key.id(), keygate::model::limit::Limit::DEFAULT),
+                );
             }
         });
         assert_eq!(n, 0, "{path}: {n} allocations on the allowed path");

@@ -5,9 +5,9 @@
 //! in; a dot segment is refused however it is spelled).
 
 use keygate::config::Config;
-use keygate::routes::{Pattern, SplitPath, check_path};
+use keygate::model::key::{BearerError, KeyDigest, KeyType, Prefixes, bearer_token};
+use keygate::model::pattern::{Pattern, SplitPath, check_path};
 use keygate::snapshot::KeyIndex;
-use keygate::token::{BearerError, KeyDigest, KeyType, Prefixes, bearer_token};
 use proptest::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -415,7 +415,7 @@ proptest! {
             None => prop_assert!(
                 !token.starts_with(b"ord_")
                     || token.len() <= 4
-                    || token.len() > keygate::token::MAX_TOKEN_LEN
+                    || token.len() > keygate::model::key::MAX_TOKEN_LEN
             ),
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::scope::Scope;
+use crate::model::scope::Scope;
 
 const PATH: &str = "/etc/keygate/keygate.toml";
 

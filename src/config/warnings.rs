@@ -171,6 +171,14 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
     out
 }
 
+/// Logs each warning about a config that was just loaded (start-up and
+/// every reload).
+pub fn log(config: &Config) {
+    for w in warnings(config) {
+        tracing::warn!("warning: {w}");
+    }
+}
+
 /// The addresses an upstream server names, numeric ones without a lookup
 /// and `localhost` as loopback; other names are not resolved here (a check
 /// must not depend on DNS).
@@ -327,7 +335,7 @@ servers = ["127.0.0.1:9000"{extra_upstream_server}]
             ]
         );
         let mut c = config("0.0.0.0:9091", "", &routes);
-        c.admin.token_hash = Some(crate::token::KeyDigest::of(b"admin token"));
+        c.admin.token_hash = Some(crate::model::key::KeyDigest::of(b"admin token"));
         assert_eq!(texts(&c), Vec::<String>::new());
         assert_eq!(
             texts(&config("[::1]:9091", "", &routes)),

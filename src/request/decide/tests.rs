@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Config;
-use crate::scope::Scope;
+use crate::model::scope::Scope;
+use crate::snapshot::KeyIndex;
 use http::Method;
 use std::path::Path;
 
@@ -33,7 +34,7 @@ const WORKSPACE_RECORD_CO_PREFIX: &str = "ord_c_WorkspaceRecord00000000000000000
 const FOREIGN_PREFIX: &str = "sk_live_Foreign000000000000000000000000000";
 /// A listed key longer than any token the gateway will hash.
 fn oversized_key() -> String {
-    format!("ord_{}", "A".repeat(crate::token::MAX_TOKEN_LEN))
+    format!("ord_{}", "A".repeat(crate::model::key::MAX_TOKEN_LEN))
 }
 
 const CONFIG: &str = r#"[server]
@@ -295,23 +296,13 @@ fn snapshot() -> String {
     s
 }
 
-/// The policy `Gateway::build` would make, without upstream pools.
+/// The policy `Gateway::build` makes, through the same builder.
 fn policy_from(config_text: &str, snapshot_text: &str) -> Policy {
     let config = Config::parse(Path::new("/etc/keygate/keygate.toml"), config_text)
         .unwrap_or_else(|p| panic!("config refused:\n{p}"));
     let keys = KeyIndex::parse(Path::new("/etc/keygate/keys.toml"), snapshot_text)
         .unwrap_or_else(|p| panic!("snapshot refused:\n{p}"));
-    let routes = Route::compile(&config);
-    Policy {
-        routes,
-        keys,
-        prefixes: config.keys.prefixes.clone(),
-        plain_http: config
-            .server
-            .tls
-            .as_ref()
-            .map_or(PlainHttp::Allow, |t| t.plain_http),
-    }
+    Policy::compile(&config, keys)
 }
 
 fn policy() -> Policy {

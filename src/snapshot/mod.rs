@@ -6,10 +6,10 @@
 //! million keys within a few hundred bytes each. `last_used` is one atomic per
 //! slot, written only when the second changes.
 
-use crate::problems::{LineCounter, Problem, Problems};
-use crate::ratelimit::Limit;
-use crate::scope::{Scope, Scopes};
-use crate::token::{KeyDigest, KeyType};
+use crate::model::key::{KeyDigest, KeyType};
+use crate::model::limit::Limit;
+use crate::model::problem::{LineCounter, Problem, Problems};
+use crate::model::scope::{Scope, Scopes};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -374,7 +374,7 @@ mod raw {
 
 fn parse_toml(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
     let snap: raw::TomlSnapshot = toml::from_str(text)
-        .map_err(|e| Problems(vec![crate::problems::from_toml_error(path, text, &e)]))?;
+        .map_err(|e| Problems(vec![crate::model::problem::from_toml_error(path, text, &e)]))?;
     let mut lines = LineCounter::new(text);
     let mut builder = Builder::new(path, snap.keys.len());
     for w in snap.workspaces {

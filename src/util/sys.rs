@@ -59,3 +59,22 @@ pub fn ignore_file_size_signal() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
+
+/// Flushes standard output, best effort: called before the process exits.
+pub fn flush_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// Where to connect to reach a listener: 0.0.0.0 / [::] are reached on loopback.
+pub fn reachable(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    match a {
+        std::net::SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], v4.port()))
+        }
+        std::net::SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port()))
+        }
+        other => other,
+    }
+}

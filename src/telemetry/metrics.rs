@@ -4,7 +4,7 @@
 //! path increments plain counters without hashing label values. Labels stay
 //! bounded: route and upstream names, never paths or key ids.
 
-use crate::denial::DenialReason;
+use crate::model::denial::DenialReason;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,

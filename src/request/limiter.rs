@@ -20,98 +20,13 @@
 //! Buckets are created only for authenticated keys, so clients cannot fill the
 //! map with made-up keys.
 
-use crate::clock::Clock;
+use crate::model::limit::Limit;
+use crate::util::clock::Clock;
 use dashmap::DashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const NANOS_PER_SEC: u64 = 1_000_000_000;
-
-/// A rate: `requests` per `per_secs`, with a bucket of `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Limit {
-    /// Tokens refilled per window; the `X-RateLimit-Limit` figure.
-    pub requests: NonZeroU32,
-    /// The window, in seconds.
-    pub per_secs: NonZeroU32,
-    /// Bucket capacity.
-    pub burst: NonZeroU32,
-}
-
-impl Limit {
-    /// 100 requests per 60 s, burst 100.
-    pub const DEFAULT: Limit = Limit {
-        requests: nz(100),
-        per_secs: nz(60),
-        burst: nz(100),
-    };
-
-    /// Validates raw numbers from a file; `burst` defaults to `requests`.
-    pub fn from_raw(requests: i64, per_secs: i64, burst: Option<i64>) -> Result<Limit, String> {
-        fn positive(what: &str, v: i64) -> Result<NonZeroU32, String> {
-            u32::try_from(v)
-                .ok()
-                .and_then(NonZeroU32::new)
-                .ok_or_else(|| {
-                    format!(
-                        "{what} must be a whole number from 1 to {} (got {v})",
-                        u32::MAX
-                    )
-                })
-        }
-        let requests = positive("requests", requests)?;
-        let per_secs = positive("per_secs", per_secs)?;
-        let burst = match burst {
-            Some(b) => positive("burst", b)?,
-            None => requests,
-        };
-        Ok(Limit {
-            requests,
-            per_secs,
-            burst,
-        })
-    }
-
-    /// Parses the CLI form `REQUESTS/WINDOW` (`1000/60s`, `10/1m`, `5/1h`), with
-    /// an optional `:BURST` (`1000/60s:2000`).
-    pub fn parse_cli(text: &str) -> Result<Limit, String> {
-        let bad = || format!("rate limit {text:?} must look like 1000/60s (optionally :BURST)");
-        let (rate, burst) = match text.split_once(':') {
-            Some((r, b)) => (r, Some(b.parse::<i64>().map_err(|_| bad())?)),
-            None => (text, None),
-        };
-        let (req, window) = rate.split_once('/').ok_or_else(bad)?;
-        let requests = req.trim().parse::<i64>().map_err(|_| bad())?;
-        let window = humantime::parse_duration(window.trim()).map_err(|_| bad())?;
-        if window.subsec_nanos() != 0 {
-            return Err(bad());
-        }
-        Limit::from_raw(requests, window.as_secs() as i64, burst)
-    }
-
-    /// Nanoseconds per token, rounded up so refill is never faster than configured.
-    fn interval(self) -> u64 {
-        let window = u128::from(self.per_secs.get()) * u128::from(NANOS_PER_SEC);
-        window
-            .div_ceil(u128::from(self.requests.get()))
-            .min(u128::from(u64::MAX / 4)) as u64
-    }
-
-    /// Nanoseconds of debt a full bucket can absorb.
-    fn capacity(self) -> u64 {
-        let c = u128::from(self.interval()) * u128::from(self.burst.get());
-        c.min(u128::from(u64::MAX / 4)) as u64
-    }
-}
-
-/// A compile-time non-zero constant: a zero would fail the build, not a request.
-const fn nz(v: u32) -> NonZeroU32 {
-    match NonZeroU32::new(v) {
-        Some(n) => n,
-        None => panic!("zero rate constant"),
-    }
-}
+const NANOS_PER_SEC: u64 = crate::model::limit::NANOS_PER_SEC;
 
 /// What the limiter decided for one request, with the figures for the headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

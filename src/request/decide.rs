@@ -4,69 +4,13 @@
 //! path: the key digest is on the stack and everything returned is borrowed.
 
 use crate::config::{AuthMode, PlainHttp};
-use crate::denial::Denial;
-use crate::routes::{Pattern, SplitPath, check_path};
-use crate::scope::ScopeRule;
-use crate::snapshot::{KeyIndex, KeyRecord};
-use crate::token::{BearerError, KeyDigest, KeyType, Prefixes, bearer_token};
+use crate::gateway::policy::Policy;
+use crate::model::denial::Denial;
+use crate::model::key::{BearerError, KeyDigest, KeyType, bearer_token};
+use crate::model::pattern::{SplitPath, check_path};
+use crate::snapshot::KeyRecord;
 use std::borrow::Cow;
 use std::sync::Arc;
-
-/// A compiled route.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Unique name (metrics `route` label).
-    pub name: Arc<str>,
-    /// Path pattern.
-    pub pattern: Pattern,
-    /// Index of its upstream in the gateway's pools.
-    pub upstream: usize,
-    /// Key types accepted.
-    pub auth: AuthMode,
-    /// Scope required.
-    pub scope: ScopeRule,
-    /// Allowed methods; `None` allows all.
-    pub methods: Option<Box<[http::Method]>>,
-    /// `Allow` header value for 405s.
-    pub allow: Arc<str>,
-}
-
-impl Route {
-    /// Compiles the config's routes, in file order.
-    pub fn compile(config: &crate::config::Config) -> Vec<Route> {
-        config
-            .routes
-            .iter()
-            .map(|r| Route {
-                name: r.name.as_str().into(),
-                pattern: r.pattern.clone(),
-                upstream: r.upstream,
-                auth: r.auth,
-                scope: r.scope,
-                methods: r.methods.clone().map(Vec::into_boxed_slice),
-                allow: r
-                    .methods
-                    .as_ref()
-                    .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default()
-                    .into(),
-            })
-            .collect()
-    }
-}
-
-/// Everything the decision reads, built whole by one reload.
-#[derive(Debug)]
-pub struct Policy {
-    /// Routes in file order.
-    pub routes: Vec<Route>,
-    /// The key snapshot.
-    pub keys: KeyIndex,
-    /// Key prefixes.
-    pub prefixes: Prefixes,
-    /// Whether plain HTTP is refused.
-    pub plain_http: PlainHttp,
-}
 
 /// The `Authorization` headers of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,8 +30,9 @@
 //! The timeouts are read from the live state for each connection and each
 //! request, so a reload applies them to what comes next.
 
-use crate::denial::Denial;
-use crate::proxy::{Proxy, Shared};
+use crate::model::denial::Denial;
+use crate::request::Shared;
+use crate::request::proxy::Proxy;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -310,7 +311,7 @@ impl ClientStream {
             // when it shuts the connection down.
             let refusal = Refusal {
                 denial: Denial::HeadTimeout,
-                request_id: crate::proxy::new_request_id(),
+                request_id: crate::request::proxy::new_request_id(),
                 client: client_ip(&peer),
                 since: deadline - self.timeout,
             };
@@ -400,7 +401,7 @@ impl ClientStream {
         };
         let refusal = Refusal {
             denial,
-            request_id: crate::proxy::new_request_id(),
+            request_id: crate::request::proxy::new_request_id(),
             client: client_ip(&peer_of(&*self.inner)),
             since: w
                 .armed
@@ -692,12 +693,12 @@ impl ClientApp {
         metrics.duration.observe(elapsed.as_secs_f64());
         self.shared
             .access_log
-            .record(&crate::logging::AccessRecord {
+            .record(&crate::telemetry::log::AccessRecord {
                 request_id: refusal.request_id.to_str().unwrap_or("-"),
                 client: &refusal.client,
                 method: "-",
                 path: "-",
-                route: crate::metrics::UNMATCHED,
+                route: crate::telemetry::metrics::UNMATCHED,
                 status,
                 outcome: match refusal.denial {
                     Denial::HeadTimeout => "client_error",

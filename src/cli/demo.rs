@@ -1,4 +1,4 @@
-//! `keygate demo` and `keygate healthcheck`.
+//! `keygate demo`.
 //!
 //! The demo runs the gateway on a copy of the given config (the bundled one by
 //! default) whose snapshot is swapped for freshly minted demo keys, starts a
@@ -7,25 +7,19 @@
 //! demo snapshot live in a temp folder kept for the life of the process; the
 //! operator's files are only read. Demo keys exist nowhere else and die with
 //! the run.
-//!
-//! `healthcheck` probes the admin `/healthz` with a plain HTTP/1.1 request over
-//! a std `TcpStream`, so a container image needs no shell tools for its
-//! HEALTHCHECK.
 
+use crate::cli::keys::{KeysError, NewRecord, append_toml, generate_key};
 use crate::config::Config;
-use crate::keys_cli::{KeysError, NewRecord, append_toml, generate_key};
-use crate::problems::Problems;
-use crate::ratelimit::Limit;
-use crate::run::RunOptions;
-use crate::scope::Scope;
+use crate::model::key::{KeyDigest, KeyType, Prefixes};
+use crate::model::limit::Limit;
+use crate::model::problem::Problems;
+use crate::model::scope::Scope;
+use crate::server::RunOptions;
 use crate::snapshot::{KeyIndex, format_time};
-use crate::token::{KeyDigest, KeyType, Prefixes};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Why the demo could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -100,54 +94,6 @@ pub enum DemoError {
     Generated(Problems),
 }
 
-/// Why the health probe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HealthError {
-    /// The config could not be read for its admin address.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// Config.
-        path: PathBuf,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config's `[admin] listen` is unusable.
-    #[error("{}: {what}", path.display())]
-    Config {
-        /// Config.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// No connection.
-    #[error("cannot connect to the admin listener {addr}")]
-    Connect {
-        /// Probed address.
-        addr: SocketAddr,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Connected, but no usable answer in time.
-    #[error("no answer from http://{addr}/healthz")]
-    NoAnswer {
-        /// Probed address.
-        addr: SocketAddr,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An answer that is not 200.
-    #[error("http://{addr}/healthz answered {status:?}")]
-    Status {
-        /// Probed address.
-        addr: SocketAddr,
-        /// The status line.
-        status: String,
-    },
-}
-
 /// The demo's workspaces: the same as the bundled `config/keys.toml`.
 const WORKSPACES: &[(&str, &str)] = &[
     ("ws_marketing", "acme"),
@@ -201,9 +147,9 @@ fn demo_snapshot(prefixes: &Prefixes, now: i64) -> Result<(String, DemoKeys), De
         })?;
         Ok(key)
     };
-    let limit = Limit::from_raw(2, 60, None).map_err(|what| DemoError::Edit {
+    let limit = Limit::from_raw(2, 60, None).map_err(|e| DemoError::Edit {
         path: PathBuf::from("demo keys.toml"),
-        what,
+        what: e.to_string(),
     })?;
     let keys = DemoKeys {
         admin: add(
@@ -415,7 +361,7 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
         .listen
         .first()
         .copied()
-        .map(crate::run::reachable)
+        .map(crate::util::sys::reachable)
         .ok_or_else(|| DemoError::NoPlainListener(config_path.to_path_buf()))?;
     let upstream = config
         .upstreams
@@ -439,7 +385,7 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
         .keep();
     let snapshot_path = dir.join("keys.toml");
     let demo_config_path = dir.join("keygate.toml");
-    let (snapshot, keys) = demo_snapshot(&config.keys.prefixes, crate::clock::unix_now())?;
+    let (snapshot, keys) = demo_snapshot(&config.keys.prefixes, crate::util::clock::unix_now())?;
     KeyIndex::parse(&snapshot_path, &snapshot).map_err(DemoError::Generated)?;
     let demo_config = demo_config_text(&text, &config, config_path, &snapshot_path)?;
     for (path, body) in [
@@ -451,11 +397,11 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
             source,
         })?;
     }
-    crate::run::check(&demo_config_path).map_err(DemoError::Generated)?;
+    crate::cli::check::check(&demo_config_path).map_err(DemoError::Generated)?;
     start_echo(&echo_addr)?;
     let message = ready_message(
         http,
-        crate::run::reachable(config.admin.listen),
+        crate::util::sys::reachable(config.admin.listen),
         &echo_addr,
         &dir,
         &keys,
@@ -467,77 +413,6 @@ pub fn prepare(config_path: &Path) -> Result<(PathBuf, RunOptions), DemoError> {
             ..RunOptions::default()
         },
     ))
-}
-
-/// The whole probe must fit in a container HEALTHCHECK timeout.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The config's `[admin] listen`, read without validating the rest: an edit
-/// that a reload would refuse must not make a gateway that is still serving
-/// look unhealthy (and get it restarted into a config it cannot load).
-fn admin_addr(config: &Path) -> Result<SocketAddr, HealthError> {
-    let text = std::fs::read_to_string(config).map_err(|source| HealthError::Read {
-        path: config.to_path_buf(),
-        source,
-    })?;
-    let bad = |what: String| HealthError::Config {
-        path: config.to_path_buf(),
-        what,
-    };
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
-    match doc.get("admin").and_then(|a| a.get("listen")) {
-        None => Ok(SocketAddr::from(([127, 0, 0, 1], 9091))),
-        Some(toml::Value::String(s)) => s
-            .parse()
-            .map_err(|_| bad(format!("admin.listen {s:?} is not an IP:port address"))),
-        Some(_) => Err(bad("admin.listen must be a string".into())),
-    }
-}
-
-/// Probes the admin `/healthz`: Ok on a 200 within 2 s.
-pub fn healthcheck(config: &Path, admin: Option<SocketAddr>) -> Result<(), HealthError> {
-    let addr = crate::run::reachable(match admin {
-        Some(a) => a,
-        None => admin_addr(config)?,
-    });
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
-        .map_err(|source| HealthError::Connect { addr, source })?;
-    let no_answer = |source| HealthError::NoAnswer { addr, source };
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    stream.set_write_timeout(Some(left())).map_err(no_answer)?;
-    stream
-        .write_all(
-            format!(
-                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: keygate-healthcheck\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .map_err(no_answer)?;
-    // Only the status line matters; read until it is complete.
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while !got.windows(2).any(|w| w == b"\r\n") && got.len() < 4096 {
-        stream.set_read_timeout(Some(left())).map_err(no_answer)?;
-        match stream.read(&mut buf).map_err(no_answer)? {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    let status_line = text.lines().next().unwrap_or_default().trim();
-    let mut words = status_line.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some(v), Some("200")) if v.starts_with("HTTP/1.") => Ok(()),
-        _ => Err(HealthError::Status {
-            addr,
-            status: status_line.chars().take(100).collect(),
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -594,45 +469,5 @@ mod tests {
             out.contains(&format!("ca_file = {:?}", ca.to_string_lossy())),
             "{out}"
         );
-    }
-
-    #[test]
-    fn healthcheck_fails_fast_when_nothing_listens() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let e = healthcheck(Path::new("unused.toml"), Some(port)).unwrap_err();
-        assert!(matches!(e, HealthError::Connect { .. }), "{e}");
-    }
-
-    #[test]
-    fn healthcheck_wants_a_200() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for status in ["200 OK", "503 Service Unavailable"] {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).unwrap();
-                s.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
-                    .unwrap();
-            }
-        });
-        healthcheck(Path::new("unused.toml"), Some(addr)).unwrap();
-        let e = healthcheck(Path::new("unused.toml"), Some(addr)).unwrap_err();
-        assert!(e.to_string().contains("503"), "{e}");
-        server.join().unwrap();
-    }
-
-    #[test]
-    fn unspecified_admin_addresses_are_probed_on_loopback() {
-        let addr: SocketAddr = "0.0.0.0:9091".parse().unwrap();
-        assert_eq!(
-            crate::run::reachable(addr),
-            "127.0.0.1:9091".parse().unwrap()
-        );
-        let addr: SocketAddr = "[::]:9091".parse().unwrap();
-        assert_eq!(crate::run::reachable(addr), "[::1]:9091".parse().unwrap());
     }
 }

@@ -5,10 +5,10 @@
 //! Requests in flight keep the `Arc<Gateway>` they started with.
 
 use crate::gateway::Gateway;
-use crate::problems::Problems;
-use crate::proxy::Shared;
+use crate::gateway::cert::CertStore;
+use crate::model::problem::Problems;
+use crate::request::Shared;
 use crate::snapshot::KeyIndex;
-use crate::tls::CertStore;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -231,12 +231,12 @@ fn retire(old: Arc<Gateway>) {
     const PATIENCE: Duration = Duration::from_secs(120);
     let started = std::time::Instant::now();
     // Freeing is background work like building: requests come first.
-    crate::sys::lower_thread_priority();
+    crate::util::sys::lower_thread_priority();
     while Arc::strong_count(&old) > 1 && started.elapsed() < PATIENCE {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(old);
-    crate::sys::release_freed_memory();
+    crate::util::sys::release_freed_memory();
 }
 
 /// Performs reloads, one at a time.
@@ -326,7 +326,7 @@ impl Reloader {
         for setting in &report.restart_required {
             tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
         }
-        crate::run::log_warnings(&new.config);
+        crate::config::warnings::log(&new.config);
         // Never hold up the caller (POST /reload answers now) for slow requests.
         let spawned = std::thread::Builder::new()
             .name("keygate-retire".into())
@@ -348,11 +348,11 @@ impl Reloader {
         let spawned = std::thread::Builder::new()
             .name("keygate-reload".into())
             .spawn(move || {
-                crate::sys::lower_thread_priority();
+                crate::util::sys::lower_thread_priority();
                 let _ = tx.send(me.reload(trigger));
             });
         let failed = |message: String| {
-            Err(Problems(vec![crate::problems::Problem {
+            Err(Problems(vec![crate::model::problem::Problem {
                 location: self.config_path.display().to_string(),
                 message,
             }]))
@@ -511,7 +511,7 @@ impl BackgroundService for ReloadService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::KeyDigest;
+    use crate::model::key::KeyDigest;
 
     /// An index of company keys `(id, revoked_at, scope)` in this order.
     fn index(keys: &[(&str, Option<i64>, &str)]) -> KeyIndex {

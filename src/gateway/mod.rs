@@ -3,12 +3,16 @@
 //! [`Gateway::load`] and swapped whole by the reloader. Nothing in it changes
 //! after it is built, except the health of its pools and last-used times.
 
+pub mod cert;
+pub mod policy;
+pub mod upstream;
+
 use crate::config::Config;
-use crate::decide::{Policy, Route};
-use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
-use crate::problems::{Problem, Problems};
+use crate::gateway::policy::Policy;
+use crate::gateway::upstream::Upstream;
+use crate::model::problem::{Problem, Problems};
 use crate::snapshot::KeyIndex;
-use crate::upstream::Upstream;
+use crate::telemetry::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use pingora::tls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -132,7 +136,7 @@ impl Gateway {
             }
         }
         let certificate = match &config.server.tls {
-            Some(tls) => match crate::tls::load_certified_key(&tls.cert, &tls.key) {
+            Some(tls) => match crate::gateway::cert::load_certified_key(&tls.cert, &tls.key) {
                 Ok(ck) => Some(Arc::new(ck)),
                 Err(e) => {
                     problems.push(Problem::at_line(
@@ -145,24 +149,15 @@ impl Gateway {
             },
             None => None,
         };
-        let routes = Route::compile(&config);
-        let route_metrics = routes
-            .iter()
-            .map(|r| Arc::new(metrics.route(&r.name)))
-            .collect();
         if let Some(prev) = previous {
             keys.carry_last_used_from(&prev.policy.keys);
         }
-        let policy = Policy {
-            routes,
-            keys,
-            prefixes: config.keys.prefixes.clone(),
-            plain_http: config
-                .server
-                .tls
-                .as_ref()
-                .map_or(crate::config::PlainHttp::Allow, |t| t.plain_http),
-        };
+        let policy = Policy::compile(&config, keys);
+        let route_metrics = policy
+            .routes
+            .iter()
+            .map(|r| Arc::new(metrics.route(&r.name)))
+            .collect();
         problems.into_result(())?;
         Ok(Gateway {
             policy,
@@ -185,8 +180,8 @@ impl Gateway {
 
     /// Refreshes `keygate_keys{type,state}` for time `now`.
     pub fn record_key_gauges(&self, metrics: &Metrics, now: i64) {
+        use crate::model::key::KeyType;
         use crate::snapshot::KeyState;
-        use crate::token::KeyType;
         let mut counts = [[0i64; 3]; 2];
         for r in self.policy.keys.records() {
             let t = match r.key_type {

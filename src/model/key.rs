@@ -176,11 +176,16 @@ impl Prefixes {
     }
 }
 
+/// The default company key prefix.
+pub const DEFAULT_COMPANY_PREFIX: &str = "ord_c_";
+/// The default workspace key prefix.
+pub const DEFAULT_WORKSPACE_PREFIX: &str = "ord_";
+
 impl Default for Prefixes {
     fn default() -> Self {
         Prefixes {
-            company: "ord_c_".into(),
-            workspace: "ord_".into(),
+            company: DEFAULT_COMPANY_PREFIX.into(),
+            workspace: DEFAULT_WORKSPACE_PREFIX.into(),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! this one place, to status, `{"code","message"}` body, metric reason and the
 //! extra headers (`WWW-Authenticate`, `Allow`, `Retry-After`).
 
-use crate::ratelimit::Limit;
-use crate::scope::Scope;
+use crate::model::limit::Limit;
+use crate::model::scope::Scope;
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! private serde mirror, then validated into [`Config`], reporting every problem
 //! at once with file and line. Paths inside are relative to the config's folder.
 
-use crate::problems::{Problem, Problems, from_toml_error, line_of};
-use crate::ratelimit::Limit;
-use crate::routes::Pattern;
-use crate::scope::ScopeRule;
-use crate::token::{KeyDigest, Prefixes};
+use crate::model::key::{DEFAULT_COMPANY_PREFIX, DEFAULT_WORKSPACE_PREFIX, KeyDigest, Prefixes};
+use crate::model::limit::Limit;
+use crate::model::pattern::Pattern;
+use crate::model::problem::{Problem, Problems, from_toml_error, line_of};
+use crate::model::scope::ScopeRule;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -317,6 +317,12 @@ mod raw {
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/keygate.toml";
 
+/// Where the admin listener is when `[admin] listen` is not set.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9091,
+));
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, Problems> {
@@ -553,7 +559,7 @@ impl Validator<'_> {
     }
 
     fn admin(&mut self, raw: Option<toml::Spanned<raw::Admin>>) -> AdminConfig {
-        let default_listen = SocketAddr::from(([127, 0, 0, 1], 9091));
+        let default_listen = DEFAULT_ADMIN;
         let Some(raw) = raw else {
             return AdminConfig {
                 listen: default_listen,
@@ -610,8 +616,10 @@ impl Validator<'_> {
             ),
         }
         let prefixes = match Prefixes::new(
-            company_prefix.as_deref().unwrap_or("ord_c_"),
-            workspace_prefix.as_deref().unwrap_or("ord_"),
+            company_prefix.as_deref().unwrap_or(DEFAULT_COMPANY_PREFIX),
+            workspace_prefix
+                .as_deref()
+                .unwrap_or(DEFAULT_WORKSPACE_PREFIX),
         ) {
             Ok(p) => p,
             Err(e) => {
@@ -762,7 +770,7 @@ impl Validator<'_> {
                 scope,
                 methods,
             } = r.into_inner();
-            if !valid_name(&name) || name == crate::metrics::UNMATCHED {
+            if !valid_name(&name) || name == crate::telemetry::metrics::UNMATCHED {
                 self.err(
                     line,
                     format!("route name {name:?} must be 1-64 letters, digits, '_', '-' or '.' (and not \"unmatched\")"),

@@ -3,16 +3,14 @@
 //! no decision of its own; every answer it writes itself comes from a
 //! [`Denial`].
 
-use crate::clock::Clock;
 use crate::config::AuthMode;
-use crate::decide::{Authorization, Decision, Request, decide};
-use crate::denial::Denial;
 use crate::gateway::Gateway;
-use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorKind};
-use crate::ratelimit::{Limiter, Outcome};
-use crate::run::Lifecycle;
-use crate::upstream::Upstream;
-use arc_swap::ArcSwap;
+use crate::gateway::upstream::Upstream;
+use crate::model::denial::Denial;
+use crate::request::decide::{Authorization, Decision, Request, decide};
+use crate::request::limiter::Outcome;
+use crate::request::{PROBE_HEADER, Shared};
+use crate::telemetry::metrics::{RouteMetrics, UpstreamErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -23,29 +21,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// State shared by every request.
-pub struct Shared {
-    /// The live gateway, swapped whole on reload.
-    pub state: Arc<ArcSwap<Gateway>>,
-    /// Per-key buckets (outlive reloads).
-    pub limiter: Arc<Limiter>,
-    /// Metric families.
-    pub metrics: Arc<Metrics>,
-    /// Time source.
-    pub clock: Arc<dyn Clock>,
-    /// Readiness and in-flight accounting.
-    pub lifecycle: Arc<Lifecycle>,
-    /// Batched access-log lines.
-    pub access_log: Arc<crate::logging::AccessLog>,
-    /// Per-process secret of the readiness probe.
-    pub probe: String,
-}
-
-/// Header carrying the readiness probe's secret. A request with the right
-/// value is answered `204` by keygate itself, unlogged and uncounted: it is
-/// how start-up tells its own listener from another process on the port.
-pub const PROBE_HEADER: &str = "x-keygate-probe";
 
 /// The `ProxyHttp` implementation.
 pub struct Proxy {
@@ -127,7 +102,7 @@ pub struct Ctx {
     tried: Vec<String>,
     connect_failed: bool,
     outcome: Ending,
-    _inflight: crate::run::InflightGuard,
+    _inflight: crate::request::InflightGuard,
 }
 
 /// Headers the client may not set for the upstream: identity (`x-keygate-*`),
@@ -356,7 +331,7 @@ impl ProxyHttp for Proxy {
     /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        crate::client::head_received();
+        crate::request::downstream::head_received();
         if let Some(v) = session.req_header().headers.get(PROBE_HEADER)
             && v.as_bytes() == self.shared.probe.as_bytes()
         {
@@ -753,12 +728,12 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         self.shared
             .access_log
-            .record(&crate::logging::AccessRecord {
+            .record(&crate::telemetry::log::AccessRecord {
                 request_id: request_id_str(&ctx.request_id),
                 client: ctx.client.as_deref().unwrap_or("-"),
                 method: req.method.as_str(),
                 path: req.uri.path(),
-                route: route.unwrap_or(crate::metrics::UNMATCHED),
+                route: route.unwrap_or(crate::telemetry::metrics::UNMATCHED),
                 status,
                 outcome,
                 key_id,
@@ -777,7 +752,7 @@ async fn write_json(
     message: &str,
     request_id: &str,
 ) -> Result<()> {
-    let body: Bytes = crate::denial::json_body(code, message);
+    let body: Bytes = crate::model::denial::json_body(code, message);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(CONTENT_TYPE, "application/json")?;
     resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;

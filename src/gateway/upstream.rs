@@ -6,7 +6,7 @@
 //! `Arc`, so its health state and its pooled connections survive.
 
 use crate::config::UpstreamConfig;
-use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::telemetry::metrics::{Metrics, UpstreamMetrics};
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};

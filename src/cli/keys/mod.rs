@@ -22,11 +22,11 @@
 //!
 //! Neither a key nor a hash ever appears in an error message.
 
-use crate::problems::Problems;
-use crate::ratelimit::Limit;
-use crate::scope::Scope;
+use crate::model::key::{KeyDigest, KeyType, MAX_TOKEN_LEN, PrefixError, Prefixes};
+use crate::model::limit::Limit;
+use crate::model::problem::Problems;
+use crate::model::scope::Scope;
 use crate::snapshot::{KeyIndex, KeyRecord, format_time, parse_time, valid_id};
-use crate::token::{KeyDigest, KeyType, MAX_TOKEN_LEN, PrefixError, Prefixes};
 use rand::TryRng;
 use rand::rngs::{SysError, SysRng};
 use serde_json::value::RawValue;
@@ -70,10 +70,10 @@ pub struct NewArgs {
     #[arg(long)]
     pub id: Option<String>,
     /// Key prefix for company keys.
-    #[arg(long, default_value = "ord_c_")]
+    #[arg(long, default_value = crate::model::key::DEFAULT_COMPANY_PREFIX)]
     pub company_prefix: String,
     /// Key prefix for workspace keys.
-    #[arg(long, default_value = "ord_")]
+    #[arg(long, default_value = crate::model::key::DEFAULT_WORKSPACE_PREFIX)]
     pub workspace_prefix: String,
 }
 
@@ -161,7 +161,7 @@ pub enum KeysError {
     },
     /// `--rate-limit` does not parse.
     #[error("--rate-limit: {0}")]
-    BadRateLimit(String),
+    BadRateLimit(crate::model::limit::LimitError),
     /// `--expires` does not parse.
     #[error("--expires: {0}")]
     BadExpiry(String),
@@ -980,7 +980,7 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
         },
         (KeyType::Company, None) => {}
     }
-    let mut held = crate::scope::Scopes::NONE;
+    let mut held = crate::model::scope::Scopes::NONE;
     for s in &args.scopes {
         held = held.with(Scope::parse(s).ok_or_else(|| KeysError::UnknownScope(s.clone()))?);
     }
@@ -1039,12 +1039,12 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
 pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = Format::of(path)?;
-    if !crate::sys::stdout_is_open() {
+    if !crate::util::sys::stdout_is_open() {
         return Err(KeysError::StdoutClosed);
     }
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, true)?;
-    let now = crate::clock::unix_now();
+    let now = crate::util::clock::unix_now();
     let (record, key) = plan_new(args, &index, now)?;
     // The new text is validated whole before it is written: at a million keys
     // two indexes at once would be ~400 MB.
@@ -1100,7 +1100,7 @@ pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     let format = Format::of(path)?;
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
-    let now = crate::clock::unix_now();
+    let now = crate::util::clock::unix_now();
     let Some((_, record)) = index.by_id(&args.id) else {
         return Err(KeysError::UnknownId {
             path: path.clone(),
@@ -1204,7 +1204,7 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
 pub fn list(args: &ListArgs) -> Result<(), KeysError> {
     let Current { text, index } = read_current(&args.snapshot, false)?;
     drop(text);
-    let table = render_list(index.records(), crate::clock::unix_now());
+    let table = render_list(index.records(), crate::util::clock::unix_now());
     let mut out = std::io::stdout().lock();
     match out.write_all(table.as_bytes()).and_then(|()| out.flush()) {
         // `keygate keys list | head` closing the pipe early is not a failure.

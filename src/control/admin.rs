@@ -12,12 +12,12 @@
 //! `/metrics` and the probes stay open. It keeps answering through the SIGTERM
 //! grace period (so `/readyz` can say 503), unlike the proxy listeners.
 
-use crate::denial::json_body;
+use crate::control::reload::Reloader;
 use crate::gateway::Gateway;
-use crate::proxy::Shared;
-use crate::reload::Reloader;
+use crate::model::denial::json_body;
+use crate::model::key::{BearerError, KeyDigest, bearer_token};
+use crate::request::Shared;
 use crate::snapshot::{KeyIndex, format_time};
-use crate::token::{BearerError, KeyDigest, bearer_token};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -383,7 +383,7 @@ impl BackgroundService for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::KeyDigest;
+    use crate::model::key::KeyDigest;
 
     fn index(n: usize) -> KeyIndex {
         let keys: Vec<String> = (0..n)

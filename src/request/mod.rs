@@ -1,0 +1,95 @@
+//! The request path, in the order a request takes it: [`downstream`] (the
+//! client connection: TLS, head deadline, refused heads), [`proxy`] (the
+//! Pingora glue, one call per phase), [`precheck`] (framing and head size),
+//! [`decide`] (rows 1-12, pure), [`limiter`] (row 13), [`headers`] (what the
+//! upstream and the client are told), [`respond`] (a denial written out) and
+//! [`failure`] (what a failed proxy attempt was). [`Shared`] is what every
+//! request reads; [`Lifecycle`] counts them in flight.
+
+use crate::gateway::Gateway;
+use crate::request::limiter::Limiter;
+use crate::telemetry::log::AccessLog;
+use crate::telemetry::metrics::Metrics;
+use crate::util::clock::Clock;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub mod decide;
+pub mod downstream;
+pub mod limiter;
+pub mod proxy;
+
+/// State shared by every request.
+pub struct Shared {
+    /// The live gateway, swapped whole on reload.
+    pub state: Arc<ArcSwap<Gateway>>,
+    /// Per-key buckets (outlive reloads).
+    pub limiter: Arc<Limiter>,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Readiness and in-flight accounting.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Batched access-log lines.
+    pub access_log: Arc<AccessLog>,
+    /// Per-process secret of the readiness probe.
+    pub probe: String,
+}
+
+/// Header carrying the readiness probe's secret. A request with the right
+/// value is answered `204` by keygate itself, unlogged and uncounted: it is
+/// how start-up tells its own listener from another process on the port.
+pub const PROBE_HEADER: &str = "x-keygate-probe";
+
+/// Readiness and in-flight accounting, shared by the proxy, admin and signals.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    draining: AtomicBool,
+    inflight: AtomicUsize,
+}
+
+/// Counts one request in flight until dropped.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<Lifecycle>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Lifecycle {
+    /// Marks a request in flight.
+    pub fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(Arc::clone(self))
+    }
+
+    /// Requests in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Listeners accept and state is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// SIGTERM arrived.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the gateway ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Marks the gateway draining.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

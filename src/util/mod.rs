@@ -1,0 +1,5 @@
+//! Clock and OS helpers, used everywhere and using nothing of keygate's.
+
+pub mod clock;
+pub mod probe;
+pub mod sys;
