@@ -171,6 +171,17 @@ impl Gateway {
         })
     }
 
+    /// The upstream pool of a route index.
+    pub fn upstream_of(&self, route: Option<usize>) -> Option<&Arc<Upstream>> {
+        let route = self.policy.routes.get(route?)?;
+        self.upstreams.get(route.upstream)
+    }
+
+    /// The limit a key's requests are held to: its own, or the default.
+    pub fn limit_of(&self, key: &crate::snapshot::KeyRecord) -> crate::model::limit::Limit {
+        key.rate_limit.unwrap_or(self.config.rate_limit.default)
+    }
+
     /// Metric handles of a route index, or of `unmatched`.
     pub fn route_metrics(&self, route: Option<usize>) -> &Arc<RouteMetrics> {
         route

@@ -114,11 +114,14 @@ impl Upstream {
 
     /// Picks the next healthy server, skipping those in `tried` (addresses that
     /// already failed to connect for this request).
-    pub fn peer(&self, tried: &[String]) -> Option<Box<HttpPeer>> {
+    pub fn peer(
+        &self,
+        tried: &[pingora::protocols::l4::socket::SocketAddr],
+    ) -> Option<Box<HttpPeer>> {
         let backend = self
             .lb
             .select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
-                healthy && !tried.iter().any(|t| *t == b.addr.to_string())
+                healthy && !tried.contains(&b.addr)
             })?;
         let mut peer = HttpPeer::new(&backend, self.config.tls, self.sni.clone());
         let o = &mut peer.options;

@@ -83,6 +83,8 @@ pub enum Denial {
         /// Upstream name.
         upstream: Arc<str>,
     },
+    /// A failure inside keygate or Pingora that no other row describes.
+    Internal,
 }
 
 /// The `reason` label of `keygate_auth_denials_total`.
@@ -164,22 +166,54 @@ impl Denial {
             Denial::RateLimited { .. } => 429,
             Denial::UpstreamUnavailable { .. } => 502,
             Denial::UpstreamTimeout { .. } => 504,
+            Denial::Internal => 500,
         }
     }
 
     /// The `code` field.
     pub fn code(&self) -> &'static str {
-        match self.status() {
-            400 => "BAD_REQUEST",
-            401 => "UNAUTHORIZED",
-            403 => "FORBIDDEN",
-            404 => "NOT_FOUND",
-            405 => "METHOD_NOT_ALLOWED",
-            408 => "REQUEST_TIMEOUT",
-            429 => "TOO_MANY_REQUESTS",
-            431 => "REQUEST_HEADER_FIELDS_TOO_LARGE",
-            502 => "BAD_GATEWAY",
-            _ => "GATEWAY_TIMEOUT",
+        match self {
+            Denial::InvalidRequest | Denial::BadPath => "BAD_REQUEST",
+            Denial::MissingToken | Denial::InvalidKey | Denial::Expired { .. } => "UNAUTHORIZED",
+            Denial::HttpsRequired
+            | Denial::Revoked { .. }
+            | Denial::NeedsCompanyKey
+            | Denial::NeedsWorkspaceKey
+            | Denial::Workspace { .. }
+            | Denial::MissingScope(_) => "FORBIDDEN",
+            Denial::NoRoute { .. } => "NOT_FOUND",
+            Denial::MethodNotAllowed { .. } | Denial::ConnectNotSupported => "METHOD_NOT_ALLOWED",
+            Denial::RequestTimeout | Denial::HeadTimeout => "REQUEST_TIMEOUT",
+            Denial::RateLimited { .. } => "TOO_MANY_REQUESTS",
+            Denial::HeadersTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            Denial::UpstreamUnavailable { .. } => "BAD_GATEWAY",
+            Denial::UpstreamTimeout { .. } => "GATEWAY_TIMEOUT",
+            Denial::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The access log's `outcome` for a request answered with this denial
+    /// (the metric reason where there is one).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Denial::HeadersTooLarge => "headers_too_large",
+            Denial::InvalidRequest | Denial::ConnectNotSupported => "invalid_request",
+            Denial::RequestTimeout | Denial::HeadTimeout => "client_error",
+            Denial::BadPath => "bad_path",
+            Denial::NoRoute { .. } => "no_route",
+            Denial::MethodNotAllowed { .. } => "method_not_allowed",
+            Denial::HttpsRequired => "https_required",
+            Denial::MissingToken => "missing_token",
+            Denial::InvalidKey => "invalid_key",
+            Denial::Expired { .. } => "expired",
+            Denial::Revoked { .. } => "revoked",
+            Denial::NeedsCompanyKey | Denial::NeedsWorkspaceKey => "wrong_key_type",
+            Denial::Workspace { .. } => "workspace",
+            Denial::MissingScope(_) => "scope",
+            Denial::RateLimited { .. } => "rate_limited",
+            Denial::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Denial::UpstreamTimeout { .. } => "upstream_timeout",
+            Denial::Internal => "error",
         }
     }
 
@@ -220,6 +254,7 @@ impl Denial {
                 format!("Upstream {upstream} is unavailable").into()
             }
             Denial::UpstreamTimeout { upstream } => format!("Upstream {upstream} timed out").into(),
+            Denial::Internal => "Internal gateway error".into(),
         }
     }
 
@@ -252,7 +287,17 @@ impl Denial {
             Denial::NeedsCompanyKey | Denial::NeedsWorkspaceKey => DenialReason::WrongKeyType,
             Denial::Workspace { .. } => DenialReason::Workspace,
             Denial::MissingScope(_) => DenialReason::Scope,
-            _ => return None,
+            Denial::HeadersTooLarge
+            | Denial::InvalidRequest
+            | Denial::RequestTimeout
+            | Denial::HeadTimeout
+            | Denial::ConnectNotSupported
+            | Denial::NoRoute { .. }
+            | Denial::MethodNotAllowed { .. }
+            | Denial::RateLimited { .. }
+            | Denial::UpstreamUnavailable { .. }
+            | Denial::UpstreamTimeout { .. }
+            | Denial::Internal => return None,
         })
     }
 
@@ -471,6 +516,75 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn labels_agree_with_reasons_and_codes_with_statuses() {
+        let all = [
+            Denial::HeadersTooLarge,
+            Denial::InvalidRequest,
+            Denial::RequestTimeout,
+            Denial::HeadTimeout,
+            Denial::ConnectNotSupported,
+            Denial::BadPath,
+            Denial::NoRoute {
+                method: http::Method::GET,
+                path: "/x".into(),
+            },
+            Denial::MethodNotAllowed {
+                method: http::Method::GET,
+                allowed: "POST".into(),
+            },
+            Denial::HttpsRequired,
+            Denial::MissingToken,
+            Denial::InvalidKey,
+            Denial::Expired { ago: 1 },
+            Denial::Revoked { ago: 1 },
+            Denial::NeedsCompanyKey,
+            Denial::NeedsWorkspaceKey,
+            Denial::Workspace {
+                workspace: "ws".into(),
+            },
+            Denial::MissingScope(Scope::Write),
+            Denial::RateLimited {
+                limit: crate::model::limit::Limit::DEFAULT,
+                retry_after: 1,
+            },
+            Denial::UpstreamUnavailable {
+                upstream: "api".into(),
+            },
+            Denial::UpstreamTimeout {
+                upstream: "api".into(),
+            },
+            Denial::Internal,
+        ];
+        for d in &all {
+            if let Some(r) = d.reason() {
+                assert_eq!(d.label(), r.as_str(), "{d:?}");
+            }
+            let expected = match d.status() {
+                400 => "BAD_REQUEST",
+                401 => "UNAUTHORIZED",
+                403 => "FORBIDDEN",
+                404 => "NOT_FOUND",
+                405 => "METHOD_NOT_ALLOWED",
+                408 => "REQUEST_TIMEOUT",
+                429 => "TOO_MANY_REQUESTS",
+                431 => "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                500 => "INTERNAL_ERROR",
+                502 => "BAD_GATEWAY",
+                504 => "GATEWAY_TIMEOUT",
+                other => panic!("unexpected status {other}"),
+            };
+            assert_eq!(d.code(), expected, "{d:?}");
+            let body: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
+            assert_eq!(body["code"], d.code());
+            assert_eq!(body["message"], &*d.message());
+        }
+        assert_eq!(
+            &Denial::Internal.body()[..],
+            br#"{"code":"INTERNAL_ERROR","message":"Internal gateway error"}"#
+        );
     }
 
     #[test]

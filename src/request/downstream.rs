@@ -32,7 +32,6 @@
 
 use crate::model::denial::Denial;
 use crate::request::Shared;
-use crate::request::proxy::Proxy;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -47,7 +46,6 @@ use pingora::protocols::{
     ALPN, Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest,
     Ssl, Stream, TimingDigest, UniqueID, UniqueIDType,
 };
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::fmt;
 use std::future::Future;
@@ -60,15 +58,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-tokio::task_local! {
-    static HEAD: Arc<HeadClock>;
-}
-
-/// Tells the connection serving the current task that its request head has
-/// been read, ending the head deadline. A no-op outside an HTTP/1 connection
-/// of [`ClientApp`].
-pub fn head_received() {
-    let _ = HEAD.try_with(|clock| clock.received());
+/// Tells the connection of `session` that its request head has been read
+/// and handed to keygate, ending the head deadline (and the window in which
+/// anything written is Pingora's own refusal). A no-op on HTTP/2 and on
+/// connections that are not a [`ClientApp`]'s.
+pub fn head_received(session: &ServerSession) {
+    if let Some(stream) = session.stream()
+        && let Some(client) = stream.as_any().downcast_ref::<ClientStream>()
+        && let Watch::Http1(w) = &client.watch
+    {
+        w.clock.received();
+    }
 }
 
 /// An answer keygate gave on a connection before any request reached the
@@ -311,7 +311,7 @@ impl ClientStream {
             // when it shuts the connection down.
             let refusal = Refusal {
                 denial: Denial::HeadTimeout,
-                request_id: crate::request::proxy::new_request_id(),
+                request_id: crate::request::headers::new_request_id(),
                 client: client_ip(&peer),
                 since: deadline - self.timeout,
             };
@@ -401,7 +401,7 @@ impl ClientStream {
         };
         let refusal = Refusal {
             denial,
-            request_id: crate::request::proxy::new_request_id(),
+            request_id: crate::request::headers::new_request_id(),
             client: client_ip(&peer_of(&*self.inner)),
             since: w
                 .armed
@@ -627,17 +627,18 @@ const GOAWAY_DRAIN: Duration = Duration::from_secs(5);
 
 /// The listeners' application: Pingora's HTTP proxy, with keygate's TLS
 /// handshake and client timeouts around each connection.
-pub struct ClientApp {
-    proxy: Arc<HttpProxy<Proxy>>,
+pub struct ClientApp<A> {
+    proxy: Arc<A>,
     shared: Arc<Shared>,
     /// Set on TLS listeners: the handshake is done here.
     tls: Option<Acceptor>,
 }
 
-impl ClientApp {
-    /// Serves `proxy` under the timeouts of the live state in `shared`;
-    /// with `tls`, every connection first completes a TLS handshake.
-    pub fn new(proxy: Arc<HttpProxy<Proxy>>, shared: Arc<Shared>, tls: Option<Acceptor>) -> Self {
+impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
+    /// Serves `proxy` (Pingora's HTTP proxy) under the timeouts of the live
+    /// state in `shared`; with `tls`, every connection first completes a TLS
+    /// handshake.
+    pub fn new(proxy: Arc<A>, shared: Arc<Shared>, tls: Option<Acceptor>) -> Self {
         ClientApp { proxy, shared, tls }
     }
 
@@ -718,12 +719,7 @@ impl ClientApp {
         let mut session = ServerSession::new_http1(Box::new(stream));
         loop {
             session.set_keepalive(self.keepalive(shutdown));
-            let served = HEAD
-                .scope(
-                    Arc::clone(&clock),
-                    self.proxy.process_new_http(session, shutdown),
-                )
-                .await;
+            let served = self.proxy.process_new_http(session, shutdown).await;
             if let Some(refusal) = clock.take_refusal() {
                 self.record(refusal);
             }
@@ -819,7 +815,7 @@ impl ClientApp {
 }
 
 #[async_trait]
-impl ServerApp for ClientApp {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -839,7 +835,7 @@ impl ServerApp for ClientApp {
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.proxy).await
+        self.proxy.http_cleanup().await
     }
 }
 

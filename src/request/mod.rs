@@ -15,10 +15,15 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+pub mod ctx;
 pub mod decide;
 pub mod downstream;
+pub mod failure;
+pub mod headers;
 pub mod limiter;
+pub mod precheck;
 pub mod proxy;
+pub mod respond;
 
 /// State shared by every request.
 pub struct Shared {
