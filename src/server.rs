@@ -61,7 +61,7 @@ pub enum StartError {
     },
     /// TLS set-up failed.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] crate::gateway::cert::CertError),
 }
 
 fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), StartError> {
@@ -111,7 +111,10 @@ pub fn run(
         _ => None,
     };
     let lifecycle = Arc::new(Lifecycle::default());
-    let access_log = Arc::new(crate::telemetry::log::AccessLog::new(options.log_format));
+    let access_log = Arc::new(crate::telemetry::log::AccessLog::new(
+        options.log_format,
+        Arc::clone(&clock),
+    ));
     let limiter = Arc::new(Limiter::new(
         Arc::clone(&clock),
         config.rate_limit.max_buckets,
@@ -156,7 +159,7 @@ pub fn run(
     // has the head deadline and a client's failure is not an error line.
     if let (Some(tls), Some(store)) = (&config.server.tls, &certs) {
         let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+            .map_err(|e| crate::gateway::cert::CertError::Listener(e.to_string()))?;
         settings.set_cert_resolver(Arc::clone(store) as Arc<dyn pingora::tls::ResolvesServerCert>);
         settings.enable_h2();
         let mut secure = pingora::services::listening::Service::new(

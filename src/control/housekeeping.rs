@@ -29,7 +29,7 @@ impl BackgroundService for Housekeeping {
             }
             self.shared.access_log.flush();
             let gw = self.shared.state.load_full();
-            let now = crate::util::clock::unix_now().max(0) as u64;
+            let now = self.shared.clock.unix_secs().max(0) as u64;
             for upstream in &gw.upstreams {
                 if upstream.config.health_check.is_some() {
                     let upstream = Arc::clone(upstream);

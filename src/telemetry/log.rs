@@ -12,9 +12,10 @@
 //! SIGKILL loses the last 100 ms of access lines. Operational events go
 //! through `tracing` unbuffered.
 
+use crate::util::clock::Clock;
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -179,6 +180,7 @@ pub struct AccessRecord<'a> {
 /// Batches of access-log lines, flushed to stdout.
 pub struct AccessLog {
     format: LogFormat,
+    clock: Arc<dyn Clock>,
     pending: Mutex<Vec<u8>>,
 }
 
@@ -187,9 +189,10 @@ const FLUSH_AT: usize = 64 * 1024;
 
 impl AccessLog {
     /// An access log in the process's log format.
-    pub fn new(format: LogFormat) -> Self {
+    pub fn new(format: LogFormat, clock: Arc<dyn Clock>) -> Self {
         AccessLog {
             format,
+            clock,
             pending: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
         }
     }
@@ -204,7 +207,7 @@ impl AccessLog {
         }
         let full = {
             let mut buf = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            write_json_line(&mut buf, r);
+            write_json_line(&mut buf, r, self.clock.unix_micros());
             buf.len() >= FLUSH_AT
         };
         if full {
@@ -230,7 +233,7 @@ impl AccessLog {
 }
 
 /// One access line in the same shape `tracing`'s JSON formatter gives.
-fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
+fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
     fn field(buf: &mut Vec<u8>, name: &str, value: &str) {
         buf.extend_from_slice(b",\"");
         buf.extend_from_slice(name.as_bytes());
@@ -238,7 +241,7 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>) {
         json_str(buf, value);
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
-    timestamp(buf, std::time::SystemTime::now());
+    timestamp(buf, unix_micros);
     buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
     field(buf, "request_id", r.request_id);
     field(buf, "client", r.client);
@@ -295,19 +298,18 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
-fn timestamp(buf: &mut Vec<u8>, now: std::time::SystemTime) {
-    let since = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
+fn timestamp(buf: &mut Vec<u8>, unix_micros: i64) {
+    let (secs, micros) = (
+        unix_micros.div_euclid(1_000_000),
+        unix_micros.rem_euclid(1_000_000),
+    );
     let dt =
         time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let (y, m, d) = (dt.year(), u8::from(dt.month()), dt.day());
     let (hh, mm, ss) = (dt.hour(), dt.minute(), dt.second());
     let _ = write!(
         buf,
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:06}Z",
-        since.subsec_micros()
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}Z"
     );
 }
 
@@ -372,6 +374,7 @@ mod tests {
                 upstream: Some("api"),
                 duration_ms: 1.5,
             },
+            1_795_000_000_000_000,
         );
         assert_eq!(buf.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
@@ -383,14 +386,16 @@ mod tests {
         assert_eq!(v["target"], "keygate::access");
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["message"], "request");
-        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            v["timestamp"], "2026-11-18T11:06:40.000000Z",
+            "the injected time"
+        );
     }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_micros() {
         let mut buf = Vec::new();
-        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_795_000_000, 123_456_789);
-        timestamp(&mut buf, t);
+        timestamp(&mut buf, 1_795_000_000_123_456);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "2026-11-18T11:06:40.123456Z"

@@ -11,6 +11,10 @@ pub trait Clock: Send + Sync + 'static {
     fn mono_nanos(&self) -> u64;
     /// Wall-clock seconds since the Unix epoch.
     fn unix_secs(&self) -> i64;
+    /// Wall-clock microseconds since the Unix epoch (log timestamps).
+    fn unix_micros(&self) -> i64 {
+        self.unix_secs().saturating_mul(1_000_000)
+    }
 }
 
 /// The real clock.
@@ -42,6 +46,12 @@ impl Clock for SystemClock {
 
     fn unix_secs(&self) -> i64 {
         unix_now()
+    }
+
+    fn unix_micros(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
     }
 }
 

@@ -4,6 +4,7 @@
 //! logged with every reason, counted, and the old gateway keeps serving.
 //! Requests in flight keep the `Arc<Gateway>` they started with.
 
+use crate::config::{AdminConfig, Config, RouteConfig, ServerConfig, TlsConfig};
 use crate::gateway::Gateway;
 use crate::gateway::cert::CertStore;
 use crate::model::problem::Problems;
@@ -48,22 +49,6 @@ pub struct ReloadReport {
     pub restart_required: Vec<String>,
 }
 
-impl ReloadReport {
-    /// Whether nothing changed.
-    pub fn is_noop(&self) -> bool {
-        self.keys_added.is_empty()
-            && self.keys_removed.is_empty()
-            && self.keys_revoked.is_empty()
-            && self.keys_changed.is_empty()
-            && self.routes_added.is_empty()
-            && self.routes_removed.is_empty()
-            && self.routes_changed.is_empty()
-            && self.upstreams_added.is_empty()
-            && self.upstreams_removed.is_empty()
-            && self.upstreams_changed.is_empty()
-    }
-}
-
 /// Added, removed and changed names between two keyed lists.
 fn diff_named<T: PartialEq>(
     old: &[(String, T)],
@@ -97,8 +82,8 @@ fn diff_keys(old: &KeyIndex, new: &KeyIndex, now: i64, r: &mut ReloadReport) {
     let (mut revoked, mut changed) = (Vec::new(), Vec::new());
     let mut compare = |o: usize, n: usize| {
         let (ok, nk) = (old.record(o), new.record(n));
-        let was_revoked = ok.revoked_at.is_some_and(|t| t <= now);
-        let is_revoked = nk.revoked_at.is_some_and(|t| t <= now);
+        let was_revoked = ok.is_revoked_at(now);
+        let is_revoked = nk.is_revoked_at(now);
         if is_revoked && !was_revoked {
             revoked.push(n);
         } else if ok != nk || old.digest(o) != new.digest(n) {
@@ -153,25 +138,13 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     };
     diff_keys(&old.policy.keys, &new.policy.keys, now, &mut r);
 
-    let routes = |g: &Gateway| -> Vec<(String, String)> {
+    fn routes(g: &Gateway) -> Vec<(String, RouteShape<'_>)> {
         g.config
             .routes
             .iter()
-            .map(|rt| {
-                (
-                    rt.name.clone(),
-                    format!(
-                        "{}|{}|{}|{:?}|{:?}",
-                        rt.pattern,
-                        g.config.upstreams[rt.upstream].name,
-                        rt.auth.as_str(),
-                        rt.scope,
-                        rt.methods
-                    ),
-                )
-            })
+            .map(|rt| (rt.name.clone(), RouteShape::of(rt, &g.config)))
             .collect()
-    };
+    }
     let (a, rm, c) = diff_named(&routes(old), &routes(new));
     (r.routes_added, r.routes_removed, r.routes_changed) = (a, rm, c);
     let ups = |g: &Gateway| -> Vec<(String, crate::config::UpstreamConfig)> {
@@ -184,23 +157,85 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     let (a, rm, c) = diff_named(&ups(old), &ups(new));
     (r.upstreams_added, r.upstreams_removed, r.upstreams_changed) = (a, rm, c);
 
-    let (os, ns) = (&old.config.server, &new.config.server);
-    if os.listen != ns.listen {
-        r.restart_required.push("server.listen".into());
-    }
-    if os.threads != ns.threads {
-        r.restart_required.push("server.threads".into());
-    }
-    if os.grace_period != ns.grace_period {
-        r.restart_required.push("server.grace_period_secs".into());
-    }
-    if os.tls.as_ref().map(|t| &t.listen) != ns.tls.as_ref().map(|t| &t.listen) {
-        r.restart_required.push("server.tls.listen".into());
-    }
-    if old.config.admin.listen != new.config.admin.listen {
-        r.restart_required.push("admin.listen".into());
-    }
+    r.restart_required = restart_required(&old.config, &new.config);
     r
+}
+
+/// What of a route a reload compares: every field, by name, so that a new
+/// one cannot silently be left out (the upstream by name, not by index).
+#[derive(Debug, PartialEq)]
+struct RouteShape<'a> {
+    pattern: &'a crate::model::pattern::Pattern,
+    upstream: &'a str,
+    auth: crate::config::AuthMode,
+    scope: crate::model::scope::ScopeRule,
+    methods: &'a Option<Vec<http::Method>>,
+}
+
+impl<'a> RouteShape<'a> {
+    fn of(route: &'a RouteConfig, config: &'a Config) -> Self {
+        let RouteConfig {
+            name: _,
+            pattern,
+            upstream,
+            auth,
+            scope,
+            methods,
+        } = route;
+        RouteShape {
+            pattern,
+            upstream: &config.upstreams[*upstream].name,
+            auth: *auth,
+            scope: *scope,
+            methods,
+        }
+    }
+}
+
+/// The settings that changed but apply only after a restart. Every field of
+/// `[server]` and `[admin]` is named here, as restart-only or not, so a new
+/// one needs a decision.
+fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let ServerConfig {
+        listen,
+        threads,
+        grace_period,
+        max_header_bytes: _,
+        max_headers: _,
+        header_timeout: _,
+        body_timeout: _,
+        send_timeout: _,
+        keepalive_timeout: _,
+        tls,
+    } = &old.server;
+    let n = &new.server;
+    let mut changed = |differs: bool, what: &str| {
+        if differs {
+            out.push(what.to_string());
+        }
+    };
+    changed(*listen != n.listen, "server.listen");
+    changed(*threads != n.threads, "server.threads");
+    changed(*grace_period != n.grace_period, "server.grace_period_secs");
+    let tls_listen = |t: &Option<TlsConfig>| {
+        t.as_ref().map(|t| {
+            let TlsConfig {
+                listen,
+                cert: _,
+                key: _,
+                plain_http: _,
+            } = t;
+            listen.clone()
+        })
+    };
+    changed(tls_listen(tls) != tls_listen(&n.tls), "server.tls.listen");
+    let AdminConfig {
+        listen: admin_listen,
+        token_hash: _,
+    } = &old.admin;
+    changed(*admin_listen != new.admin.listen, "admin.listen");
+    out
 }
 
 /// Key ids in a log line: a snapshot that swaps a million keys must not make
