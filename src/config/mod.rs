@@ -29,6 +29,9 @@ pub struct Config {
     pub upstream_headers: UpstreamHeaders,
     /// `[[upstreams]]`, in file order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The line of each `[[upstreams]]` entry, for problems found later
+    /// (name resolution, CA files) to name it.
+    pub upstream_lines: Vec<Option<usize>>,
     /// `[[routes]]`, in file order (first match wins).
     pub routes: Vec<RouteConfig>,
 }
@@ -323,17 +326,22 @@ pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new
     9091,
 ));
 
+/// The text of a file keygate loads, or the problem that names it
+/// (`what`: "config" or "key snapshot").
+pub fn read_text(path: &Path, what: &str) -> Result<String, Problems> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::at_line(
+            path,
+            None,
+            format!("cannot read {what}: {e}"),
+        )])
+    })
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Problems(vec![Problem::at_line(
-                path,
-                None,
-                format!("cannot read config: {e}"),
-            )])
-        })?;
-        Config::parse(path, &text)
+        Config::parse(path, &read_text(path, "config")?)
     }
 
     /// Validates config text as if read from `path`.
@@ -347,11 +355,6 @@ impl Config {
             problems: Problems(Vec::new()),
         }
         .validate(raw)
-    }
-
-    /// The upstream a route forwards to.
-    pub fn route_upstream(&self, route: &RouteConfig) -> &UpstreamConfig {
-        &self.upstreams[route.upstream]
     }
 }
 
@@ -422,7 +425,7 @@ impl Validator<'_> {
                 })
                 .unwrap_or(false),
         };
-        let upstreams = self.upstreams(upstreams);
+        let (upstreams, upstream_lines) = self.upstreams(upstreams);
         let routes = self.routes(routes, &upstreams);
         if server.listen.is_empty() && server.tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
             self.err(
@@ -438,6 +441,7 @@ impl Validator<'_> {
             rate_limit,
             upstream_headers,
             upstreams,
+            upstream_lines,
             routes,
         };
         self.problems.into_result(config)
@@ -605,15 +609,14 @@ impl Validator<'_> {
             watch_secs,
         } = raw;
         let snapshot = self.resolve(snapshot.as_deref().unwrap_or("keys.toml"));
-        match snapshot.extension().and_then(|e| e.to_str()) {
-            Some("toml") | Some("json") => {}
-            _ => self.err(
+        if crate::model::format::SnapshotFormat::of(&snapshot).is_none() {
+            self.err(
                 line,
                 format!(
                     "keys.snapshot {}: the file name must end in .toml or .json",
                     snapshot.display()
                 ),
-            ),
+            );
         }
         let prefixes = match Prefixes::new(
             company_prefix.as_deref().unwrap_or(DEFAULT_COMPANY_PREFIX),
@@ -679,11 +682,16 @@ impl Validator<'_> {
         }
     }
 
-    fn upstreams(&mut self, raw: Vec<toml::Spanned<raw::Upstream>>) -> Vec<UpstreamConfig> {
+    fn upstreams(
+        &mut self,
+        raw: Vec<toml::Spanned<raw::Upstream>>,
+    ) -> (Vec<UpstreamConfig>, Vec<Option<usize>>) {
         let mut names = HashSet::new();
         let mut out = Vec::with_capacity(raw.len());
+        let mut lines = Vec::with_capacity(raw.len());
         for r in raw {
             let line = self.line(r.span());
+            lines.push(line);
             let raw::Upstream {
                 name,
                 servers,
@@ -750,7 +758,7 @@ impl Validator<'_> {
                 health_check,
             });
         }
-        out
+        (out, lines)
     }
 
     fn routes(

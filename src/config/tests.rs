@@ -140,7 +140,7 @@ fn sample_config_parses_with_its_values() {
         config
             .routes
             .iter()
-            .all(|r| config.route_upstream(r).name == "api")
+            .all(|r| config.upstreams[r.upstream].name == "api")
     );
 }
 
@@ -338,9 +338,9 @@ fn routes_keep_file_order_and_point_at_their_upstream() {
     );
     let c = ok(&text);
     assert_eq!(c.routes[0].name, "b");
-    assert_eq!(c.route_upstream(&c.routes[0]).name, "other");
+    assert_eq!(c.upstreams[c.routes[0].upstream].name, "other");
     assert_eq!(c.routes[1].name, "a");
-    assert_eq!(c.route_upstream(&c.routes[1]).name, "api");
+    assert_eq!(c.upstreams[c.routes[1].upstream].name, "api");
 }
 
 // ---- refusals: each one names the file and the line ----

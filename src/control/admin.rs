@@ -207,10 +207,13 @@ impl Handler {
     fn metrics(&self) -> Reply {
         let gw = self.shared.state.load();
         gw.record_key_gauges(&self.shared.metrics, self.shared.clock.unix_secs());
-        self.shared
-            .metrics
-            .buckets
-            .set(self.shared.limiter.len() as i64);
+        let metrics = &self.shared.metrics;
+        metrics.buckets.set(self.shared.limiter.len() as i64);
+        // A counter mirrored from the limiter's own: raise it by what is new.
+        let untracked = self.shared.limiter.untracked();
+        metrics
+            .untracked
+            .inc_by(untracked.saturating_sub(metrics.untracked.get()));
         Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",

@@ -7,9 +7,10 @@ pub mod cert;
 pub mod policy;
 pub mod upstream;
 
-use crate::config::Config;
+use crate::config::{Config, read_text};
 use crate::gateway::policy::Policy;
 use crate::gateway::upstream::Upstream;
+use crate::model::format::SnapshotFormat;
 use crate::model::problem::{Problem, Problems};
 use crate::snapshot::KeyIndex;
 use crate::telemetry::metrics::{Metrics, RouteMetrics, UNMATCHED};
@@ -77,27 +78,11 @@ impl Gateway {
         metrics: &Metrics,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, Problems> {
-        let config_text = std::fs::read_to_string(config_path).map_err(|e| {
-            Problems(vec![Problem::at_line(
-                config_path,
-                None,
-                format!("cannot read config: {e}"),
-            )])
-        })?;
+        let config_text = read_text(config_path, "config")?;
         let config = Config::parse(config_path, &config_text)?;
-        let snapshot_text = std::fs::read_to_string(&config.keys.snapshot).map_err(|e| {
-            Problems(vec![Problem::at_line(
-                &config.keys.snapshot,
-                None,
-                format!("cannot read key snapshot: {e}"),
-            )])
-        })?;
+        let snapshot_text = read_text(&config.keys.snapshot, "key snapshot")?;
         if snapshot_text.len() > LARGE_TOML
-            && config
-                .keys
-                .snapshot
-                .extension()
-                .is_some_and(|e| e == "toml")
+            && SnapshotFormat::of(&config.keys.snapshot) == Some(SnapshotFormat::Toml)
         {
             tracing::warn!(
                 snapshot = %config.keys.snapshot.display(),
@@ -123,7 +108,7 @@ impl Gateway {
     ) -> Result<Gateway, Problems> {
         let mut problems = Problems(Vec::new());
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        for u in &config.upstreams {
+        for (u, line) in config.upstreams.iter().zip(&config.upstream_lines) {
             let reused = previous.and_then(|p| {
                 p.upstreams
                     .iter()
@@ -132,7 +117,7 @@ impl Gateway {
             });
             match reused.map_or_else(|| Upstream::build(u, metrics).map(Arc::new), Ok) {
                 Ok(up) => upstreams.push(up),
-                Err(e) => problems.push(Problem::at_line(&config.path, None, e)),
+                Err(e) => problems.push(Problem::at_line(&config.path, *line, e.to_string())),
             }
         }
         let certificate = match &config.server.tls {

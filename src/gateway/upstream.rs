@@ -46,26 +46,75 @@ pub struct ServerHealth {
     pub healthy: bool,
 }
 
+/// Why an upstream pool could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream:?}: {problem}")]
+pub struct UpstreamError {
+    /// Upstream name.
+    pub upstream: String,
+    /// What is wrong.
+    pub problem: UpstreamProblem,
+}
+
+/// What is wrong with an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamProblem {
+    /// A server name did not resolve.
+    #[error("cannot resolve {server:?}: {reason}")]
+    Resolve {
+        /// The server as written.
+        server: String,
+        /// The resolver's reason.
+        reason: String,
+    },
+    /// A server name resolved to nothing.
+    #[error("{server:?} resolves to no address")]
+    NoAddress {
+        /// The server as written.
+        server: String,
+    },
+    /// `health_check.path` is not a request target.
+    #[error("bad health_check.path")]
+    HealthPath,
+    /// The CA bundle is unusable.
+    #[error("ca_file {}: {reason}", path.display())]
+    CaFile {
+        /// The bundle.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Pingora refused the pool.
+    #[error("{0}")]
+    Pool(String),
+}
+
 impl Upstream {
     /// Resolves the servers and builds the pool. Name resolution happens here,
     /// on the reload path, never per request.
-    pub fn build(config: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, String> {
+    pub fn build(config: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, UpstreamError> {
+        let err = |problem: UpstreamProblem| UpstreamError {
+            upstream: config.name.clone(),
+            problem,
+        };
         let mut addrs = Vec::new();
         for s in &config.servers {
             let resolved: Vec<_> = s
                 .to_socket_addrs()
-                .map_err(|e| format!("upstream {:?}: cannot resolve {s:?}: {e}", config.name))?
+                .map_err(|e| {
+                    err(UpstreamProblem::Resolve {
+                        server: s.clone(),
+                        reason: e.to_string(),
+                    })
+                })?
                 .collect();
             if resolved.is_empty() {
-                return Err(format!(
-                    "upstream {:?}: {s:?} resolves to no address",
-                    config.name
-                ));
+                return Err(err(UpstreamProblem::NoAddress { server: s.clone() }));
             }
             addrs.extend(resolved);
         }
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())
-            .map_err(|e| format!("upstream {:?}: {e}", config.name))?;
+            .map_err(|e| err(UpstreamProblem::Pool(e.to_string())))?;
         let sni = config.sni.clone().unwrap_or_else(|| {
             config
                 .servers
@@ -79,7 +128,7 @@ impl Upstream {
             check.req.set_uri(
                 hc.path
                     .parse()
-                    .map_err(|_| format!("upstream {:?}: bad health_check.path", config.name))?,
+                    .map_err(|_| err(UpstreamProblem::HealthPath))?,
             );
             check.peer_template.options.connection_timeout = Some(config.connect_timeout);
             check.peer_template.options.read_timeout =
@@ -89,16 +138,14 @@ impl Upstream {
             lb.set_health_check(Box::new(check));
         }
         let ca = match &config.ca_file {
-            Some(path) => {
-                Some(load_ca(path).map_err(|e| format!("upstream {:?}: {e}", config.name))?)
-            }
+            Some(path) => Some(load_ca(path).map_err(err)?),
             None => None,
         };
         let servers = addrs
             .iter()
             .map(|a| Backend::new(&a.to_string()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("upstream {:?}: {e}", config.name))?;
+            .map_err(|e| err(UpstreamProblem::Pool(e.to_string())))?;
         Ok(Upstream {
             name: config.name.as_str().into(),
             config: config.clone(),
@@ -184,27 +231,25 @@ fn group_key(config: &UpstreamConfig) -> u64 {
     h.finish()
 }
 
-fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+fn load_ca(path: &std::path::Path) -> Result<Arc<CaType>, UpstreamProblem> {
+    let bad = |reason: String| UpstreamProblem::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
     let mut reader = std::io::BufReader::new(&text[..]);
     let mut out = Vec::new();
     let mut store = pingora::tls::RootCertStore::empty();
     for item in rustls_pemfile::certs(&mut reader) {
-        let der = item.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let der = item.map_err(|e| bad(e.to_string()))?;
         // webpki parses it first, so the X.509 parser below never sees garbage.
-        store
-            .add(der.clone())
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        store.add(der.clone()).map_err(|e| bad(e.to_string()))?;
         out.push(WrappedX509::new(der.to_vec(), |raw| {
             pingora::utils::tls::parse_x509(raw)
         }));
     }
     if out.is_empty() {
-        return Err(format!(
-            "ca_file {} holds no PEM certificate",
-            path.display()
-        ));
+        return Err(bad("holds no PEM certificate".into()));
     }
     Ok(Arc::from(out.into_boxed_slice()))
 }

@@ -2,6 +2,7 @@
 //! rate limits, denials, and the problems a load reports.
 
 pub mod denial;
+pub mod format;
 pub mod key;
 pub mod limit;
 pub mod pattern;

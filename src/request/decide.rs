@@ -130,9 +130,7 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
         return deny(route_id, Denial::InvalidKey);
     }
     // Row 7.
-    if let Some(t) = key.expires_at
-        && t <= now
-    {
+    if let Some(t) = key.expires_at.filter(|_| key.is_expired_at(now)) {
         return deny(
             route_id,
             Denial::Expired {
@@ -141,9 +139,7 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
         );
     }
     // Row 8.
-    if let Some(t) = key.revoked_at
-        && t <= now
-    {
+    if let Some(t) = key.revoked_at.filter(|_| key.is_revoked_at(now)) {
         return deny(
             route_id,
             Denial::Revoked {

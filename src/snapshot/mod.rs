@@ -6,6 +6,7 @@
 //! million keys within a few hundred bytes each. `last_used` is one atomic per
 //! slot, written only when the second changes.
 
+use crate::model::format::SnapshotFormat;
 use crate::model::key::{KeyDigest, KeyType};
 use crate::model::limit::Limit;
 use crate::model::problem::{LineCounter, Problem, Problems};
@@ -107,11 +108,23 @@ impl KeyState {
 }
 
 impl KeyRecord {
+    /// Whether the key is revoked at `now` (`revoked_at` is the first
+    /// refused instant).
+    pub fn is_revoked_at(&self, now: i64) -> bool {
+        self.revoked_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whether the key has expired at `now` (`expires_at` is the first
+    /// refused instant).
+    pub fn is_expired_at(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
     /// The state at `now` (revocation wins over expiry for reporting).
     pub fn state(&self, now: i64) -> KeyState {
-        if self.revoked_at.is_some_and(|t| t <= now) {
+        if self.is_revoked_at(now) {
             KeyState::Revoked
-        } else if self.expires_at.is_some_and(|t| t <= now) {
+        } else if self.is_expired_at(now) {
             KeyState::Expired
         } else {
             KeyState::Active
@@ -141,24 +154,13 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Reads a snapshot, `.toml` or `.json` by extension.
-    pub fn load(path: &Path) -> Result<KeyIndex, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Problems(vec![Problem::at_line(
-                path,
-                None,
-                format!("cannot read key snapshot: {e}"),
-            )])
-        })?;
-        KeyIndex::parse(path, &text)
-    }
-
-    /// Validates snapshot text as if read from `path`.
+    /// Validates snapshot text as if read from `path` (`.toml` or `.json` by
+    /// extension).
     pub fn parse(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => parse_json(path, text),
-            Some("toml") => parse_toml(path, text),
-            _ => Err(Problems(vec![Problem::at_line(
+        match SnapshotFormat::of(path) {
+            Some(SnapshotFormat::Json) => parse_json(path, text),
+            Some(SnapshotFormat::Toml) => parse_toml(path, text),
+            None => Err(Problems(vec![Problem::at_line(
                 path,
                 None,
                 "the key snapshot's name must end in .toml or .json",
@@ -203,6 +205,11 @@ impl KeyIndex {
     /// The company owning a listed workspace.
     pub fn workspace_company(&self, workspace: &str) -> Option<&Arc<str>> {
         self.workspaces.get(workspace)
+    }
+
+    /// Whether a workspace key of `company` may name `workspace`.
+    pub fn check_workspace(&self, workspace: &str, company: &str) -> Result<(), WorkspaceProblem> {
+        workspace_problem(&self.workspaces, workspace, company).map_or(Ok(()), Err)
     }
 
     /// Listed workspaces.
@@ -660,7 +667,7 @@ impl<'p, 'a> Builder<'p, 'a> {
             }
             (Some(KeyType::Workspace), Some(ws)) if self.workspaces_known => {
                 if let Some(m) = workspace_problem(&self.workspaces, ws, &company_arc) {
-                    err(m);
+                    err(m.to_string());
                 }
             }
             (Some(KeyType::Workspace), Some(ws)) => self.deferred.push(DeferredWorkspace {
@@ -794,19 +801,43 @@ impl<'p, 'a> Builder<'p, 'a> {
     }
 }
 
+/// Why a workspace key may not name a workspace: the one rule of ownership,
+/// for the loader and for `keys new`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkspaceProblem {
+    /// Not in `[[workspaces]]`.
+    #[error("workspace {workspace:?} is not listed in [[workspaces]]")]
+    Unlisted {
+        /// Workspace id.
+        workspace: String,
+    },
+    /// Listed under another company.
+    #[error("workspace {workspace:?} belongs to company {owner:?}, not {company:?}")]
+    Foreign {
+        /// Workspace id.
+        workspace: String,
+        /// Its company.
+        owner: String,
+        /// The key's company.
+        company: String,
+    },
+}
+
 /// What is wrong with a workspace key's workspace, if anything.
 fn workspace_problem(
     workspaces: &HashMap<Arc<str>, Arc<str>>,
     workspace: &str,
     company: &str,
-) -> Option<String> {
+) -> Option<WorkspaceProblem> {
     match workspaces.get(workspace) {
-        None => Some(format!(
-            "workspace {workspace:?} is not listed in [[workspaces]]"
-        )),
-        Some(owner) if **owner != *company => Some(format!(
-            "workspace {workspace:?} belongs to company {owner:?}, not {company:?}"
-        )),
+        None => Some(WorkspaceProblem::Unlisted {
+            workspace: workspace.to_string(),
+        }),
+        Some(owner) if **owner != *company => Some(WorkspaceProblem::Foreign {
+            workspace: workspace.to_string(),
+            owner: owner.to_string(),
+            company: company.to_string(),
+        }),
         Some(_) => None,
     }
 }

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     /// `keygate_rate_limit_buckets`
     pub buckets: IntGauge,
+    /// `keygate_rate_limit_untracked_requests_total`: requests served without
+    /// a bucket because the map was full of active ones.
+    pub untracked: IntCounter,
     /// `keygate_state_generations`: loaded states still in memory (the live
     /// one, plus old ones that in-flight work still holds).
     pub generations: IntGauge,
@@ -184,6 +187,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         register(&registry, Box::new(buckets.clone()));
+        let untracked = IntCounter::new(
+            "keygate_rate_limit_untracked_requests_total",
+            "Requests served without a rate-limit bucket because max_buckets active buckets were held.",
+        )
+        .unwrap_or_else(|e| unreachable!("static counter is valid: {e}"));
+        register(&registry, Box::new(untracked.clone()));
         let generations = IntGauge::new(
             "keygate_state_generations",
             "Loaded gateway states in memory: the live one plus old ones still held by in-flight requests.",
@@ -202,6 +211,7 @@ impl Metrics {
             keys,
             last_reload_success,
             buckets,
+            untracked,
             generations,
         }
     }

@@ -22,10 +22,12 @@
 //!
 //! Neither a key nor a hash ever appears in an error message.
 
+use crate::model::format::SnapshotFormat as Format;
 use crate::model::key::{KeyDigest, KeyType, MAX_TOKEN_LEN, PrefixError, Prefixes};
 use crate::model::limit::Limit;
 use crate::model::problem::Problems;
 use crate::model::scope::Scope;
+use crate::snapshot::WorkspaceProblem;
 use crate::snapshot::{KeyIndex, KeyRecord, format_time, parse_time, valid_id};
 use rand::TryRng;
 use rand::rngs::{SysError, SysRng};
@@ -113,31 +115,16 @@ pub enum KeysError {
         "a company key reaches every workspace of its company and must not name one (got --workspace {0:?})"
     )]
     WorkspaceOnCompanyKey(String),
-    /// The workspace is not in `[[workspaces]]`.
-    #[error(
-        "{}: workspace {workspace:?} is not listed in [[workspaces]]; add it there first",
-        path.display()
-    )]
-    UnknownWorkspace {
+    /// The workspace is unlisted, or listed under another company.
+    #[error("{}: {problem}{}", path.display(), match problem {
+        WorkspaceProblem::Unlisted { .. } => "; add it there first",
+        WorkspaceProblem::Foreign { .. } => "",
+    })]
+    Workspace {
         /// Snapshot.
         path: PathBuf,
-        /// Workspace id.
-        workspace: String,
-    },
-    /// The workspace is listed under another company.
-    #[error(
-        "{}: workspace {workspace:?} belongs to company {owner:?}, not {company:?}",
-        path.display()
-    )]
-    ForeignWorkspace {
-        /// Snapshot.
-        path: PathBuf,
-        /// Workspace id.
-        workspace: String,
-        /// Its company.
-        owner: String,
-        /// The company asked for.
-        company: String,
+        /// What is wrong.
+        problem: WorkspaceProblem,
     },
     /// `--company` is empty.
     #[error("--company must not be empty")]
@@ -377,21 +364,9 @@ impl SnapshotLock {
     }
 }
 
-/// The snapshot formats, told apart by extension like [`KeyIndex::parse`] does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Toml,
-    Json,
-}
-
-impl Format {
-    fn of(path: &Path) -> Result<Format, KeysError> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => Ok(Format::Toml),
-            Some("json") => Ok(Format::Json),
-            _ => Err(KeysError::Extension(path.to_path_buf())),
-        }
-    }
+/// The snapshot's format, or the error that names its extension.
+fn format_of(path: &Path) -> Result<Format, KeysError> {
+    Format::of(path).ok_or_else(|| KeysError::Extension(path.to_path_buf()))
 }
 
 /// Letters and digits: the key body alphabet of contract §1.
@@ -808,7 +783,7 @@ struct Current {
 }
 
 fn read_current(path: &Path, missing_ok: bool) -> Result<Current, KeysError> {
-    let format = Format::of(path)?;
+    let format = format_of(path)?;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => Some(t),
         Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => None,
@@ -961,23 +936,14 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
     match (key_type, &args.workspace) {
         (KeyType::Workspace, None) => return Err(KeysError::WorkspaceMissing),
         (KeyType::Company, Some(ws)) => return Err(KeysError::WorkspaceOnCompanyKey(ws.clone())),
-        (KeyType::Workspace, Some(ws)) => match index.workspace_company(ws) {
-            None => {
-                return Err(KeysError::UnknownWorkspace {
+        (KeyType::Workspace, Some(ws)) => {
+            index
+                .check_workspace(ws, &args.company)
+                .map_err(|problem| KeysError::Workspace {
                     path: path.clone(),
-                    workspace: ws.clone(),
-                });
-            }
-            Some(owner) if **owner != *args.company => {
-                return Err(KeysError::ForeignWorkspace {
-                    path: path.clone(),
-                    workspace: ws.clone(),
-                    owner: owner.to_string(),
-                    company: args.company.clone(),
-                });
-            }
-            Some(_) => {}
-        },
+                    problem,
+                })?;
+        }
         (KeyType::Company, None) => {}
     }
     let mut held = crate::model::scope::Scopes::NONE;
@@ -1038,7 +1004,7 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
 /// prints the key (stdout) and the id (stderr).
 pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
-    let format = Format::of(path)?;
+    let format = format_of(path)?;
     if !crate::util::sys::stdout_is_open() {
         return Err(KeysError::StdoutClosed);
     }
@@ -1097,7 +1063,7 @@ pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
 /// `keygate keys revoke`: sets `revoked_at` to now (idempotent, see the module doc).
 pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
-    let format = Format::of(path)?;
+    let format = format_of(path)?;
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
     let now = crate::util::clock::unix_now();
@@ -1107,7 +1073,7 @@ pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
             id: args.id.clone(),
         });
     };
-    if let Some(at) = record.revoked_at.filter(|&at| at <= now) {
+    if let Some(at) = record.revoked_at.filter(|_| record.is_revoked_at(now)) {
         eprintln!(
             "key {} in {} was already revoked at {}; left unchanged",
             args.id,
