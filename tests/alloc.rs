@@ -117,3 +117,76 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
         }) > 0
     );
 }
+
+/// The rest of an allowed request's work outside Pingora: the precheck, the
+/// request id, the client address, what a request keeps once the upstream
+/// answers (`Ctx::settle`) allocate nothing; each header value keygate
+/// builds on the stack costs exactly the one allocation of the
+/// `HeaderValue` Pingora's header map takes ownership of. What still
+/// allocates per request is Pingora's: its request and response header maps
+/// and their case maps (`insert_header` copies each name), the `Box` of the
+/// context, and the upstream connection's buffers.
+#[test]
+fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
+    use keygate::request::ctx::{Ctx, IpText, KeyId};
+    use keygate::request::headers;
+    use keygate::request::precheck::{HeadFacts, HeadLimits, precheck};
+    let mut snap = Snapshot::new();
+    let company = snap.key("k_company", "company", "acme", None, &["read:all"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let config = standard_config("127.0.0.1:9".parse().unwrap(), "", "")
+        .replace("{http}", "1")
+        .replace("{admin}", "2");
+    std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
+    std::fs::write(dir.path().join("keys.toml"), snap.render()).unwrap();
+    let metrics = keygate::telemetry::metrics::Metrics::new();
+    let gw = Arc::new(
+        keygate::gateway::Gateway::load(&dir.path().join("keygate.toml"), &metrics, None).unwrap(),
+    );
+    let lifecycle = Arc::new(keygate::request::Lifecycle::default());
+    let header = format!("Bearer {company}");
+    let get = http::Method::GET;
+    let req = Request {
+        method: &get,
+        path: "/api/v1/company/things",
+        authorization: Authorization::One(header.as_bytes()),
+        tls: false,
+    };
+    let Decision::Allow(allow) = decide(&req, &gw.policy, 1_800_000_000) else {
+        panic!("allowed");
+    };
+    let (slot, _) = allow.key.unwrap();
+    let client_id = http::HeaderValue::from_static("client-chosen-id");
+    let ip: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+    let mut ctx = Ctx::new(lifecycle.enter());
+    let n = allocations_during(|| {
+        let facts = HeadFacts {
+            fields: 6,
+            bytes: 400,
+            transfer_encoding: false,
+            content_length: false,
+        };
+        let limits = HeadLimits {
+            max_bytes: 65536,
+            max_fields: 100,
+        };
+        assert_eq!(precheck(&facts, limits), None);
+        std::hint::black_box(headers::request_id(Some(&client_id)));
+        std::hint::black_box(IpText::of(ip));
+        std::hint::black_box(KeyId::new("k_company"));
+        ctx.gateway = Some(Arc::clone(&gw));
+        ctx.route = Some(allow.route);
+        ctx.key_slot = Some(slot);
+        ctx.settle();
+    });
+    assert_eq!(n, 0, "{n} allocations in the request glue");
+    assert!(
+        ctx.gateway.is_none(),
+        "settled requests let go of the gateway"
+    );
+    let ip = IpText::of(ip);
+    let n = allocations_during(|| {
+        std::hint::black_box(headers::forwarded(Some(ip.as_str()), true));
+    });
+    assert_eq!(n, 1, "Forwarded: one HeaderValue");
+}

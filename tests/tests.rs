@@ -6,15 +6,27 @@ mod util;
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
+// Admin listener: /metrics, /healthz, /readyz, /keys, /reload and its token.
 mod admin;
+// Library: a counting allocator around the hot path (drives the library API).
 mod alloc;
+// CONTRACT §4-5: every status row, precedence, bearer parsing, what the upstream sees.
 mod contract;
+// `keygate demo` and its curl lines.
 mod demo;
+// Attacks: smuggling, hop-by-hop, forged identity, encoded paths, big heads, slow peers.
 mod hostile;
+// `keygate keys new|revoke|list|hash` on real files, locks and owners.
 mod keys_cli;
+// Start-up errors, check and its warnings, SIGTERM drain, SIGINT.
 mod lifecycle;
+// Library: property tests of the parsers and matching (drives the library API).
 mod props;
+// Hot reload: SIGHUP, POST /reload, the file watch, state held by slow clients.
 mod reload;
+// The binary starts and answers.
 mod smoke;
+// TLS listeners, HTTP/2, upstream TLS and pools.
 mod tls;
+// Wire-level client faults: parser refusals, head/body timeouts, TLS and HTTP/2 deadlines.
 mod wire;
