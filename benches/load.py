@@ -12,6 +12,10 @@ Targets
                  auth = "any", a rate limit never reached, and its JSON access
                  log (stdout) written to a file, as an operator would.
   keygate-nolog  the same with RUST_LOG=warn: the access log's cost.
+  keygate-shadow the keygate target with its route in `enforce = "shadow"`: the
+                 same checks, a failure told to the upstream instead of answered.
+  keygate-before with --before BIN: another keygate binary (an older build) on
+                 the keygate target's config, to compare two builds in one run.
   nginx          nginx, one worker, key auth the nginx way: a 10,000-entry
                  `map $http_authorization`, 401 without a key, a per-key
                  limit_req never reached, key id sent upstream, upstream
@@ -57,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = Path(__file__).resolve().parent / "nginx"
 ALNUM = string.ascii_letters + string.digits
 WORKSPACES = 100
-ALL_TARGETS = ["bare", "keygate", "keygate-nolog", "nginx"]
+ALL_TARGETS = ["bare", "keygate", "keygate-nolog", "keygate-shadow", "nginx"]
 
 
 def log(msg):
@@ -211,7 +215,7 @@ def write_snapshot(path, n):
     return keys
 
 
-def write_keygate_config(path, port, admin, upstream_port):
+def write_keygate_config(path, port, admin, upstream_port, enforce="on"):
     path.write_text(f"""\
 [server]
 listen = ["127.0.0.1:{port}"]
@@ -243,6 +247,7 @@ path = "/api/v1/workspaces/{{workspace}}/posts/**"
 upstream = "api"
 auth = "any"
 scope = "auto"
+enforce = "{enforce}"
 """)
 
 
@@ -377,13 +382,17 @@ def report(args, results, notes):
             return f"{rows[a][field] / rows[b][field]:.2f}x"
         return "-"
 
-    for kg in ("keygate", "keygate-nolog"):
+    for kg in ("keygate", "keygate-nolog", "keygate-shadow", "keygate-before"):
         if kg not in rows:
             continue
         print(f"{kg}/bare:  req/s {ratio(kg, 'bare', 'rps')}  p99 {ratio(kg, 'bare', 'p99')}  "
               f"CPU/req {ratio(kg, 'bare', 'cpu_us')}")
         print(f"{kg}/nginx: req/s {ratio(kg, 'nginx', 'rps')}  p99 {ratio(kg, 'nginx', 'p99')}  "
               f"CPU/req {ratio(kg, 'nginx', 'cpu_us')}")
+    if "keygate" in rows and "keygate-before" in rows:
+        print(f"keygate/keygate-before: req/s {ratio('keygate', 'keygate-before', 'rps')}  "
+              f"p99 {ratio('keygate', 'keygate-before', 'p99')}  "
+              f"CPU/req {ratio('keygate', 'keygate-before', 'cpu_us')}")
     if "bare" in rows and "nginx" in rows:
         print(f"bare/nginx:    req/s {ratio('bare', 'nginx', 'rps')}  "
               f"p99 {ratio('bare', 'nginx', 'p99')}  CPU/req {ratio('bare', 'nginx', 'cpu_us')}")
@@ -409,11 +418,18 @@ def main():
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="another keygate binary, run as target keygate-before")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if unknown := set(targets) - set(ALL_TARGETS):
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.before is not None:
+        if not args.before.is_file():
+            ap.error(f"--before {args.before}: no such binary")
+        targets.insert(targets.index("keygate") + 1 if "keygate" in targets else 0,
+                       "keygate-before")
     expected = len(targets) * (args.rounds * args.duration + args.warmup)
     if expected > 300:
         log(f"warning: the load alone takes about {expected} s")
@@ -462,18 +478,28 @@ def main():
                             stderr=open(tmp / "bare.err", "wb"))
             wait_status(p, ports["bare"], path, 200, auth)
             pids["bare"] = p
-        for name, level in (("keygate", "info"), ("keygate-nolog", "warn")):
+        for name, level, enforce, binary in (
+            ("keygate", "info", "on", keygate_bin),
+            ("keygate-nolog", "warn", "on", keygate_bin),
+            ("keygate-shadow", "info", "shadow", keygate_bin),
+            ("keygate-before", "info", None, args.before),
+        ):
             if name not in targets:
                 continue
             d = tmp / name
             d.mkdir()
             shutil.copy(tmp / "keys.json", d / "keys.json")
             ports[name], admin = free_port(), free_port()
-            write_keygate_config(d / "keygate.toml", ports[name], admin, up_port)
+            write_keygate_config(d / "keygate.toml", ports[name], admin, up_port,
+                                 enforce=enforce or "on")
+            if enforce is None:
+                # An older build may not know `enforce`: leave it out.
+                text = (d / "keygate.toml").read_text().replace('enforce = "on"\n', "")
+                (d / "keygate.toml").write_text(text)
             env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
             env["RUST_LOG"] = level
             logs[name] = d / "stdout.log"
-            p = procs.start(name, [str(keygate_bin), "run", "--config", str(d / "keygate.toml")],
+            p = procs.start(name, [str(binary), "run", "--config", str(d / "keygate.toml")],
                             cpus=target_cpus, env=env, stdout=open(logs[name], "wb"),
                             stderr=open(d / "stderr.log", "wb"))
             wait_status(p, admin, "/readyz", 200)
@@ -492,9 +518,10 @@ def main():
             pids["nginx"] = p
             logs["nginx"] = d / "access.log"
 
-        # Each target: the valid key is 200, no key is 401 (bare: 200 anyway).
+        # Each target: the valid key is 200, no key is 401 (bare and a shadow
+        # route: 200 anyway).
         for name in targets:
-            want = 200 if name == "bare" else 401
+            want = 200 if name in ("bare", "keygate-shadow") else 401
             got = http_status(ports[name], path)
             if got != want:
                 raise SystemExit(f"{name}: no key gave {got}, expected {want}")

@@ -24,6 +24,8 @@ mod lifecycle;
 mod props;
 // Hot reload: SIGHUP, POST /reload, the file watch, state held by slow clients.
 mod reload;
+// CONTRACT §8: shadow routes.
+mod shadow;
 // The binary starts and answers.
 mod smoke;
 // TLS listeners, HTTP/2, upstream TLS and pools.

@@ -154,6 +154,35 @@ pub struct HealthCheckConfig {
     pub interval: Duration,
 }
 
+/// Whether a route's checks answer (`on`) or are only told to the upstream
+/// (`shadow`, CONTRACT §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enforcement {
+    /// A failed check is answered.
+    #[default]
+    On,
+    /// A failed check of rows 4-13 is proxied with `x-keygate-shadow`.
+    Shadow,
+}
+
+impl Enforcement {
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "on" => Some(Enforcement::On),
+            "shadow" => Some(Enforcement::Shadow),
+            _ => None,
+        }
+    }
+
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::On => "on",
+            Enforcement::Shadow => "shadow",
+        }
+    }
+}
+
 /// Which key types a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -204,6 +233,8 @@ pub struct RouteConfig {
     pub scope: ScopeRule,
     /// Methods allowed; `None` allows all.
     pub methods: Option<Vec<http::Method>>,
+    /// Whether its checks answer or are only told to the upstream.
+    pub enforce: Enforcement,
 }
 
 pub mod warnings;
@@ -314,6 +345,7 @@ mod raw {
         pub auth: String,
         pub scope: Option<String>,
         pub methods: Option<Vec<String>>,
+        pub enforce: Option<String>,
     }
 }
 
@@ -777,6 +809,7 @@ impl Validator<'_> {
                 auth,
                 scope,
                 methods,
+                enforce,
             } = r.into_inner();
             if !valid_name(&name) || name == crate::telemetry::metrics::UNMATCHED {
                 self.err(
@@ -838,8 +871,27 @@ impl Validator<'_> {
                 }
                 parsed
             });
-            if let (Some(pattern), Some(upstream), Some(auth), Some(scope)) =
-                (pattern, upstream_idx, auth_mode, scope_rule)
+            let enforce = match enforce.as_deref() {
+                None => Some(Enforcement::On),
+                Some(word) => {
+                    let parsed = Enforcement::parse(word);
+                    if parsed.is_none() {
+                        self.err(
+                            line,
+                            format!("route {name:?}: enforce must be \"on\" or \"shadow\" (got {word:?})"),
+                        );
+                    }
+                    parsed
+                }
+            };
+            if enforce == Some(Enforcement::Shadow) && auth_mode == Some(AuthMode::None) {
+                self.err(
+                    line,
+                    format!("route {name:?}: enforce = \"shadow\" needs a keyed route (auth = \"none\" checks no key, so there is nothing to shadow)"),
+                );
+            }
+            if let (Some(pattern), Some(upstream), Some(auth), Some(scope), Some(enforce)) =
+                (pattern, upstream_idx, auth_mode, scope_rule, enforce)
             {
                 out.push(RouteConfig {
                     name,
@@ -848,6 +900,7 @@ impl Validator<'_> {
                     auth,
                     scope,
                     methods,
+                    enforce,
                 });
             }
         }

@@ -935,3 +935,32 @@ fn client_timeouts_default_and_are_bounded() {
         assert!(err.contains(want), "{want} missing from {err}");
     }
 }
+
+#[test]
+fn enforce_is_on_by_default_shadow_when_asked_and_refused_on_keyless_routes() {
+    let c = ok(&with_route("r", "/a/**", ""));
+    assert_eq!(c.routes[0].enforce, Enforcement::On);
+    let c = ok(&with_route("r", "/a/**", "enforce = \"shadow\"\n"));
+    assert_eq!(c.routes[0].enforce, Enforcement::Shadow);
+    let c = ok(&with_route("r", "/a/**", "enforce = \"on\"\n"));
+    assert_eq!(c.routes[0].enforce, Enforcement::On);
+    let text = with_route("r", "/a/**", "enforce = \"monitor\"\n");
+    assert_one_problem(
+        &text,
+        line_with(&text, "[[routes]]"),
+        "route \"r\": enforce must be \"on\" or \"shadow\" (got \"monitor\")",
+    );
+    let text = with_route("r", "/a/**", "enforce = \"shadow\"\n")
+        .replace("auth = \"any\"", "auth = \"none\"");
+    assert_one_problem(
+        &text,
+        line_with(&text, "[[routes]]"),
+        "route \"r\": enforce = \"shadow\" needs a keyed route",
+    );
+    let text = with_route("r", "/a/**", "enforce = true\n");
+    let problems = refused(&text).to_string();
+    assert!(
+        problems.contains("invalid type"),
+        "wrong type refused: {problems}"
+    );
+}

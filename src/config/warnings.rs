@@ -55,6 +55,11 @@ pub enum Warning {
         /// The address.
         listen: SocketAddr,
     },
+    /// A route in shadow mode (CONTRACT §8).
+    Shadow {
+        /// Route name.
+        route: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -98,6 +103,10 @@ impl fmt::Display for Warning {
                     ""
                 }
             ),
+            Warning::Shadow { route } => write!(
+                f,
+                "route {route} is in shadow mode: denials are logged, not enforced"
+            ),
             Warning::OpenAdmin { listen } => write!(
                 f,
                 "admin listener {listen} is not on loopback and has no token_hash: whoever reaches it can list keys and reload; set [admin] token_hash or listen on 127.0.0.1"
@@ -108,7 +117,14 @@ impl fmt::Display for Warning {
 
 /// Every warning about `config`, in file order.
 pub fn warnings(config: &Config) -> Vec<Warning> {
-    let mut out = Vec::new();
+    let mut out: Vec<Warning> = config
+        .routes
+        .iter()
+        .filter(|r| r.enforce == super::Enforcement::Shadow)
+        .map(|r| Warning::Shadow {
+            route: r.name.clone(),
+        })
+        .collect();
     for (i, later) in config.routes.iter().enumerate() {
         // The first earlier route that covers it is the one that answers.
         let Some(earlier) = config.routes[..i]
@@ -283,6 +299,19 @@ servers = ["127.0.0.1:9000"{extra_upstream_server}]
                 "route late (\"/late\") can never match: the earlier route public (\"/**\") covers every path it does; move it above".to_string()
             ))
             .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn each_shadow_route_is_named() {
+        let routes = [
+            route("company", "/company/**", "company") + "enforce = \"shadow\"\n",
+            route("other", "/other/**", "any"),
+        ]
+        .concat();
+        assert_eq!(
+            texts(&config("127.0.0.1:9091", "", &routes)),
+            ["route company is in shadow mode: denials are logged, not enforced"]
         );
     }
 

@@ -1,7 +1,7 @@
 //! What the decision reads: the routes compiled from the config, the key
 //! index, the prefixes and the plain-HTTP rule, built whole by one load.
 
-use crate::config::{AuthMode, Config, PlainHttp};
+use crate::config::{AuthMode, Config, Enforcement, PlainHttp};
 use crate::model::key::Prefixes;
 use crate::model::pattern::Pattern;
 use crate::model::scope::ScopeRule;
@@ -25,6 +25,8 @@ pub struct Route {
     pub methods: Option<Box<[http::Method]>>,
     /// `Allow` header value for 405s.
     pub allow: Arc<str>,
+    /// Whether failed checks answer or are told to the upstream.
+    pub enforce: Enforcement,
 }
 
 impl Route {
@@ -46,6 +48,7 @@ impl Route {
                     .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default()
                     .into(),
+                enforce: r.enforce,
             })
             .collect()
     }

@@ -145,6 +145,49 @@ impl DenialReason {
     }
 }
 
+/// What a shadow route tells its upstream in `x-keygate-shadow`: the first
+/// check that failed (the `reason` words of `keygate_auth_denials_total`) or
+/// `rate_limited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShadowReason {
+    /// A check of rows 4-12.
+    Check(DenialReason),
+    /// Row 13.
+    RateLimited,
+}
+
+impl ShadowReason {
+    /// Every reason, in label order (the auth reasons, then `rate_limited`).
+    pub const ALL: [ShadowReason; 10] = [
+        ShadowReason::Check(DenialReason::MissingToken),
+        ShadowReason::Check(DenialReason::InvalidKey),
+        ShadowReason::Check(DenialReason::Expired),
+        ShadowReason::Check(DenialReason::Revoked),
+        ShadowReason::Check(DenialReason::WrongKeyType),
+        ShadowReason::Check(DenialReason::Workspace),
+        ShadowReason::Check(DenialReason::Scope),
+        ShadowReason::Check(DenialReason::HttpsRequired),
+        ShadowReason::Check(DenialReason::BadPath),
+        ShadowReason::RateLimited,
+    ];
+
+    /// The label value and header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowReason::Check(r) => r.as_str(),
+            ShadowReason::RateLimited => "rate_limited",
+        }
+    }
+
+    /// Index into per-reason arrays (as [`ShadowReason::ALL`]).
+    pub fn index(self) -> usize {
+        match self {
+            ShadowReason::Check(r) => r.index(),
+            ShadowReason::RateLimited => DenialReason::ALL.len(),
+        }
+    }
+}
+
 impl Denial {
     /// HTTP status.
     pub fn status(&self) -> u16 {

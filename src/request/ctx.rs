@@ -3,7 +3,7 @@
 
 use crate::gateway::Gateway;
 use crate::gateway::upstream::Upstream;
-use crate::model::denial::Denial;
+use crate::model::denial::{Denial, ShadowReason};
 use crate::request::InflightGuard;
 use crate::request::limiter::Outcome;
 use crate::telemetry::metrics::{RouteMetrics, UpstreamErrorKind};
@@ -134,8 +134,11 @@ pub struct Ctx {
     pub key_slot: Option<usize>,
     /// The workspace told to the upstream.
     pub workspace: Option<Arc<str>>,
-    /// The limiter's figures, for the rate-limit headers.
+    /// The limiter's figures, for the rate-limit headers (never on a shadow
+    /// route: its client sees nothing of keygate's).
     pub rate: Option<Outcome>,
+    /// On a shadow route: the first check that failed, told to the upstream.
+    pub shadow: Option<ShadowReason>,
     /// Servers that refused a connection for this request.
     pub tried: Vec<PeerAddr>,
     /// Whether a connection attempt failed.
@@ -159,6 +162,7 @@ impl Ctx {
             key_slot: None,
             workspace: None,
             rate: None,
+            shadow: None,
             tried: Vec::new(),
             connect_failed: false,
             outcome: Ending::Pending,

@@ -2,10 +2,18 @@
 //! plain request data, the loaded [`Policy`] and the current time in, `Allow`
 //! or a [`Denial`] out. No I/O, no Pingora types, no allocation on the allowed
 //! path: the key digest is on the stack and everything returned is borrowed.
+//!
+//! Shadow routes (CONTRACT §8) are a property of the outcome, not a second
+//! path: every check runs the same; on a route with `enforce = "shadow"` a
+//! failure of rows 4-12 becomes an `Allow` carrying the reason (and the key,
+//! when one authenticated), which the upstream is told instead of the
+//! client. [`rate_limited`] does the same for row 13.
 
-use crate::config::{AuthMode, PlainHttp};
+use crate::config::{AuthMode, Enforcement, PlainHttp};
 use crate::gateway::policy::Policy;
+use crate::gateway::policy::Route;
 use crate::model::denial::Denial;
+use crate::model::denial::ShadowReason;
 use crate::model::key::{BearerError, KeyDigest, KeyType, bearer_token};
 use crate::model::pattern::{SplitPath, check_path};
 use crate::snapshot::KeyRecord;
@@ -46,6 +54,8 @@ pub struct Allow<'a> {
     /// The workspace to tell the upstream: the key's own, or the `{workspace}`
     /// a company key reached.
     pub workspace: Option<Cow<'a, str>>,
+    /// On a shadow route: the first check that failed.
+    pub shadow: Option<ShadowReason>,
 }
 
 /// The outcome of [`decide`].
@@ -98,8 +108,10 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
             },
         );
     }
-    // Row 4.
-    if policy.plain_http == PlainHttp::Reject && !req.tls {
+    // Row 4: on a shadow route the checks below still run (the key may still
+    // authenticate), but this is the first failure and the one told.
+    let https_required = policy.plain_http == PlainHttp::Reject && !req.tls;
+    if https_required && route.enforce == Enforcement::On {
         return deny(route_id, Denial::HttpsRequired);
     }
     if route.auth == AuthMode::None {
@@ -107,51 +119,67 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
             route: idx,
             key: None,
             workspace: None,
+            shadow: None,
         });
     }
+    // A failed check of rows 5-12: answered, or told to the upstream on a
+    // shadow route. `key` is the key when it authenticated (rows 9-12).
+    let fail =
+        |denial: Denial, key: Option<(usize, &'a KeyRecord)>, workspace: Option<Cow<'a, str>>| {
+            let reason = if https_required {
+                Some(crate::model::denial::DenialReason::HttpsRequired)
+            } else {
+                denial.reason()
+            };
+            match (route.enforce, reason) {
+                (Enforcement::Shadow, Some(reason)) => Decision::Allow(Allow {
+                    route: idx,
+                    key,
+                    workspace,
+                    shadow: Some(ShadowReason::Check(reason)),
+                }),
+                _ => deny(route_id, denial),
+            }
+        };
     // Rows 5-6.
     let header_values = match req.authorization {
         Authorization::Absent => None,
         Authorization::One(v) => Some(v),
-        Authorization::Many => return deny(route_id, Denial::InvalidKey),
+        Authorization::Many => return fail(Denial::InvalidKey, None, None),
     };
     let token = match bearer_token(header_values.into_iter()) {
         Ok(t) => t,
-        Err(BearerError::Missing) => return deny(route_id, Denial::MissingToken),
-        Err(BearerError::Ambiguous) => return deny(route_id, Denial::InvalidKey),
+        Err(BearerError::Missing) => return fail(Denial::MissingToken, None, None),
+        Err(BearerError::Ambiguous) => return fail(Denial::InvalidKey, None, None),
     };
     let Some(claimed) = policy.prefixes.classify(token) else {
-        return deny(route_id, Denial::InvalidKey);
+        return fail(Denial::InvalidKey, None, None);
     };
     let Some((slot, key)) = policy.keys.lookup(&KeyDigest::of(token)) else {
-        return deny(route_id, Denial::InvalidKey);
+        return fail(Denial::InvalidKey, None, None);
     };
     if key.key_type != claimed {
-        return deny(route_id, Denial::InvalidKey);
+        return fail(Denial::InvalidKey, None, None);
     }
     // Row 7.
     if let Some(t) = key.expires_at.filter(|_| key.is_expired_at(now)) {
-        return deny(
-            route_id,
-            Denial::Expired {
-                ago: now.abs_diff(t),
-            },
-        );
+        let ago = now.abs_diff(t);
+        return fail(Denial::Expired { ago }, None, None);
     }
     // Row 8.
     if let Some(t) = key.revoked_at.filter(|_| key.is_revoked_at(now)) {
-        return deny(
-            route_id,
-            Denial::Revoked {
-                ago: now.abs_diff(t),
-            },
-        );
+        let ago = now.abs_diff(t);
+        return fail(Denial::Revoked { ago }, None, None);
     }
+    // From here the key has authenticated: a shadow failure still names it.
+    let own = || key.workspace.as_deref().map(Cow::Borrowed);
     // Rows 9-10.
     match (route.auth, key.key_type) {
-        (AuthMode::Company, KeyType::Workspace) => return deny(route_id, Denial::NeedsCompanyKey),
+        (AuthMode::Company, KeyType::Workspace) => {
+            return fail(Denial::NeedsCompanyKey, Some((slot, key)), own());
+        }
         (AuthMode::Workspace, KeyType::Company) => {
-            return deny(route_id, Denial::NeedsWorkspaceKey);
+            return fail(Denial::NeedsWorkspaceKey, Some((slot, key)), own());
         }
         _ => {}
     }
@@ -166,12 +194,8 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
                     .is_some_and(|owner| *owner == key.company),
             };
             if !reachable {
-                return deny(
-                    route_id,
-                    Denial::Workspace {
-                        workspace: ws.into_owned().into_boxed_str(),
-                    },
-                );
+                let workspace = ws.into_owned().into_boxed_str();
+                return fail(Denial::Workspace { workspace }, Some((slot, key)), own());
             }
             Some(ws)
         }
@@ -181,13 +205,26 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
     if let Some(required) = route.scope.required(req.method)
         && !key.scopes.grants(required)
     {
-        return deny(route_id, Denial::MissingScope(required));
+        return fail(Denial::MissingScope(required), Some((slot, key)), workspace);
+    }
+    if https_required {
+        return fail(Denial::HttpsRequired, Some((slot, key)), workspace);
     }
     Decision::Allow(Allow {
         route: idx,
         key: Some((slot, key)),
         workspace,
+        shadow: None,
     })
+}
+
+/// Row 13 once the limiter has answered: `None` to proxy (told to the
+/// upstream as `rate_limited` on a shadow route), or the 429.
+pub fn rate_limited(route: &Route, denial: Denial) -> Result<Option<ShadowReason>, Denial> {
+    match route.enforce {
+        Enforcement::Shadow => Ok(Some(ShadowReason::RateLimited)),
+        Enforcement::On => Err(denial),
+    }
 }
 
 #[cfg(test)]

@@ -709,6 +709,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
                 company: None,
                 workspace: None,
                 upstream: None,
+                shadow: None,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
             });
     }

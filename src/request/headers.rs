@@ -175,6 +175,12 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
     req.insert_header("forwarded", forwarded(client, ctx.tls))?;
     let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
     req.insert_header("x-forwarded-proto", proto)?;
+    if let Some(reason) = ctx.shadow {
+        req.insert_header(
+            "x-keygate-shadow",
+            HeaderValue::from_static(reason.as_str()),
+        )?;
+    }
     let keyed_route = ctx
         .route
         .and_then(|r| gw.policy.routes.get(r))

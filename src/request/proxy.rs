@@ -5,10 +5,11 @@
 //! [`Denial`]. Pingora types stop here: what the path needs of them is
 //! turned into plain data first.
 
+use crate::config::Enforcement;
 use crate::gateway::Gateway;
 use crate::model::denial::Denial;
 use crate::request::ctx::{Ctx, Ending, IpText};
-use crate::request::decide::{Authorization, Decision, Request, decide};
+use crate::request::decide::{Authorization, Decision, Request, decide, rate_limited};
 use crate::request::failure::{self, Facts, Failure, Kind, Side};
 use crate::request::precheck::{HeadFacts, HeadLimits, precheck};
 use crate::request::respond::respond;
@@ -142,6 +143,7 @@ impl Proxy {
             Decision::Allow(allow) => allow,
         };
         ctx.route = Some(allow.route);
+        ctx.shadow = allow.shadow;
         let (slot, key) = allow.key?;
         ctx.key_slot = Some(slot);
         ctx.workspace = match (allow.workspace, &key.workspace) {
@@ -150,13 +152,30 @@ impl Proxy {
             (Some(bound), None) => Some(Arc::from(&*bound)),
         };
         gw.policy.keys.touch(slot, now);
+        // Only requests that passed rows 1-12 take a token.
+        if ctx.shadow.is_some() {
+            return None;
+        }
+        let route = &gw.policy.routes[allow.route];
         let limit = gw.limit_of(key);
         let outcome = self.shared.limiter.check(key.id(), limit);
-        ctx.rate = Some(outcome);
-        (!outcome.allowed).then_some(Denial::RateLimited {
+        if route.enforce == Enforcement::On {
+            ctx.rate = Some(outcome);
+        }
+        if outcome.allowed {
+            return None;
+        }
+        let denial = Denial::RateLimited {
             limit,
             retry_after: outcome.retry_after_secs,
-        })
+        };
+        match rate_limited(route, denial) {
+            Ok(shadow) => {
+                ctx.shadow = shadow;
+                None
+            }
+            Err(denial) => Some(denial),
+        }
     }
 }
 
@@ -188,6 +207,9 @@ impl ProxyHttp for Proxy {
         ctx.client = client_ip(session);
         ctx.tls = is_tls(session);
         let denial = self.admit(session, ctx, &gw);
+        if let Some(reason) = ctx.shadow {
+            gw.route_metrics(ctx.route).shadow(reason);
+        }
         ctx.gateway = Some(gw);
         let Some(denial) = denial else {
             return Ok(false);
@@ -398,6 +420,7 @@ impl ProxyHttp for Proxy {
             company,
             workspace: ctx.workspace.as_deref(),
             upstream,
+            shadow: ctx.shadow.map(|s| s.as_str()),
             duration_ms: elapsed.as_secs_f64() * 1000.0,
         });
     }

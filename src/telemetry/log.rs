@@ -173,6 +173,8 @@ pub struct AccessRecord<'a> {
     pub workspace: Option<&'a str>,
     /// Upstream name of the matched route.
     pub upstream: Option<&'a str>,
+    /// On a shadow route: the check that would have refused it.
+    pub shadow: Option<&'a str>,
     /// Milliseconds from request head to end of response.
     pub duration_ms: f64,
 }
@@ -255,6 +257,7 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
         ("company", r.company),
         ("workspace", r.workspace),
         ("upstream", r.upstream),
+        ("shadow", r.shadow),
     ] {
         if let Some(v) = value {
             field(buf, name, v);
@@ -328,6 +331,7 @@ pub fn access(r: &AccessRecord<'_>) {
         company = r.company,
         workspace = r.workspace,
         upstream = r.upstream,
+        shadow = r.shadow,
         duration_ms = r.duration_ms,
         "request"
     );
@@ -372,6 +376,7 @@ mod tests {
                 company: Some("acme"),
                 workspace: None,
                 upstream: Some("api"),
+                shadow: None,
                 duration_ms: 1.5,
             },
             1_795_000_000_000_000,

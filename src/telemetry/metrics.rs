@@ -4,7 +4,7 @@
 //! path increments plain counters without hashing label values. Labels stay
 //! bounded: route and upstream names, never paths or key ids.
 
-use crate::model::denial::DenialReason;
+use crate::model::denial::{DenialReason, ShadowReason};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     denials: IntCounterVec,
+    shadow_denials: IntCounterVec,
     rate_limited: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
@@ -68,6 +69,7 @@ pub struct RouteMetrics {
     requests: IntCounterVec,
     statuses: Box<[OnceLock<IntCounter>]>,
     denials: Vec<IntCounter>,
+    shadow: Vec<IntCounter>,
     /// `keygate_rate_limited_total{route}`
     pub rate_limited: IntCounter,
     /// `keygate_request_duration_seconds{route}`
@@ -90,6 +92,11 @@ impl RouteMetrics {
     /// `keygate_auth_denials_total{route, reason}`
     pub fn denial(&self, reason: DenialReason) {
         self.denials[reason.index()].inc();
+    }
+
+    /// `keygate_shadow_denials_total{route, reason}`
+    pub fn shadow(&self, reason: ShadowReason) {
+        self.shadow[reason.index()].inc();
     }
 }
 
@@ -133,6 +140,12 @@ impl Metrics {
             &registry,
             "keygate_auth_denials_total",
             "Requests refused by the auth checks, by route and reason.",
+            &["route", "reason"],
+        );
+        let shadow_denials = counter_vec(
+            &registry,
+            "keygate_shadow_denials_total",
+            "Requests on shadow routes that a check would have refused, proxied anyway, by route and reason.",
             &["route", "reason"],
         );
         let rate_limited = counter_vec(
@@ -205,6 +218,7 @@ impl Metrics {
             registry,
             requests,
             denials,
+            shadow_denials,
             rate_limited,
             duration,
             upstream_errors,
@@ -226,6 +240,10 @@ impl Metrics {
             denials: DenialReason::ALL
                 .iter()
                 .map(|r| self.denials.with_label_values(&[name, r.as_str()]))
+                .collect(),
+            shadow: ShadowReason::ALL
+                .iter()
+                .map(|r| self.shadow_denials.with_label_values(&[name, r.as_str()]))
                 .collect(),
             rate_limited: self.rate_limited.with_label_values(&[name]),
             duration: self.duration.with_label_values(&[name]),

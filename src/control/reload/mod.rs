@@ -170,6 +170,7 @@ struct RouteShape<'a> {
     auth: crate::config::AuthMode,
     scope: crate::model::scope::ScopeRule,
     methods: &'a Option<Vec<http::Method>>,
+    enforce: crate::config::Enforcement,
 }
 
 impl<'a> RouteShape<'a> {
@@ -181,6 +182,7 @@ impl<'a> RouteShape<'a> {
             auth,
             scope,
             methods,
+            enforce,
         } = route;
         RouteShape {
             pattern,
@@ -188,6 +190,7 @@ impl<'a> RouteShape<'a> {
             auth: *auth,
             scope: *scope,
             methods,
+            enforce: *enforce,
         }
     }
 }
