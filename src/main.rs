@@ -62,6 +62,8 @@ enum KeysCommand {
     New(Box<keygate::cli::keys::NewArgs>),
     /// Mark a key revoked now.
     Revoke(keygate::cli::keys::RevokeArgs),
+    /// Replace a key with a new one: both work during --grace, on one rate limit.
+    Rotate(keygate::cli::keys::RotateArgs),
     /// List key metadata.
     List(keygate::cli::keys::ListArgs),
     /// Read a key on stdin and print its `sha256:<hex>` hash.
@@ -143,6 +145,7 @@ fn keys(k: KeysCommand) -> anyhow::Result<()> {
     match k {
         KeysCommand::New(args) => keys::new_key(&args).context("keys new"),
         KeysCommand::Revoke(args) => keys::revoke(&args).context("keys revoke"),
+        KeysCommand::Rotate(args) => keys::rotate(&args).context("keys rotate"),
         KeysCommand::List(args) => keys::list(&args).context("keys list"),
         KeysCommand::Hash => keys::hash_stdin().context("keys hash"),
     }

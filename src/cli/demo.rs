@@ -140,6 +140,7 @@ fn demo_snapshot(prefixes: &Prefixes, now: i64) -> Result<(String, DemoKeys), De
             created_at: format_time(now),
             expires_at: None,
             rate_limit,
+            replaces: None,
         };
         text = append_toml(&text, &record).map_err(|what| DemoError::Edit {
             path: PathBuf::from("demo keys.toml"),

@@ -286,6 +286,8 @@ struct KeyView<'a> {
     revoked_at: Option<String>,
     last_used_at: Option<String>,
     rate_limit: Option<RateView>,
+    replaces: Option<&'a str>,
+    replaced_by: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -327,6 +329,8 @@ fn key_list_chunk(keys: &KeyIndex, now: i64, start: usize, end: usize) -> Bytes 
             workspace: k.workspace.as_deref(),
             scopes: k.scopes.iter().map(|s| s.as_str()).collect(),
             state: k.state(now).as_str(),
+            replaces: k.replaces(),
+            replaced_by: keys.replaced_by(slot),
             created_at: format_time(k.created_at),
             expires_at: k.expires_at.map(format_time),
             revoked_at: k.revoked_at.map(format_time),
@@ -455,7 +459,9 @@ mod tests {
                         "expires_at",
                         "revoked_at",
                         "last_used_at",
-                        "rate_limit"
+                        "rate_limit",
+                        "replaces",
+                        "replaced_by"
                     ]
                 );
             }

@@ -158,7 +158,11 @@ impl Proxy {
         }
         let route = &gw.policy.routes[allow.route];
         let limit = gw.limit_of(key);
-        let outcome = self.shared.limiter.check(key.id(), limit);
+        // A rotated key draws from its chain's bucket: old and new, one limit.
+        let outcome = self
+            .shared
+            .limiter
+            .check(gw.policy.keys.bucket_id(slot), limit);
         if route.enforce == Enforcement::On {
             ctx.rate = Some(outcome);
         }

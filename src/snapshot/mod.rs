@@ -25,10 +25,11 @@ use time::format_description::well_known::Rfc3339;
 /// interned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyRecord {
-    /// `id`, `name` and `description`, back to back.
+    /// `id`, `name`, `description` and `replaces`, back to back.
     text: Box<str>,
     name_at: u16,
     description_at: Option<u16>,
+    replaces_at: Option<u16>,
     /// Company or workspace key.
     pub key_type: KeyType,
     /// Scopes held.
@@ -60,28 +61,48 @@ impl KeyRecord {
 
     /// Human name.
     pub fn name(&self) -> &str {
-        let end = self.description_at.map_or(self.text.len(), usize::from);
+        let end = self
+            .description_at
+            .or(self.replaces_at)
+            .map_or(self.text.len(), usize::from);
         &self.text[usize::from(self.name_at)..end]
     }
 
     /// Optional description.
     pub fn description(&self) -> Option<&str> {
-        self.description_at.map(|at| &self.text[usize::from(at)..])
+        let end = self.replaces_at.map_or(self.text.len(), usize::from);
+        self.description_at
+            .map(|at| &self.text[usize::from(at)..end])
+    }
+
+    /// The id of the key this one replaces (a rotation), if any.
+    pub fn replaces(&self) -> Option<&str> {
+        self.replaces_at.map(|at| &self.text[usize::from(at)..])
     }
 
     /// Packs the three texts (lengths already validated against the limits).
-    fn pack_text(id: &str, name: &str, description: Option<&str>) -> (Box<str>, u16, Option<u16>) {
-        let mut text =
-            String::with_capacity(id.len() + name.len() + description.map_or(0, str::len));
+    fn pack_text(
+        id: &str,
+        name: &str,
+        description: Option<&str>,
+        replaces: Option<&str>,
+    ) -> (Box<str>, u16, Option<u16>, Option<u16>) {
+        let mut text = String::with_capacity(
+            id.len() + name.len() + description.map_or(0, str::len) + replaces.map_or(0, str::len),
+        );
         text.push_str(id);
         text.push_str(name);
         let name_at = id.len() as u16;
-        let description_at = description.map(|d| {
-            let at = text.len() as u16;
-            text.push_str(d);
-            at
-        });
-        (text.into_boxed_str(), name_at, description_at)
+        let mut push = |part: Option<&str>| {
+            part.map(|p| {
+                let at = text.len() as u16;
+                text.push_str(p);
+                at
+            })
+        };
+        let description_at = push(description);
+        let replaces_at = push(replaces);
+        (text.into_boxed_str(), name_at, description_at, replaces_at)
     }
 }
 
@@ -151,6 +172,12 @@ pub struct KeyIndex {
     by_digest: hashbrown::HashTable<u32>,
     workspaces: HashMap<Arc<str>, Arc<str>>,
     last_used: Box<[AtomicI64]>,
+    /// Rotations: slot → slot of its chain's root (only for keys that
+    /// replace another; every other key is its own bucket).
+    roots: hashbrown::HashMap<u32, u32>,
+    /// Rotations the other way: slot of a replaced key → slot of its newest
+    /// replacement.
+    successors: hashbrown::HashMap<u32, u32>,
 }
 
 impl KeyIndex {
@@ -190,6 +217,31 @@ impl KeyIndex {
     /// The record in a slot returned by [`KeyIndex::lookup`].
     pub fn record(&self, slot: usize) -> &KeyRecord {
         &self.records[slot]
+    }
+
+    /// The rate-limit bucket of a key: its own id, or for a rotated key the
+    /// id its chain started from (the root's `replaces` if that key was
+    /// deleted since), so old and new keys share one limit.
+    pub fn bucket_id(&self, slot: usize) -> &str {
+        match self.roots.get(&(slot as u32)) {
+            None => self.records[slot].id(),
+            Some(&root) => {
+                let root = &self.records[root as usize];
+                root.replaces().unwrap_or(root.id())
+            }
+        }
+    }
+
+    /// The bucket ids rotation chains share (ids that may name no key here).
+    pub fn chain_buckets(&self) -> impl Iterator<Item = &str> {
+        self.roots.keys().map(|&s| self.bucket_id(s as usize))
+    }
+
+    /// The key that replaces `slot`'s, if any (the last such in the file).
+    pub fn replaced_by(&self, slot: usize) -> Option<&str> {
+        self.successors
+            .get(&(slot as u32))
+            .map(|&s| self.records[s as usize].id())
     }
 
     /// Every record, in file order.
@@ -328,6 +380,8 @@ mod raw {
         pub expires_at: Option<Time<'a>>,
         #[serde(borrow)]
         pub revoked_at: Option<Time<'a>>,
+        #[serde(borrow)]
+        pub replaces: Option<Cow<'a, str>>,
         pub rate_limit: Option<Rate>,
     }
 
@@ -552,6 +606,8 @@ struct Builder<'p, 'a> {
     /// foldhash (hashbrown's default) rather than SipHash: these hold operator
     /// data, not attacker input, and a million inserts add up.
     ids: hashbrown::HashSet<std::borrow::Cow<'a, str>>,
+    /// Keys with `replaces`, and their lines: checked once every key is in.
+    rotations: Vec<(u32, Option<usize>)>,
 }
 
 /// A workspace key read before the workspace list.
@@ -576,6 +632,7 @@ impl<'p, 'a> Builder<'p, 'a> {
             by_digest: hashbrown::HashTable::with_capacity(keys_hint),
             refused_digests: HashSet::new(),
             ids: hashbrown::HashSet::with_capacity(keys_hint),
+            rotations: Vec::new(),
         }
     }
 
@@ -627,6 +684,7 @@ impl<'p, 'a> Builder<'p, 'a> {
             expires_at,
             revoked_at,
             rate_limit,
+            replaces,
         } = k;
         let path = self.path;
         let before = self.problems.0.len();
@@ -635,6 +693,11 @@ impl<'p, 'a> Builder<'p, 'a> {
             |m: String| problems.push(Problem::at_line(path, line, format!("key {id:?}: {m}")));
         if !valid_id(&id) {
             err("id must be 1-128 letters, digits, '_', '-', '.' or ':'".into());
+        }
+        if let Some(r) = &replaces
+            && !valid_id(r)
+        {
+            err(format!("replaces {r:?} is not a key id"));
         }
         if name.is_empty() {
             err("name must not be empty".into());
@@ -758,12 +821,16 @@ impl<'p, 'a> Builder<'p, 'a> {
             .insert_unique(digest_hash(&digest), slot as u32, |&s| {
                 digest_hash(&digests[s as usize])
             });
-        let (text, name_at, description_at) =
-            KeyRecord::pack_text(&id, &name, description.as_deref());
+        let (text, name_at, description_at, replaces_at) =
+            KeyRecord::pack_text(&id, &name, description.as_deref(), replaces.as_deref());
+        if replaces.is_some() {
+            self.rotations.push((slot as u32, line));
+        }
         self.records.push(KeyRecord {
             text,
             name_at,
             description_at,
+            replaces_at,
             key_type,
             company: company_arc,
             workspace: workspace_arc,
@@ -783,6 +850,12 @@ impl<'p, 'a> Builder<'p, 'a> {
             self.problems
                 .push(Problem::at_line(self.path, None, "too many keys"));
         }
+        let Chains { roots, successors } = chain_roots(
+            &self.records,
+            &self.rotations,
+            self.path,
+            &mut self.problems,
+        );
         // Everything below is kept for the life of this generation: no slack.
         let mut records = self.records;
         let mut digests = self.digests;
@@ -797,8 +870,92 @@ impl<'p, 'a> Builder<'p, 'a> {
             by_digest: self.by_digest,
             workspaces: self.workspaces,
             last_used,
+            roots,
+            successors,
         })
     }
+}
+
+/// The rotation chains of a snapshot.
+#[derive(Default)]
+struct Chains {
+    /// Slot of a key that replaces another → slot of its chain's root.
+    roots: hashbrown::HashMap<u32, u32>,
+    /// Slot of a replaced key → slot of its newest replacement.
+    successors: hashbrown::HashMap<u32, u32>,
+}
+
+/// Checks every rotation (`replaces`) and finds the root of each chain: the
+/// oldest key still present. A key and every key it replaces share the
+/// root's bucket.
+fn chain_roots(
+    records: &[KeyRecord],
+    rotations: &[(u32, Option<usize>)],
+    path: &Path,
+    problems: &mut Problems,
+) -> Chains {
+    let mut chains = Chains::default();
+    if rotations.is_empty() {
+        return chains;
+    }
+    let Chains { roots, successors } = &mut chains;
+    let by_id: hashbrown::HashMap<&str, u32> = records
+        .iter()
+        .enumerate()
+        .map(|(slot, r)| (r.id(), slot as u32))
+        .collect();
+    for &(slot, line) in rotations {
+        let key = &records[slot as usize];
+        let mut err = |m: String| {
+            problems.push(Problem::at_line(
+                path,
+                line,
+                format!("key {:?}: {m}", key.id()),
+            ));
+        };
+        let Some(target) = key.replaces().and_then(|r| by_id.get(r)) else {
+            // Replacing a key deleted since is allowed: the chain's root is
+            // this key, its bucket named after the deleted one.
+            roots.insert(slot, slot);
+            continue;
+        };
+        let old = &records[*target as usize];
+        if (old.key_type, &old.company, &old.workspace)
+            != (key.key_type, &key.company, &key.workspace)
+        {
+            let whose = |r: &KeyRecord| match &r.workspace {
+                Some(ws) => format!("a workspace key of {} / {ws}", r.company),
+                None => format!("a company key of {}", r.company),
+            };
+            err(format!(
+                "replaces {:?}, which is {}, but this is {}: a key can only replace one of the same type, company and workspace",
+                old.id(),
+                whose(old),
+                whose(key)
+            ));
+            continue;
+        }
+        // Walk to the root; coming back to a key already seen is a loop.
+        let mut at = slot;
+        let mut chain = vec![key.id()];
+        let mut seen: hashbrown::HashSet<u32> = [slot].into_iter().collect();
+        let mut looped = false;
+        while let Some(&next) = records[at as usize].replaces().and_then(|r| by_id.get(r)) {
+            chain.push(records[next as usize].id());
+            if !seen.insert(next) {
+                looped = true;
+                break;
+            }
+            at = next;
+        }
+        if looped {
+            err(format!("replaces chain loops: {}", chain.join(" -> ")));
+            continue;
+        }
+        roots.insert(slot, at);
+        successors.insert(*target, slot);
+    }
+    chains
 }
 
 /// Why a workspace key may not name a workspace: the one rule of ownership,

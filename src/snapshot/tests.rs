@@ -178,6 +178,7 @@ fn toml_snapshot_is_indexed_with_every_field() {
             text: "key_acme_opsproduction-backendAcme's backend".into(),
             name_at: 12,
             description_at: Some(30),
+            replaces_at: None,
             key_type: KeyType::Company,
             company: "acme".into(),
             workspace: None,

@@ -28,7 +28,7 @@ use crate::model::limit::Limit;
 use crate::model::problem::Problems;
 use crate::model::scope::Scope;
 use crate::snapshot::WorkspaceProblem;
-use crate::snapshot::{KeyIndex, KeyRecord, format_time, parse_time, valid_id};
+use crate::snapshot::{KeyIndex, format_time, parse_time, valid_id};
 use rand::TryRng;
 use rand::rngs::{SysError, SysRng};
 use serde_json::value::RawValue;
@@ -87,6 +87,31 @@ pub struct RevokeArgs {
     /// Snapshot file.
     #[arg(long)]
     pub snapshot: PathBuf,
+}
+
+/// `keygate keys rotate`
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotateArgs {
+    /// Id of the key to replace.
+    pub id: String,
+    /// Snapshot file.
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// How long the old key keeps working (e.g. 24h, 30m, 0s to stop it now).
+    #[arg(long, default_value = "24h")]
+    pub grace: String,
+    /// Id of the new record (default: key_ + 12 random letters and digits).
+    #[arg(long = "id")]
+    pub new_id: Option<String>,
+    /// Expiry of the new key, RFC 3339 (default: none).
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Key prefix for company keys.
+    #[arg(long, default_value = crate::model::key::DEFAULT_COMPANY_PREFIX)]
+    pub company_prefix: String,
+    /// Key prefix for workspace keys.
+    #[arg(long, default_value = crate::model::key::DEFAULT_WORKSPACE_PREFIX)]
+    pub workspace_prefix: String,
 }
 
 /// `keygate keys list`
@@ -267,6 +292,22 @@ pub enum KeysError {
     /// Writing to stdout failed.
     #[error("cannot write to stdout")]
     Stdout(#[source] std::io::Error),
+    /// `--grace` does not parse.
+    #[error("--grace {0:?} must be a duration such as 24h, 30m or 0s")]
+    BadGrace(String),
+    /// The key to rotate is no longer usable.
+    #[error(
+        "{}: key {id:?} is {state}, so it cannot be rotated; make a new key with `keygate keys new`",
+        path.display()
+    )]
+    NotRotatable {
+        /// Snapshot.
+        path: PathBuf,
+        /// The id.
+        id: String,
+        /// `revoked` or `expired`.
+        state: &'static str,
+    },
     /// Standard output is closed or `/dev/null`: a new key could never be shown.
     #[error(
         "standard output is closed or /dev/null, so the new key could not be shown; nothing was written (run it with stdout open, e.g. redirected to a file)"
@@ -443,6 +484,8 @@ pub struct NewRecord {
     pub expires_at: Option<String>,
     /// Own limit.
     pub rate_limit: Option<Limit>,
+    /// The id of the key it replaces (`keys rotate`).
+    pub replaces: Option<String>,
 }
 
 impl NewRecord {
@@ -474,6 +517,9 @@ impl NewRecord {
                 r.insert("burst", i64::from(l.burst.get()).into());
             }
             t.insert("rate_limit", r.into());
+        }
+        if let Some(old) = &self.replaces {
+            t.insert("replaces", old.as_str().into());
         }
         t.fmt();
         t
@@ -509,6 +555,9 @@ impl NewRecord {
                 r.insert("burst".into(), l.burst.get().into());
             }
             m.insert("rate_limit".into(), r.into());
+        }
+        if let Some(old) = &self.replaces {
+            m.insert("replaces".into(), old.as_str().into());
         }
         m.into()
     }
@@ -956,33 +1005,8 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
         .map(Limit::parse_cli)
         .transpose()
         .map_err(KeysError::BadRateLimit)?;
-    let expires_at = match &args.expires {
-        None => None,
-        Some(text) => {
-            let t = parse_time(text).map_err(KeysError::BadExpiry)?;
-            if t <= now {
-                return Err(KeysError::ExpiryInPast(text.clone()));
-            }
-            Some(format_time(t))
-        }
-    };
-    let id = match &args.id {
-        Some(id) if !valid_id(id) => return Err(KeysError::BadId(id.clone())),
-        Some(id) if index.by_id(id).is_some() => {
-            return Err(KeysError::DuplicateId {
-                path: path.clone(),
-                id: id.clone(),
-            });
-        }
-        Some(id) => id.clone(),
-        None => loop {
-            // 36^12 ids: a clash is practically impossible, but cheap to rule out.
-            let id = format!("key_{}", random_text(ID_ALPHABET, 12)?);
-            if index.by_id(&id).is_none() {
-                break id;
-            }
-        },
-    };
+    let expires_at = future_time(args.expires.as_deref(), now)?;
+    let id = fresh_id(args.id.as_deref(), index, path)?;
     let key = generate_key(&prefixes, key_type)?;
     let record = NewRecord {
         id,
@@ -996,8 +1020,55 @@ fn plan_new(args: &NewArgs, index: &KeyIndex, now: i64) -> Result<(NewRecord, St
         created_at: format_time(now),
         expires_at,
         rate_limit,
+        replaces: None,
     };
     Ok((record, key))
+}
+
+/// An optional `--expires` that must lie after `now`.
+fn future_time(text: Option<&str>, now: i64) -> Result<Option<String>, KeysError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let t = parse_time(text).map_err(KeysError::BadExpiry)?;
+    if t <= now {
+        return Err(KeysError::ExpiryInPast(text.to_string()));
+    }
+    Ok(Some(format_time(t)))
+}
+
+/// The id of a new record: the one asked for (valid and unused), or a fresh
+/// random one.
+fn fresh_id(asked: Option<&str>, index: &KeyIndex, path: &Path) -> Result<String, KeysError> {
+    match asked {
+        Some(id) if !valid_id(id) => Err(KeysError::BadId(id.to_string())),
+        Some(id) if index.by_id(id).is_some() => Err(KeysError::DuplicateId {
+            path: path.to_path_buf(),
+            id: id.to_string(),
+        }),
+        Some(id) => Ok(id.to_string()),
+        None => loop {
+            // 36^12 ids: a clash is practically impossible, but cheap to rule out.
+            let id = format!("key_{}", random_text(ID_ALPHABET, 12)?);
+            if index.by_id(&id).is_none() {
+                break Ok(id);
+            }
+        },
+    }
+}
+
+/// Prints a new key, alone, on stdout, after its record is on disk: a key
+/// that is printed but not on disk would be worse than a record whose key
+/// nobody saw (it can be revoked).
+fn print_key(path: &Path, id: &str, key: &str) -> Result<(), KeysError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| KeysError::PrintKey {
+            path: path.to_path_buf(),
+            id: id.to_string(),
+            source,
+        })
 }
 
 /// `keygate keys new`: validates, appends the record, writes atomically, then
@@ -1030,16 +1101,7 @@ pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
     })?;
     validate_and_write(path, &new, old)?;
 
-    // Written first, printed second: a key that is printed but not on disk
-    // would be worse than a record whose key nobody saw (it can be revoked).
-    let mut out = std::io::stdout().lock();
-    out.write_all(format!("{key}\n").as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|source| KeysError::PrintKey {
-            path: path.clone(),
-            id: record.id.clone(),
-            source,
-        })?;
+    print_key(path, &record.id, &key)?;
     if record.scopes.is_empty() {
         // Allowed (the contract makes --scope optional, and no scope is the
         // least privilege), but rarely what was meant.
@@ -1102,9 +1164,93 @@ pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     Ok(())
 }
 
+/// `keygate keys rotate`: a new key for the same client (same name,
+/// description, type, company, workspace, scopes and limit, `replaces` the
+/// old one), and the old key's `revoked_at` set to now + grace, in one
+/// atomic write; prints the new key (stdout), and the new id and the instant
+/// the old key stops (stderr).
+pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
+    let path = &args.snapshot;
+    let format = format_of(path)?;
+    if !crate::util::sys::stdout_is_open() {
+        return Err(KeysError::StdoutClosed);
+    }
+    let grace = humantime::parse_duration(&args.grace)
+        .map_err(|_| KeysError::BadGrace(args.grace.clone()))?;
+    let prefixes = Prefixes::new(&args.company_prefix, &args.workspace_prefix)?;
+    let _lock = SnapshotLock::acquire(path)?;
+    let Current { text, index } = read_current(path, false)?;
+    let now = crate::util::clock::unix_now();
+    let Some((_, old)) = index.by_id(&args.id) else {
+        return Err(KeysError::UnknownId {
+            path: path.clone(),
+            id: args.id.clone(),
+        });
+    };
+    let not_rotatable = |state| KeysError::NotRotatable {
+        path: path.clone(),
+        id: args.id.clone(),
+        state,
+    };
+    if old.is_revoked_at(now) {
+        return Err(not_rotatable("revoked"));
+    }
+    if old.is_expired_at(now) {
+        return Err(not_rotatable("expired"));
+    }
+    let expires_at = future_time(args.expires.as_deref(), now)?;
+    let id = fresh_id(args.new_id.as_deref(), &index, path)?;
+    let key = generate_key(&prefixes, old.key_type)?;
+    let record = NewRecord {
+        id,
+        name: old.name().to_string(),
+        description: old.description().map(str::to_string),
+        key_type: old.key_type,
+        company: old.company.to_string(),
+        workspace: old.workspace.as_deref().map(str::to_string),
+        scopes: old.scopes.iter().collect(),
+        hash: KeyDigest::of(key.as_bytes()).to_text(),
+        created_at: format_time(now),
+        expires_at,
+        rate_limit: old.rate_limit,
+        replaces: Some(old.id().to_string()),
+    };
+    // An earlier revocation already planned stays: rotation never extends it.
+    let planned = now.saturating_add(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+    let stops = old.revoked_at.map_or(planned, |t| t.min(planned));
+    drop(index);
+    let old_text = text.as_deref().unwrap_or_default();
+    let when = format_time(stops);
+    let layout = |what| KeysError::Layout {
+        path: path.clone(),
+        what,
+    };
+    let new = match format {
+        Format::Toml => {
+            set_revoked_toml(old_text, &args.id, &when).and_then(|t| append_toml(&t, &record))
+        }
+        Format::Json => {
+            set_revoked_json(old_text, &args.id, &when).and_then(|t| append_json(&t, &record))
+        }
+    }
+    .map_err(layout)?;
+    validate_and_write(path, &new, Some(old_text))?;
+    print_key(path, &record.id, &key)?;
+    let left = humantime::format_duration(std::time::Duration::from_secs(
+        stops.saturating_sub(now).max(0) as u64,
+    ));
+    eprintln!(
+        "rotated key {old} in {}: new key {new_id} replaces it\n{old} stops working at {when} (in {left}); the new key above is shown only this once; reload the gateway to use it (SIGHUP or POST /reload)",
+        path.display(),
+        old = args.id,
+        new_id = record.id,
+    );
+    Ok(())
+}
+
 /// The `keys list` table: one line per key, never a hash.
-pub fn render_list(records: &[KeyRecord], now: i64) -> String {
-    const HEAD: [&str; 9] = [
+pub fn render_list(index: &KeyIndex, now: i64) -> String {
+    const HEAD: [&str; 11] = [
         "ID",
         "TYPE",
         "COMPANY",
@@ -1113,11 +1259,14 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
         "STATE",
         "CREATED",
         "EXPIRES",
+        "REPLACES",
+        "REPLACED_BY",
         "NAME",
     ];
     // Cells are made twice (widths, then lines) rather than kept: a million
     // keys would otherwise hold nine million strings at once.
-    fn cells(r: &KeyRecord, now: i64) -> [Cow<'_, str>; 9] {
+    fn cells<'i>(index: &'i KeyIndex, slot: usize, now: i64) -> [Cow<'i, str>; 11] {
+        let r = index.record(slot);
         [
             Cow::Borrowed(r.id()),
             Cow::Borrowed(r.key_type.as_str()),
@@ -1134,12 +1283,14 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
             Cow::Owned(format_time(r.created_at)),
             r.expires_at
                 .map_or(Cow::Borrowed("-"), |t| Cow::Owned(format_time(t))),
+            Cow::Borrowed(r.replaces().unwrap_or("-")),
+            Cow::Borrowed(index.replaced_by(slot).unwrap_or("-")),
             Cow::Borrowed(r.name()),
         ]
     }
     let mut widths = HEAD.map(str::len);
-    for r in records {
-        for (w, cell) in widths.iter_mut().zip(cells(r, now)) {
+    for slot in 0..index.len() {
+        for (w, cell) in widths.iter_mut().zip(cells(index, slot, now)) {
             *w = (*w).max(cell.chars().count());
         }
     }
@@ -1159,8 +1310,8 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
         out.push('\n');
     };
     line(&HEAD);
-    for r in records {
-        let row = cells(r, now);
+    for slot in 0..index.len() {
+        let row = cells(index, slot, now);
         line(&row.each_ref().map(|c| &**c));
     }
     out
@@ -1170,7 +1321,7 @@ pub fn render_list(records: &[KeyRecord], now: i64) -> String {
 pub fn list(args: &ListArgs) -> Result<(), KeysError> {
     let Current { text, index } = read_current(&args.snapshot, false)?;
     drop(text);
-    let table = render_list(index.records(), crate::util::clock::unix_now());
+    let table = render_list(&index, crate::util::clock::unix_now());
     let mut out = std::io::stdout().lock();
     match out.write_all(table.as_bytes()).and_then(|()| out.flush()) {
         // `keygate keys list | head` closing the pipe early is not a failure.

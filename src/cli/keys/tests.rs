@@ -35,6 +35,7 @@ fn record(id: &str) -> NewRecord {
         created_at: "2026-11-02T10:00:00Z".into(),
         expires_at: Some("2027-11-02T10:00:00Z".into()),
         rate_limit: Some(Limit::from_raw(10, 60, Some(20)).unwrap()),
+        replaces: None,
     }
 }
 
@@ -310,7 +311,7 @@ fn list_shows_metadata_and_never_a_hash() {
     let text = set_revoked_toml(&text, "k1", "2026-11-05T00:00:00Z").unwrap();
     let idx = index(&text, "keys.toml");
     let now = parse_time("2026-12-01T00:00:00Z").unwrap();
-    let out = render_list(idx.records(), now);
+    let out = render_list(&idx, now);
     assert!(!out.contains("sha256"), "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3);
@@ -332,7 +333,7 @@ fn list_shows_metadata_and_never_a_hash() {
     // Expired once past expires_at.
     let later = parse_time("2028-01-01T00:00:00Z").unwrap();
     assert!(
-        render_list(idx.records(), later)
+        render_list(&idx, later)
             .lines()
             .nth(2)
             .unwrap()

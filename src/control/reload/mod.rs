@@ -31,6 +31,8 @@ pub struct ReloadReport {
     pub keys_removed: Vec<String>,
     /// Key ids newly revoked.
     pub keys_revoked: Vec<String>,
+    /// Rotations among the added keys: `NEW replaces OLD`.
+    pub keys_rotated: Vec<String>,
     /// Key ids whose record changed otherwise (scopes, expiry, hash, limit, ...).
     pub keys_changed: Vec<String>,
     /// Route names added.
@@ -124,6 +126,13 @@ fn diff_keys(old: &KeyIndex, new: &KeyIndex, now: i64, r: &mut ReloadReport) {
             .map(|s| records[s].id().to_string())
             .collect()
     };
+    r.keys_rotated = added
+        .iter()
+        .filter_map(|&s| {
+            let k = &news[s];
+            k.replaces().map(|old| format!("{} replaces {old}", k.id()))
+        })
+        .collect();
     r.keys_added = ids(news, added);
     r.keys_removed = ids(olds, removed);
     r.keys_revoked = ids(news, revoked);
@@ -338,7 +347,15 @@ impl Reloader {
         // Buckets of keys that are gone are dropped; a changed limit resets
         // its bucket on the key's next request.
         if !report.keys_removed.is_empty() {
-            let removed: HashSet<&str> = report.keys_removed.iter().map(String::as_str).collect();
+            // A removed key whose id still names a rotation chain's bucket
+            // keeps it: its successors draw from it.
+            let shared: HashSet<&str> = new.policy.keys.chain_buckets().collect();
+            let removed: HashSet<&str> = report
+                .keys_removed
+                .iter()
+                .map(String::as_str)
+                .filter(|id| !shared.contains(id))
+                .collect();
             self.shared.limiter.retain_keys(|id| !removed.contains(id));
         }
         metrics.reload_success.inc();
@@ -352,6 +369,7 @@ impl Reloader {
             keys_added = ?Capped(&report.keys_added),
             keys_removed = ?Capped(&report.keys_removed),
             keys_revoked = ?Capped(&report.keys_revoked),
+            keys_rotated = ?Capped(&report.keys_rotated),
             keys_changed = ?Capped(&report.keys_changed),
             routes_added = ?report.routes_added,
             routes_removed = ?report.routes_removed,
