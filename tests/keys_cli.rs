@@ -553,7 +553,7 @@ fn keys_new_hitting_the_file_size_limit_leaves_the_old_snapshot_and_no_temp_file
     }
 }
 
-/// Many `keys new` (and a `keys revoke`) at once on one snapshot: every run
+/// Many `keys new` (and a `keys rotate` and a `keys revoke`) at once on one snapshot: every run
 /// that reports success is in the file, and none fails for the race.
 #[test]
 fn concurrent_key_edits_lose_nothing() {
@@ -583,6 +583,24 @@ fn concurrent_key_edits_lose_nothing() {
                     (id, child)
                 })
                 .collect();
+            let rotate = (round == 1).then(|| {
+                Command::new(BIN)
+                    .args([
+                        "keys",
+                        "rotate",
+                        "key_existing",
+                        "--id",
+                        "key_rotated",
+                        "--grace",
+                        "1h",
+                        "--snapshot",
+                    ])
+                    .arg(&snapshot)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            });
             let revoke = (round == 2).then(|| {
                 Command::new(BIN)
                     .args(["keys", "revoke", "key_existing", "--snapshot"])
@@ -597,6 +615,11 @@ fn concurrent_key_edits_lose_nothing() {
                 printed_key(&out, "ord_c_");
                 made.push(id);
             }
+            if let Some(r) = rotate {
+                let out = r.wait_with_output().unwrap();
+                assert!(out.status.success(), "{file} rotate: {}", stderr(&out));
+                printed_key(&out, "ord_c_");
+            }
             if let Some(r) = revoke {
                 let out = r.wait_with_output().unwrap();
                 assert!(out.status.success(), "{file} revoke: {}", stderr(&out));
@@ -610,7 +633,16 @@ fn concurrent_key_edits_lose_nothing() {
                 "{file}: {id} is in the file once"
             );
         }
-        assert_eq!(text.matches("\"key_r").count(), ROUNDS * PARALLEL);
+        assert_eq!(
+            text.matches("\"key_r").count(),
+            ROUNDS * PARALLEL + 1,
+            "and key_rotated"
+        );
+        assert_eq!(
+            text.matches("\"key_rotated\"").count(),
+            1,
+            "{file}: the rotation kept"
+        );
         assert!(text.contains("revoked_at"), "{file}: the revocation kept");
         assert_eq!(listing(dir.path()), [file], "no temp file left");
         assert!(check_snapshot(&snapshot).status.success());

@@ -22,6 +22,8 @@ mod keys_cli;
 mod lifecycle;
 // Library: property tests of the parsers and matching (drives the library API).
 mod props;
+// CONTRACT §9: keys rotate, replaces, one bucket per chain.
+mod rotate;
 // Hot reload: SIGHUP, POST /reload, the file watch, state held by slow clients.
 mod reload;
 // CONTRACT §8: shadow routes.

@@ -1012,3 +1012,115 @@ fn valid_ids_are_a_safe_alphabet() {
     }
     assert!(valid_id(&"a".repeat(128)));
 }
+
+// ---- rotations: `replaces` ----
+
+/// A company key of acme with id `id` and these extra lines.
+fn rotated(id: &str, extra: &str) -> String {
+    format!(
+        "\n[[keys]]\nid = \"{id}\"\nname = \"n\"\ntype = \"company\"\ncompany = \"acme\"\nscopes = [\"admin\"]\nhash = \"{}\"\ncreated_at = \"2026-11-01T10:00:00Z\"\n{extra}\n",
+        hash(&format!("ord_c_{id}{}", "0".repeat(40)))
+    )
+}
+
+#[test]
+fn a_chain_shares_its_roots_bucket_and_names_its_successors() {
+    let text = [
+        rotated("a", ""),
+        rotated("b", "replaces = \"a\""),
+        rotated("c", "replaces = \"b\""),
+        rotated("solo", ""),
+    ]
+    .concat();
+    let index = ok_toml(&text);
+    let slot = |id: &str| index.by_id(id).unwrap().0;
+    for id in ["a", "b", "c"] {
+        assert_eq!(index.bucket_id(slot(id)), "a", "{id}");
+    }
+    assert_eq!(index.bucket_id(slot("solo")), "solo");
+    assert_eq!(index.record(slot("c")).replaces(), Some("b"));
+    assert_eq!(index.record(slot("a")).replaces(), None);
+    assert_eq!(index.replaced_by(slot("a")), Some("b"));
+    assert_eq!(index.replaced_by(slot("b")), Some("c"));
+    assert_eq!(index.replaced_by(slot("c")), None);
+    assert_eq!(
+        index.record(slot("b")).name(),
+        "n",
+        "name and replaces packed apart"
+    );
+    let mut buckets: Vec<&str> = index.chain_buckets().collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    assert_eq!(buckets, ["a"]);
+    // The root deleted: the rest keep the bucket named after it.
+    let index = ok_toml(
+        &[
+            rotated("b", "replaces = \"a\""),
+            rotated("c", "replaces = \"b\""),
+        ]
+        .concat(),
+    );
+    assert_eq!(index.bucket_id(index.by_id("c").unwrap().0), "a");
+    assert_eq!(index.bucket_id(index.by_id("b").unwrap().0), "a");
+}
+
+#[test]
+fn replaces_must_stay_within_type_company_and_workspace_and_never_loop() {
+    let text = [
+        rotated("a", "replaces = \"b\""),
+        rotated("b", "replaces = \"a\""),
+    ]
+    .concat();
+    let p = refused(TOML_PATH, &text).to_string();
+    assert!(
+        p.contains("key \"a\": replaces chain loops: a -> b -> a"),
+        "{p}"
+    );
+    let p = refused(TOML_PATH, &rotated("a", "replaces = \"a\"")).to_string();
+    assert!(p.contains("key \"a\": replaces chain loops: a -> a"), "{p}");
+    let text = [
+        rotated("a", ""),
+        rotated("b", "replaces = \"a\"").replace("company = \"acme\"", "company = \"globex\""),
+    ]
+    .concat();
+    let p = refused(TOML_PATH, &text).to_string();
+    assert!(
+        p.contains("key \"b\": replaces \"a\", which is a company key of acme, but this is a company key of globex"),
+        "{p}"
+    );
+    let p = refused(TOML_PATH, &rotated("a", "replaces = \"not an id\"")).to_string();
+    assert!(p.contains("replaces \"not an id\" is not a key id"), "{p}");
+    // A workspace key replacing a company key of the same company.
+    let text = format!(
+        "{WORKSPACES}{}{}",
+        rotated("a", ""),
+        rotated("w", "replaces = \"a\"").replace(
+            "type = \"company\"",
+            "type = \"workspace\"\nworkspace = \"ws_marketing\""
+        )
+    );
+    let p = refused(TOML_PATH, &text).to_string();
+    assert!(
+        p.contains(
+            "which is a company key of acme, but this is a workspace key of acme / ws_marketing"
+        ),
+        "{p}"
+    );
+}
+
+#[test]
+fn replaces_reads_from_json_too() {
+    let key = |id: &str, replaces: &str| {
+        format!(
+            r#"{{"id":"{id}","name":"n","type":"company","company":"acme","scopes":["admin"],"hash":"{}","created_at":"2026-11-01T10:00:00Z"{replaces}}}"#,
+            hash(&format!("ord_c_{id}{}", "0".repeat(40)))
+        )
+    };
+    let text = format!(
+        r#"{{"workspaces":[],"keys":[{},{}]}}"#,
+        key("a", ""),
+        key("b", r#","replaces":"a""#)
+    );
+    let index = KeyIndex::parse(Path::new(JSON_PATH), &text).expect("accepted");
+    assert_eq!(index.bucket_id(index.by_id("b").unwrap().0), "a");
+}
