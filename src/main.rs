@@ -29,6 +29,11 @@ enum Command {
         /// Gateway config file.
         #[arg(long, default_value = keygate::config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Take over the listening sockets of the running gateway: load and
+        /// check everything, wait on [server] upgrade_sock, then send the
+        /// running gateway SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate config and key snapshot; exit 0 with a summary, or 1 with every error.
     Check {
@@ -73,12 +78,13 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             keygate::telemetry::log::init(cli.log_format);
             start(
                 &config,
                 keygate::server::RunOptions {
                     log_format: cli.log_format,
+                    upgrade,
                     ..Default::default()
                 },
             )

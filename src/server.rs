@@ -7,7 +7,9 @@
 //!   requests finish for up to `grace_period_secs`, then exit 0. The process
 //!   exits as soon as nothing is in flight rather than sleeping out the grace.
 //! - SIGINT: exit at once.
-//! - SIGQUIT: like SIGTERM (no socket hand-over to a new process).
+//! - SIGQUIT: hands every listener (plain, TLS, admin) to a new process
+//!   waiting with `run --upgrade`, then drains like SIGTERM; with nobody
+//!   waiting it says so and keeps serving.
 
 use crate::config::Config;
 use crate::control::admin::AdminService;
@@ -23,14 +25,16 @@ use crate::request::proxy::Proxy;
 use crate::request::{Lifecycle, Shared};
 use crate::telemetry::metrics::Metrics;
 use crate::util::clock::{Clock, SystemClock};
+use crate::util::handover::{ListenerInbox, admin_path, is_listening};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::Opt;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,8 @@ use std::time::{Duration, Instant};
 pub struct RunOptions {
     /// Extra work to do once ready (the demo prints its curl lines).
     pub on_ready_message: Option<String>,
+    /// `run --upgrade`: take the listeners of the running gateway.
+    pub upgrade: bool,
     /// The log format `logging::init` was given.
     pub log_format: crate::telemetry::log::LogFormat,
 }
@@ -62,6 +68,14 @@ pub enum StartError {
     /// TLS set-up failed.
     #[error("TLS: {0}")]
     Tls(#[from] crate::gateway::cert::CertError),
+    /// `--upgrade`: the running gateway's sockets did not arrive.
+    #[error("upgrade: {what}: {error}")]
+    Upgrade {
+        /// Which step.
+        what: &'static str,
+        /// OS error.
+        error: std::io::Error,
+    },
 }
 
 fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), StartError> {
@@ -82,20 +96,38 @@ pub fn run(
     crate::util::sys::release_freed_memory();
     let config: Config = gateway.config.clone();
 
-    for addr in &config.server.listen {
-        check_bind(*addr, "server.listen")?;
-    }
-    if let Some(tls) = &config.server.tls {
-        for addr in &tls.listen {
-            check_bind(*addr, "server.tls.listen")?;
-        }
-    }
-    let admin_listener =
-        TcpListener::bind(config.admin.listen).map_err(|error| StartError::Bind {
-            addr: config.admin.listen,
-            what: "admin.listen",
-            error,
+    // An upgrade takes the running gateway's sockets (which hold these
+    // addresses); otherwise every address is bound up front, so a busy one
+    // fails at once with a clear message.
+    let upgrade_sock = config.server.upgrade_sock.clone();
+    let mut admin_listener = None;
+    let admin_inbox = if options.upgrade {
+        let inbox = ListenerInbox::bind(&admin_path(&upgrade_sock)).map_err(|error| {
+            StartError::Upgrade {
+                what: "cannot wait for the admin listener",
+                error,
+            }
         })?;
+        Some(inbox)
+    } else {
+        for addr in &config.server.listen {
+            check_bind(*addr, "server.listen")?;
+        }
+        if let Some(tls) = &config.server.tls {
+            for addr in &tls.listen {
+                check_bind(*addr, "server.tls.listen")?;
+            }
+        }
+        admin_listener =
+            Some(
+                TcpListener::bind(config.admin.listen).map_err(|error| StartError::Bind {
+                    addr: config.admin.listen,
+                    what: "admin.listen",
+                    error,
+                })?,
+            );
+        None
+    };
 
     let now = clock.unix_secs();
     gateway.record_key_gauges(&metrics, now);
@@ -140,8 +172,47 @@ pub fn run(
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = options.upgrade.then(|| Opt {
+        upgrade: true,
+        ..Opt::default()
+    });
+    let conf = ServerConf {
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        ..conf
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if options.upgrade {
+        tracing::info!(
+            upgrade_sock = %upgrade_sock.display(),
+            "upgrade: waiting for the listening sockets of the running gateway; send it SIGQUIT"
+        );
+    }
+    // With --upgrade this receives the proxy listeners (Pingora exits 1 if
+    // they do not come within 5 s); then the admin listener follows.
     server.bootstrap();
+    let admin_listener = match (admin_listener, admin_inbox) {
+        (Some(l), _) => l,
+        (None, Some(inbox)) => {
+            inbox
+                .receive(Duration::from_secs(5))
+                .map_err(|error| StartError::Upgrade {
+                    what: "the admin listener was not handed over",
+                    error,
+                })?
+        }
+        (None, None) => unreachable!("either bound here or received"),
+    };
+    if options.upgrade {
+        tracing::info!("upgrade: took over every listener");
+    }
+    let admin_handover = admin_listener
+        .try_clone()
+        .map_err(|error| StartError::Bind {
+            addr: config.admin.listen,
+            what: "admin.listen",
+            error,
+        })?;
+    let phases = server.watch_execution_phase();
 
     let http = Arc::new(pingora::proxy::http_proxy(
         &server.configuration,
@@ -211,6 +282,9 @@ pub fn run(
             lifecycle,
             grace: config.server.grace_period,
             access_log: Arc::clone(&access_log),
+            upgrade_sock,
+            admin: admin_handover,
+            phases: std::sync::Mutex::new(Some(phases)),
         }),
     });
     access_log.flush();
@@ -223,11 +297,72 @@ struct NoCallbacks;
 #[async_trait]
 impl pingora::listeners::TlsAccept for NoCallbacks {}
 
-/// Pingora's signal watch, with readiness and early exit added.
+/// Pingora's signal watch, with readiness, early exit and a guarded upgrade.
 struct Signals {
     lifecycle: Arc<Lifecycle>,
     grace: Duration,
     access_log: Arc<crate::telemetry::log::AccessLog>,
+    /// Where a new process (`run --upgrade`) waits for the sockets.
+    upgrade_sock: PathBuf,
+    /// The admin listener, to hand over beside Pingora's.
+    admin: TcpListener,
+    /// Pingora's phases: the drain after a hand-over starts once its
+    /// listeners have stopped.
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl Signals {
+    /// Starts draining: exits once nothing is in flight, or at the grace.
+    fn drain(&self) {
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let grace = self.grace;
+        let access_log = Arc::clone(&self.access_log);
+        std::thread::spawn(move || exit_when_drained(&lifecycle, grace, &access_log));
+    }
+
+    /// SIGQUIT: hands every listener to the new process waiting on the
+    /// upgrade socket, or says why not. `true` once handed over.
+    fn hand_over(&self) -> bool {
+        if !is_listening(&self.upgrade_sock) {
+            tracing::warn!(
+                upgrade_sock = %self.upgrade_sock.display(),
+                "upgrade: no new process is waiting; still serving"
+            );
+            return false;
+        }
+        let admin = admin_path(&self.upgrade_sock);
+        if let Err(e) = crate::util::handover::send_listener(&admin, &self.admin) {
+            tracing::warn!(
+                error = %e,
+                "upgrade: cannot hand the admin listener to the new process; still serving"
+            );
+            return false;
+        }
+        tracing::info!(
+            inflight = self.lifecycle.inflight(),
+            "upgrade: handing every listener to the new process, then draining"
+        );
+        // Answers from now on close their connection: clients reconnect, and
+        // the new process may take them.
+        self.lifecycle.set_handing_over();
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let grace = self.grace;
+        let access_log = Arc::clone(&self.access_log);
+        tokio::spawn(async move {
+            if let Some(mut phases) = phases {
+                loop {
+                    match phases.recv().await {
+                        Ok(ExecutionPhase::ShutdownStarted) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+            lifecycle.set_draining();
+            std::thread::spawn(move || exit_when_drained(&lifecycle, grace, &access_log));
+        });
+        true
+    }
 }
 
 #[async_trait]
@@ -242,27 +377,31 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers");
             return std::future::pending().await;
         };
-        // SIGQUIT would be Pingora's socket hand-over to a new process, which
-        // keygate does not start; it is treated as SIGTERM so nothing is lost.
-        tokio::select! {
-            _ = async { tokio::select! { _ = term.recv() => {}, _ = quit.recv() => {} } } => {
-                self.lifecycle.set_draining();
-                tracing::info!(
-                    inflight = self.lifecycle.inflight(),
-                    grace_secs = self.grace.as_secs(),
-                    "shutdown signal: not ready, draining in-flight requests"
-                );
-                let lifecycle = Arc::clone(&self.lifecycle);
-                let grace = self.grace;
-                let access_log = Arc::clone(&self.access_log);
-                std::thread::spawn(move || exit_when_drained(&lifecycle, grace, &access_log));
-                ShutdownSignal::GracefulTerminate
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: exiting now");
-                self.access_log.flush();
-                crate::util::sys::flush_stdout();
-                std::process::exit(0)
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    self.lifecycle.set_draining();
+                    tracing::info!(
+                        inflight = self.lifecycle.inflight(),
+                        grace_secs = self.grace.as_secs(),
+                        "shutdown signal: not ready, draining in-flight requests"
+                    );
+                    self.drain();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = quit.recv() => {
+                    // Pingora, after a failed hand-over, would shut down
+                    // anyway: keygate only lets it try when someone waits.
+                    if self.hand_over() {
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    self.access_log.flush();
+                    crate::util::sys::flush_stdout();
+                    std::process::exit(0)
+                }
             }
         }
     }

@@ -32,5 +32,7 @@ mod shadow;
 mod smoke;
 // TLS listeners, HTTP/2, upstream TLS and pools.
 mod tls;
+// CONTRACT §10: run --upgrade and the SIGQUIT hand-over.
+mod upgrade;
 // Wire-level client faults: parser refusals, head/body timeouts, TLS and HTTP/2 deadlines.
 mod wire;

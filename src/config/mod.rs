@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// How long an idle keep-alive connection is kept; `None`: one request
     /// per connection.
     pub keepalive_timeout: Option<Duration>,
+    /// Where `keygate run --upgrade` waits for the listening sockets.
+    pub upgrade_sock: PathBuf,
     /// `[server.tls]`
     pub tls: Option<TlsConfig>,
 }
@@ -271,6 +273,7 @@ mod raw {
         pub body_timeout_ms: Option<i64>,
         pub send_timeout_ms: Option<i64>,
         pub keepalive_timeout_secs: Option<i64>,
+        pub upgrade_sock: Option<String>,
         pub tls: Option<Spanned<Tls>>,
     }
 
@@ -351,6 +354,10 @@ mod raw {
 
 /// Default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/keygate.toml";
+
+/// Where `keygate run --upgrade` waits for the sockets when `[server]
+/// upgrade_sock` is not set.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/keygate-upgrade.sock";
 
 /// Where the admin listener is when `[admin] listen` is not set.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -491,6 +498,7 @@ impl Validator<'_> {
             body_timeout_ms,
             send_timeout_ms,
             keepalive_timeout_secs,
+            upgrade_sock,
             tls,
         } = raw.into_inner();
         let listen = self.addrs(line, "server.listen", &listen);
@@ -542,6 +550,22 @@ impl Validator<'_> {
                 self.err(line, format!("{what} must be at most 3600000 (got {ms})"));
             }
         }
+        // Absolute, so that the old and the new process, and the kernel's
+        // socket table, all name it the same way.
+        let upgrade_sock = self.resolve(upgrade_sock.as_deref().unwrap_or(DEFAULT_UPGRADE_SOCK));
+        let upgrade_sock = std::path::absolute(&upgrade_sock).unwrap_or(upgrade_sock);
+        // sun_path holds 108 bytes with its NUL; the admin hand-over socket
+        // beside it needs 6 more.
+        let longest = upgrade_sock.as_os_str().len() + ".admin".len();
+        if upgrade_sock.file_name().is_none() || longest > 107 {
+            self.err(
+                line,
+                format!(
+                    "server.upgrade_sock {}: must name a file, in a path of at most 101 bytes",
+                    upgrade_sock.display()
+                ),
+            );
+        }
         let tls = tls.map(|t| self.tls(t));
         ServerConfig {
             listen,
@@ -553,6 +577,7 @@ impl Validator<'_> {
             body_timeout: Duration::from_millis(body_timeout.min(3_600_000)),
             send_timeout: Duration::from_millis(send_timeout.min(3_600_000)),
             keepalive_timeout: (keepalive > 0).then(|| Duration::from_secs(keepalive)),
+            upgrade_sock,
             tls,
         }
     }

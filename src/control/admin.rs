@@ -354,7 +354,7 @@ fn key_list_chunk(keys: &KeyIndex, now: i64, start: usize, end: usize) -> Bytes 
 /// watch on purpose: the process exit ends it, after the grace period.
 #[async_trait]
 impl BackgroundService for AdminService {
-    async fn start(&self, _shutdown: ShutdownWatch) {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(std_listener) = self
             .listener
             .lock()
@@ -373,14 +373,25 @@ impl BackgroundService for AdminService {
                 return;
             }
         };
+        let lifecycle = Arc::clone(&self.handler.shared.lifecycle);
         loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => {
-                    tokio::spawn(self.handler.clone().serve(tcp));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        tokio::spawn(self.handler.clone().serve(tcp));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                // On SIGTERM the admin listener keeps answering (readyz says
+                // 503 through the grace); after a hand-over the new process
+                // answers on the same socket, so this one stops taking it.
+                _ = shutdown.changed(), if !*shutdown.borrow() => {
+                    if lifecycle.is_handing_over() {
+                        return;
+                    }
                 }
             }
         }

@@ -645,7 +645,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
     /// Keep-alive for the next request, in Pingora's terms (`None`: close
     /// after the response; Pingora reads `Some(0)` as "no limit").
     fn keepalive(&self, shutdown: &ShutdownWatch) -> Option<u64> {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || self.shared.lifecycle.is_handing_over() {
             return None;
         }
         let idle = self.shared.state.load().config.server.keepalive_timeout;
@@ -823,6 +823,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let timeout = self.shared.state.load().config.server.header_timeout;
+        let mut stream = stream;
+        // While the listeners are handed to a new process, this one stops
+        // soon: wait for the client's first bytes (counted in flight, so the
+        // drain waits too) before Pingora, which drops a connection with
+        // nothing read yet at shutdown, sees it.
+        let _held = if self.shared.lifecycle.is_handing_over() {
+            let held = self.shared.lifecycle.enter();
+            let mut first = [0u8; 1];
+            let _ = tokio::time::timeout(timeout, stream.try_peek(&mut first)).await;
+            Some(held)
+        } else {
+            None
+        };
         let stream = match &self.tls {
             Some(acceptor) => self.handshake(acceptor, stream, timeout).await?,
             None => stream,

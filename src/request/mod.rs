@@ -53,6 +53,7 @@ pub const PROBE_HEADER: &str = "x-keygate-probe";
 pub struct Lifecycle {
     ready: AtomicBool,
     draining: AtomicBool,
+    handing_over: AtomicBool,
     inflight: AtomicUsize,
 }
 
@@ -91,6 +92,16 @@ impl Lifecycle {
     /// Marks the gateway ready.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the listeners are being handed to a new process.
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
+    }
+
+    /// Marks the listeners as being handed over.
+    pub fn set_handing_over(&self) {
+        self.handing_over.store(true, Ordering::Release);
     }
 
     /// Marks the gateway draining.

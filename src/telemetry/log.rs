@@ -44,12 +44,15 @@ fn never_secret(target: &str, level: &tracing::Level) -> bool {
 
 /// Pingora's error lines that report nothing wrong with the gateway:
 /// a request head cut off by the client or by `header_timeout_ms` (keygate
-/// logs the latter itself, at info level, and answers 408), and a pooled
+/// logs the latter itself, at info level, and answers 408), a pooled
 /// upstream connection still held by its idle watcher when a request wanted
-/// it (the request opens a new connection; nothing fails).
-const CLIENT_FAULT_LINES: [&str; 2] = [
+/// it (the request opens a new connection; nothing fails), and `run
+/// --upgrade` still waiting for the sockets (keygate says it waits; a real
+/// failure ends the wait with its own error).
+const CLIENT_FAULT_LINES: [&str; 3] = [
     "while reading request headers",
     "failed to acquire reusable stream",
+    "No incoming socket transfer, sleep",
 ];
 
 /// The filter of the log layer: [`never_secret`] on every line, and

@@ -219,6 +219,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         body_timeout: _,
         send_timeout: _,
         keepalive_timeout: _,
+        upgrade_sock,
         tls,
     } = &old.server;
     let n = &new.server;
@@ -230,6 +231,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     changed(*listen != n.listen, "server.listen");
     changed(*threads != n.threads, "server.threads");
     changed(*grace_period != n.grace_period, "server.grace_period_secs");
+    changed(*upgrade_sock != n.upgrade_sock, "server.upgrade_sock");
     let tls_listen = |t: &Option<TlsConfig>| {
         t.as_ref().map(|t| {
             let TlsConfig {
