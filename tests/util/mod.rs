@@ -80,6 +80,37 @@ pub fn assert_no_secret_in(log: &str, what: &str) {
     assert!(leaked.is_none(), "a key or key hash reached {what}");
 }
 
+/// No key of `keys`, nor its hash (either form), nor its body without the
+/// prefix, nor any bearer credential, and no key minted in the run, is in `log`.
+#[track_caller]
+pub fn assert_keys_kept_out_of(log: &str, keys: &[String]) {
+    assert!(!log.is_empty(), "the gateway logged nothing");
+    for key in keys {
+        let h = hash(key);
+        let bare = h.trim_start_matches("sha256:");
+        assert!(!log.contains(key.as_str()), "a key is in the log");
+        assert!(!log.contains(&h), "a key hash is in the log");
+        assert!(!log.contains(bare), "a bare key hash is in the log");
+        // Key bodies without their prefix, in case a prefix was cut off.
+        let body = key.trim_start_matches("ord_c_").trim_start_matches("ord_");
+        assert!(!log.contains(body), "a key body is in the log");
+    }
+    let lower = log.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("bearer") {
+        let at = from + i + "bearer".len();
+        let after = &lower[at..];
+        let value = after.trim_start_matches([' ', '\t']);
+        assert!(
+            value.len() == after.len() || !value.starts_with(|c: char| c.is_ascii_alphanumeric()),
+            "a bearer credential is in the log near {:?}",
+            &log[from + i..(at + 40).min(log.len())]
+        );
+        from = at;
+    }
+    assert_no_secret_in(log, "the gateway log");
+}
+
 fn mint_unrecorded(prefix: &str) -> String {
     use rand::RngExt;
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -650,6 +681,32 @@ impl Gateway {
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().unwrap();
         wait_for("gateway exit", timeout, || child.try_wait().unwrap())
+    }
+
+    /// The access-log line of the request with this `X-Request-Id`.
+    pub fn access_line(&self, request_id: &str) -> serde_json::Value {
+        let needle = format!("\"request_id\":\"{request_id}\"");
+        wait_for(
+            &format!("an access-log line for {request_id}"),
+            Duration::from_secs(10),
+            || {
+                self.log()
+                    .lines()
+                    .find(|l| l.contains(&needle) && l.contains("keygate::access"))
+                    .map(|l| serde_json::from_str(l).unwrap())
+            },
+        )
+    }
+
+    /// No line of the log is at level ERROR.
+    #[track_caller]
+    pub fn assert_no_error_logged(&self) {
+        let log = self.log();
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"level\":\"ERROR\""))
+            .collect();
+        assert!(errors.is_empty(), "ERROR lines in the log: {errors:#?}");
     }
 
     /// Current value of a metric line (exact series text before the value).
