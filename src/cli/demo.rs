@@ -144,7 +144,7 @@ fn demo_snapshot(prefixes: &Prefixes, now: i64) -> Result<(String, DemoKeys), De
         };
         text = append_toml(&text, &record).map_err(|what| DemoError::Edit {
             path: PathBuf::from("demo keys.toml"),
-            what,
+            what: what.to_string(),
         })?;
         Ok(key)
     };

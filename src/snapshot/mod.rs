@@ -324,10 +324,21 @@ pub fn format_time(unix: i64) -> String {
 }
 
 /// Parses RFC 3339 into unix seconds.
-pub fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, TimeError> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|_| format!("{text:?} is not an RFC 3339 date-time (like 2026-11-01T10:00:00Z)"))
+        .map_err(|_| TimeError::NotRfc3339(text.to_string()))
+}
+
+/// Why a time in a snapshot or on the command line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Text that is not RFC 3339.
+    #[error("{0:?} is not an RFC 3339 date-time (like 2026-11-01T10:00:00Z)")]
+    NotRfc3339(String),
+    /// A TOML date or local time: no instant without an offset.
+    #[error("{0} must be a full date-time with a UTC offset")]
+    NoOffset(String),
 }
 
 mod raw {
@@ -565,11 +576,12 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
-fn time_of(t: raw::Time<'_>) -> Result<i64, String> {
+fn time_of(t: raw::Time<'_>) -> Result<i64, TimeError> {
     match t {
         raw::Time::Text(s) => parse_time(&s),
-        raw::Time::Toml(d) => parse_time(&d.to_string())
-            .map_err(|_| format!("{d} must be a full date-time with a UTC offset")),
+        raw::Time::Toml(d) => {
+            parse_time(&d.to_string()).map_err(|_| TimeError::NoOffset(d.to_string()))
+        }
     }
 }
 

@@ -176,7 +176,7 @@ pub enum KeysError {
     BadRateLimit(crate::model::limit::LimitError),
     /// `--expires` does not parse.
     #[error("--expires: {0}")]
-    BadExpiry(String),
+    BadExpiry(crate::snapshot::TimeError),
     /// `--expires` is not in the future.
     #[error("--expires {0} is not in the future")]
     ExpiryInPast(String),
@@ -214,7 +214,7 @@ pub enum KeysError {
         /// Snapshot.
         path: PathBuf,
         /// What is in the way.
-        what: String,
+        what: LayoutError,
     },
     /// The edited text would not load (a bug, or a race with another editor).
     #[error(
@@ -563,6 +563,38 @@ impl NewRecord {
     }
 }
 
+/// Why a snapshot's text could not be edited in place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// The TOML does not parse (the message never quotes the source, which
+    /// could be a hash line).
+    #[error("not valid TOML: {0}")]
+    Toml(String),
+    /// The JSON does not parse.
+    #[error("not JSON: line {0}")]
+    Json(usize),
+    /// The JSON top level is not an object.
+    #[error("the top level is not a JSON object")]
+    JsonTop,
+    /// `keys` is not a JSON array.
+    #[error("`keys` is not a JSON array")]
+    JsonKeys,
+    /// `keys` in TOML is neither tables nor an array.
+    #[error("`keys` is neither [[keys]] tables nor an array")]
+    TomlKeys,
+    /// The record to edit is not there.
+    #[error("no {what} with id {id:?} to edit")]
+    NoRecord {
+        /// `[[keys]] table` or `key object`.
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// serde_json could not lay the record out.
+    #[error("could not lay out the record: {0}")]
+    Record(String),
+}
+
 /// The text a missing TOML snapshot starts from.
 const NEW_TOML_HEADER: &str = "\
 # keygate key snapshot: hashes only, never keys. Edit with `keygate keys new|revoke`,
@@ -571,7 +603,7 @@ const NEW_TOML_HEADER: &str = "\
 
 /// Appends a `[[keys]]` table (or an inline table, if the file keeps its keys
 /// in `keys = [...]`) to TOML snapshot text, leaving everything else as it was.
-pub fn append_toml(text: &str, record: &NewRecord) -> Result<String, String> {
+pub fn append_toml(text: &str, record: &NewRecord) -> Result<String, LayoutError> {
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(toml_message)?;
     let inline = record.to_inline_table();
     // Comments after the last table are the document's trailing text. Left
@@ -620,7 +652,7 @@ pub fn append_toml(text: &str, record: &NewRecord) -> Result<String, String> {
             array.push(inline);
             return Ok(doc.to_string());
         }
-        Some(_) => return Err("`keys` is neither [[keys]] tables nor an array".into()),
+        Some(_) => return Err(LayoutError::TomlKeys),
     }
     doc.set_trailing("");
     Ok(doc.to_string())
@@ -645,7 +677,7 @@ fn last_table_position(table: &toml_edit::Table) -> isize {
 
 /// Appends a record to JSON snapshot text. Everything else is copied as
 /// written (see [`RawJson`]).
-pub fn append_json(text: &str, record: &NewRecord) -> Result<String, String> {
+pub fn append_json(text: &str, record: &NewRecord) -> Result<String, LayoutError> {
     let empty = r#"{"workspaces": [], "keys": []}"#;
     let text = if text.trim().is_empty() { empty } else { text };
     let mut doc = RawJson::parse(text)?;
@@ -664,7 +696,7 @@ struct RawJson<'a> {
 }
 
 impl<'a> RawJson<'a> {
-    fn parse(text: &'a str) -> Result<RawJson<'a>, String> {
+    fn parse(text: &'a str) -> Result<RawJson<'a>, LayoutError> {
         use serde::de::{Deserializer, MapAccess, Visitor};
         use std::cell::Cell;
         /// Whether the value being read is `keys`: a type error there is
@@ -699,9 +731,9 @@ impl<'a> RawJson<'a> {
         de.deserialize_map(Top(&in_keys))
             .and_then(|doc| de.end().map(|()| doc))
             .map_err(|e| match (e.is_data(), in_keys.get()) {
-                (true, true) => "`keys` is not a JSON array".to_string(),
-                (true, false) => "the top level is not a JSON object".to_string(),
-                _ => format!("not JSON: line {}", e.line()),
+                (true, true) => LayoutError::JsonKeys,
+                (true, false) => LayoutError::JsonTop,
+                _ => LayoutError::Json(e.line()),
             })
     }
 
@@ -714,17 +746,18 @@ impl<'a> RawJson<'a> {
     }
 
     /// A record's raw text, indented as a pretty-printed element of `keys`.
-    fn record(value: &serde_json::Value) -> Result<Cow<'static, RawValue>, String> {
+    fn record(value: &serde_json::Value) -> Result<Cow<'static, RawValue>, LayoutError> {
         let wrapped = serde_json::to_string_pretty(&serde_json::json!({ "keys": [value] }))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LayoutError::Record(e.to_string()))?;
         match RawJson::parse(&wrapped)?.keys.as_slice() {
             [one] => Ok(Cow::Owned(one.clone().into_owned())),
-            _ => Err("could not lay out the record".into()),
+            _ => Err(LayoutError::Record("not one element".into())),
         }
     }
 
-    fn to_pretty(&self) -> Result<String, String> {
-        let mut out = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+    fn to_pretty(&self) -> Result<String, LayoutError> {
+        let mut out =
+            serde_json::to_string_pretty(self).map_err(|e| LayoutError::Record(e.to_string()))?;
         out.push('\n');
         Ok(out)
     }
@@ -753,13 +786,13 @@ impl serde::Serialize for RawJson<'_> {
 
 /// The message of a TOML parse error without the source excerpt it would
 /// otherwise quote (which could be a hash line).
-fn toml_message(e: toml_edit::TomlError) -> String {
-    format!("not valid TOML: {}", e.message().trim_end())
+fn toml_message(e: toml_edit::TomlError) -> LayoutError {
+    LayoutError::Toml(e.message().trim_end().to_string())
 }
 
 /// Sets `revoked_at` on the record `id` in TOML snapshot text, keeping the
 /// decoration (comments) of an existing `revoked_at` value.
-pub fn set_revoked_toml(text: &str, id: &str, when: &str) -> Result<String, String> {
+pub fn set_revoked_toml(text: &str, id: &str, when: &str) -> Result<String, LayoutError> {
     fn set(t: &mut dyn toml_edit::TableLike, when: &str) {
         match t.get_mut("revoked_at").and_then(|i| i.as_value_mut()) {
             Some(v) => {
@@ -794,13 +827,16 @@ pub fn set_revoked_toml(text: &str, id: &str, when: &str) -> Result<String, Stri
     if found {
         Ok(doc.to_string())
     } else {
-        Err(format!("no [[keys]] table with id {id:?} to edit"))
+        Err(LayoutError::NoRecord {
+            what: "[[keys]] table",
+            id: id.to_string(),
+        })
     }
 }
 
 /// Sets `revoked_at` on the record `id` in JSON snapshot text; only that
 /// record is laid out again.
-pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, String> {
+pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, LayoutError> {
     #[derive(serde::Deserialize)]
     struct Id<'a> {
         #[serde(borrow)]
@@ -813,15 +849,22 @@ pub fn set_revoked_json(text: &str, id: &str, when: &str) -> Result<String, Stri
         .position(|k| {
             serde_json::from_str::<Id>(k.get()).is_ok_and(|k| k.id.as_deref() == Some(id))
         })
-        .ok_or_else(|| format!("no key object with id {id:?} to edit"))?;
+        .ok_or_else(|| no_object(id))?;
     let mut record: serde_json::Value =
-        serde_json::from_str(keys[at].get()).map_err(|e| e.to_string())?;
+        serde_json::from_str(keys[at].get()).map_err(|e| LayoutError::Record(e.to_string()))?;
     record
         .as_object_mut()
-        .ok_or_else(|| format!("no key object with id {id:?} to edit"))?
+        .ok_or_else(|| no_object(id))?
         .insert("revoked_at".into(), when.into());
     keys[at] = RawJson::record(&record)?;
     doc.to_pretty()
+}
+
+fn no_object(id: &str) -> LayoutError {
+    LayoutError::NoRecord {
+        what: "key object",
+        id: id.to_string(),
+    }
 }
 
 /// The snapshot as read: its text (`None` when the file does not exist yet)

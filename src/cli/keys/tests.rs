@@ -276,9 +276,15 @@ fn json_layout_problems_are_named() {
         ("{\n\"keys\": [", "not JSON: line 2"),
         (r#"{"keys": []} x"#, "not JSON: line 1"),
     ] {
-        assert_eq!(append_json(text, &r).unwrap_err(), problem, "{text}");
         assert_eq!(
-            set_revoked_json(text, "k1", "2026-11-05T00:00:00Z").unwrap_err(),
+            append_json(text, &r).unwrap_err().to_string(),
+            problem,
+            "{text}"
+        );
+        assert_eq!(
+            set_revoked_json(text, "k1", "2026-11-05T00:00:00Z")
+                .unwrap_err()
+                .to_string(),
             problem,
             "{text}"
         );
