@@ -1,6 +1,6 @@
 //! The admin listener, metrics and access log (CONTRACT §6).
 
-use crate::util::*;
+use crate::support::*;
 use std::process::Command;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! allocator (installed in tests.rs) counts this thread's allocations around
 //! `decide` and the limiter.
 
-use crate::util::*;
+use crate::support::*;
 use keygate::request::decide::{Authorization, Decision, Request, decide};
 use std::cell::Cell;
 use std::sync::Arc;

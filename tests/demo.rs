@@ -3,7 +3,7 @@
 //! and its advertised outcome checked; the health probe against a live and a
 //! dead admin listener.
 
-use crate::util::*;
+use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

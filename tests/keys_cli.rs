@@ -2,7 +2,7 @@
 //! binary editing real files, and a running gateway picking the edits up on
 //! SIGHUP.
 
-use crate::util::*;
+use crate::support::*;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,6 @@
 //! Process lifecycle (CONTRACT §6): start-up errors, SIGTERM drain, SIGINT.
 
-use crate::util::*;
+use crate::support::*;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

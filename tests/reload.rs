@@ -1,7 +1,7 @@
 //! Hot reload (CONTRACT §6): SIGHUP, POST /reload and the file watch build a
 //! whole new state and swap it; a refused reload changes nothing.
 
-use crate::util::*;
+use crate::support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -474,10 +474,14 @@ fn a_toml_snapshot_over_32_mib_is_loaded_with_a_warning_each_time() {
 #[test]
 fn stalled_downloads_hold_no_old_state_and_are_cut_at_the_send_timeout() {
     let (up, mut snap, company, _) = base();
-    let config = standard_config(up.addr, "", "").replace(
-        "grace_period_secs = 5\n",
-        "grace_period_secs = 5\nsend_timeout_ms = 8000\n",
-    );
+    // The 64 MiB answer takes the upstream a while to build on a loaded
+    // machine: its read timeout must not be what ends these requests.
+    let config = standard_config(up.addr, "", "")
+        .replace(
+            "grace_period_secs = 5\n",
+            "grace_period_secs = 5\nsend_timeout_ms = 8000\n",
+        )
+        .replace("read_timeout_ms = 2000\n", "read_timeout_ms = 30000\n");
     let gw = Gateway::start(&config, &snap.render());
     let generations = || gw.metric("keygate_state_generations");
     assert_eq!(generations(), Some(1.0));

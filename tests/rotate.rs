@@ -3,7 +3,7 @@
 //! and a running gateway serving old and new key on one bucket until the old
 //! one's grace is over.
 
-use crate::util::*;
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

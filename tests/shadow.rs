@@ -3,7 +3,7 @@
 //! authenticated, nothing of keygate's in the client's answer, the counters,
 //! the access-log field, the start-up warning, and switching by reload.
 
-use crate::util::*;
+use crate::support::*;
 use std::time::Duration;
 
 const SHADOW_ROUTES: &str = r#"

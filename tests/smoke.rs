@@ -1,6 +1,6 @@
 //! The harness itself: a gateway starts, proxies, and stops.
 
-use crate::util::*;
+use crate::support::*;
 
 #[test]
 fn gateway_proxies_a_valid_company_key() {

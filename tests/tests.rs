@@ -1,7 +1,8 @@
 //! Black-box tests: the real `keygate` binary against a real upstream on
 //! 127.0.0.1, driven by real HTTP clients. One binary; each file is a topic.
 
-mod util;
+// The harness, by role: upstream, snapshot, gateway, PKI, raw HTTP, secret checks.
+mod support;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -10,11 +11,11 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 mod admin;
 // Library: a counting allocator around the hot path (drives the library API).
 mod alloc;
-// CONTRACT §4-5: every status row, precedence, bearer parsing, what the upstream sees.
+// CONTRACT §3-5 by section: status rows, precedence, bearer, request id, upstream, routes.
 mod contract;
 // `keygate demo` and its curl lines.
 mod demo;
-// Attacks: smuggling, hop-by-hop, forged identity, encoded paths, big heads, slow peers.
+// Attacks, a file each: smuggling, hop-by-hop, forged, paths, heads, bodies, slow peers, secrets.
 mod hostile;
 // `keygate keys new|revoke|list|hash` on real files, locks and owners.
 mod keys_cli;

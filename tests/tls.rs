@@ -1,7 +1,7 @@
 //! TLS termination (HTTPS, HTTP/2, certificate reload, plain HTTP refused) and
 //! upstream pools (health checks, round robin, TLS to the upstream).
 
-use crate::util::*;
+use crate::support::*;
 use std::time::Duration;
 
 fn tls_config(upstream: std::net::SocketAddr, plain_http: &str) -> String {

@@ -4,7 +4,7 @@
 //! nobody waiting keeps serving; a refused config on the new side changes
 //! nothing.
 
-use crate::util::*;
+use crate::support::*;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

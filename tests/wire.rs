@@ -7,7 +7,7 @@
 //! also checks that the gateway keeps serving and that nothing was logged at
 //! ERROR.
 
-use crate::util::*;
+use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;

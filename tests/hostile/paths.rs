@@ -1,0 +1,97 @@
+//! Encoded path tricks: dot segments and encoded separators.
+
+use super::*;
+
+#[test]
+fn encoded_dot_segments_and_separators_are_400_invalid_request_path() {
+    let fx = fixture();
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    for target in [
+        "/api/v1/company/%2e%2e/x",
+        "/api/v1/company/%2E%2e/x",
+        "/api/v1/company/%2e%2E/keys/x",
+        "/api/v1/company/.%2E/x",
+        "/api/v1/company/%2E./x",
+        "/api/v1/company/%2e/x",
+        "/api/v1/company/%2E",
+        "/api/v1/company/x/%2e%2e",
+        "/api/v1/company/../x",
+        "/api/v1/company/./x",
+        "/api/v1/company/x/..",
+        "/api/v1/company/a%2Fb",
+        "/api/v1/company/a%2fb",
+        "/api/v1/company/%2F%2Fevil",
+        "/api/v1/company/a%5Cb",
+        "/api/v1/company/a%5cb",
+        "/api/v1/company/a\\b",
+        "/api/v1/company/a%00b",
+        "/api/v1/company/%00",
+        "/api/v1/company/a%zzb",
+        "/api/v1/company/a%2",
+        "/api/v1/company/%c0%ae%c0%ae/x",
+        "/api/v1/company/%2e%2e%2fkeys/x?q=1",
+        "/api/v1/workspaces/%2e%2e/posts/x",
+        "/healthz/%2e%2e",
+    ] {
+        let req = head("GET", target, &[&auth, "Connection: close"]);
+        let r = exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"));
+        assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
+    }
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    // Control: the same bytes in the query string are not the path.
+    let req = head(
+        "GET",
+        "/api/v1/company/x?next=%2e%2e%2F%5c%00",
+        &[&auth, "Connection: close"],
+    );
+    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(fx.up.last().url, "/api/v1/company/x?next=%2e%2e%2F%5c%00");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
+
+/// Tomcat, Spring and Jetty drop `;params` from a segment before resolving
+/// dots, so `..;` is `..` to them: a keyless request under a public route, or
+/// a workspace key under its own workspace, must not climb into another route.
+#[test]
+fn dot_segments_with_path_parameters_are_400_before_any_route() {
+    let up = Upstream::start();
+    let addr = up.addr;
+    let public = "[[routes]]\nname = \"public\"\npath = \"/public/**\"\nupstream = \"api\"\nauth = \"none\"\nscope = \"none\"\n";
+    let fx = fixture_with_config(up, standard_config(addr, "", public));
+    let ws = format!("Authorization: Bearer {}", fx.ws);
+    for (target, auth) in [
+        ("/public/..;/api/v1/company/x", None),
+        ("/public/..;x=1/api/v1/company/x", None),
+        ("/public/%2e%2e;/api/v1/company/x", None),
+        ("/public/.%2e;jsessionid=a/api/v1/company/x", None),
+        ("/public/.;/x", None),
+        ("/public/..%3b/api/v1/company/x", None),
+        ("/public/..%3B/api/v1/company/x", None),
+        (
+            "/api/v1/workspaces/ws_a/..;/ws_b/posts/r",
+            Some(ws.as_str()),
+        ),
+        (
+            "/api/v1/workspaces/ws_a/posts/..;/..;/ws_b/posts/r",
+            Some(ws.as_str()),
+        ),
+    ] {
+        let headers: Vec<&str> = auth.into_iter().chain(["Connection: close"]).collect();
+        let r = exchange(fx.port(), head("GET", target, &headers).as_bytes())
+            .unwrap_or_else(|| panic!("{target}: closed"));
+        assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
+    }
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    // Control: parameters on a plain segment are the upstream's business.
+    let r = exchange(
+        fx.port(),
+        head("GET", "/public/a;jsessionid=1/b", &["Connection: close"]).as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(fx.up.last().url, "/public/a;jsessionid=1/b");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
