@@ -17,33 +17,31 @@ struct Setup {
 fn setup(edit_config: impl Fn(String) -> String) -> Setup {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    let company = snap.key("k_company", "company", "acme", None, &["admin"], "");
-    let ws = snap.key("k_ws", "workspace", "acme", Some("ws_a"), &["read:all"], "");
-    let reader = snap.key("k_reader", "company", "acme", None, &["read:all"], "");
-    let limited = snap.key(
-        "k_limited",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "rate_limit = { requests = 1, per_secs = 3600 }",
-    );
-    snap.key(
-        "k_revoked",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all"],
-        "revoked_at = \"2026-01-01T00:00:00Z\"",
-    );
-    snap.key(
-        "k_expired",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "expires_at = \"2026-01-01T00:00:00Z\"",
-    );
+    let company = snap
+        .company_key("k_company", "acme")
+        .scopes(&["admin"])
+        .add();
+    let ws = snap
+        .workspace_key("k_ws", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .add();
+    let reader = snap
+        .company_key("k_reader", "acme")
+        .scopes(&["read:all"])
+        .add();
+    let limited = snap
+        .company_key("k_limited", "acme")
+        .scopes(&["read:all"])
+        .extra("rate_limit = { requests = 1, per_secs = 3600 }")
+        .add();
+    snap.workspace_key("k_revoked", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .extra("revoked_at = \"2026-01-01T00:00:00Z\"")
+        .add();
+    snap.company_key("k_expired", "acme")
+        .scopes(&["read:all"])
+        .extra("expires_at = \"2026-01-01T00:00:00Z\"")
+        .add();
     let keys_text = snap.render();
     let gw = Gateway::start(&edit_config(standard_config(up.addr, "", "")), &keys_text);
     Setup {
@@ -160,7 +158,7 @@ fn upstream_errors_are_counted_by_kind() {
     let up = Upstream::start();
     let dead = free_port();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let extra = format!(
         "[[upstreams]]\nname = \"dead\"\nservers = [\"127.0.0.1:{dead}\"]\nconnect_timeout_ms = 500\n"
     );

@@ -39,16 +39,14 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
 fn allowed_decision_and_limiter_check_allocate_nothing() {
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
     for i in 0..1000 {
-        snap.key(
-            &format!("k{i}"),
-            "workspace",
-            "acme",
-            Some("ws_a"),
-            &["read:all"],
-            "",
-        );
+        snap.workspace_key(&format!("k{i}"), "acme", "ws_a")
+            .scopes(&["read:all"])
+            .add();
     }
-    let company = snap.key("k_company", "company", "acme", None, &["read:all"], "");
+    let company = snap
+        .company_key("k_company", "acme")
+        .scopes(&["read:all"])
+        .add();
     let ws = snap.keys[10].key.clone();
     let dir = tempfile::tempdir().unwrap();
     let config = standard_config("127.0.0.1:9".parse().unwrap(), "", "")
@@ -132,7 +130,10 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
     use keygate::request::headers;
     use keygate::request::precheck::{HeadFacts, HeadLimits, precheck};
     let mut snap = Snapshot::new();
-    let company = snap.key("k_company", "company", "acme", None, &["read:all"], "");
+    let company = snap
+        .company_key("k_company", "acme")
+        .scopes(&["read:all"])
+        .add();
     let dir = tempfile::tempdir().unwrap();
     let config = standard_config("127.0.0.1:9".parse().unwrap(), "", "")
         .replace("{http}", "1")

@@ -277,7 +277,7 @@ fn demo_refuses_to_start_when_the_echo_port_is_taken() {
 fn healthcheck_passes_on_a_live_gateway_and_fails_when_nothing_listens() {
     let up = Upstream::start();
     let mut snap = Snapshot::new();
-    snap.key("k", "company", "acme", None, &["admin"], "");
+    snap.company_key("k", "acme").scopes(&["admin"]).add();
     let mut gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
     let config = gw.config_path();
     let probe = |args: &[&str]| {

@@ -770,23 +770,17 @@ fn running_as_root() -> bool {
 #[test]
 fn keys_list_shows_every_key_and_never_a_hash() {
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    snap.key("k_company", "company", "acme", None, &["admin"], "");
-    snap.key(
-        "k_revoked",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all", "write:all"],
-        "revoked_at = \"2026-01-01T00:00:00Z\"",
-    );
-    snap.key(
-        "k_expired",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all"],
-        "expires_at = \"2026-01-01T00:00:00Z\"",
-    );
+    snap.company_key("k_company", "acme")
+        .scopes(&["admin"])
+        .add();
+    snap.workspace_key("k_revoked", "acme", "ws_a")
+        .scopes(&["read:all", "write:all"])
+        .extra("revoked_at = \"2026-01-01T00:00:00Z\"")
+        .add();
+    snap.workspace_key("k_expired", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .extra("expires_at = \"2026-01-01T00:00:00Z\"")
+        .add();
     let (_dir, snapshot) = folder_with("keys.toml", &snap.render());
     let out = keygate(&["keys", "list", "--snapshot", snapshot.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -922,7 +916,10 @@ fn keys_revoke_edits_json_snapshots() {
 fn revoked_key_is_403_after_keys_revoke_and_sighup() {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    let key = snap.key("k_company", "company", "acme", None, &["admin"], "");
+    let key = snap
+        .company_key("k_company", "acme")
+        .scopes(&["admin"])
+        .add();
     let body = format!("# ops: keep this comment\n{}", snap.render());
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &body);
     assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
@@ -974,7 +971,7 @@ fn revoked_key_is_403_after_keys_revoke_and_sighup() {
 fn key_made_by_keys_new_authenticates_after_sighup() {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    snap.key("k_other", "company", "acme", None, &["admin"], "");
+    snap.company_key("k_other", "acme").scopes(&["admin"]).add();
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
 
     let out = keys_new(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 fn one_key() -> (Upstream, Snapshot, String) {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     (up, snap, key)
 }
 
@@ -245,7 +245,7 @@ auth = \"any\"
     }
     // Warnings change nothing: the covered route is still served by the first.
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     gw.write_keys(&snap.render());
     gw.reload_by_signal();
     let r = gw.get("/api/v1/company/keys/x", Some(&key));

@@ -11,8 +11,14 @@ fn base() -> (Upstream, Snapshot, String, String) {
     let mut snap = Snapshot::new()
         .workspace("ws_a", "acme")
         .workspace("ws_b", "acme");
-    let company = snap.key("k_company", "company", "acme", None, &["admin"], "");
-    let ws = snap.key("k_ws", "workspace", "acme", Some("ws_a"), &["read:all"], "");
+    let company = snap
+        .company_key("k_company", "acme")
+        .scopes(&["admin"])
+        .add();
+    let ws = snap
+        .workspace_key("k_ws", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .add();
     (up, snap, company, ws)
 }
 
@@ -43,14 +49,10 @@ fn revoked_key_after_sighup_is_403_with_age() {
 fn key_added_by_sighup_authenticates() {
     let (up, mut snap, _, _) = base();
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
-    let new_key = snap.key(
-        "k_new",
-        "workspace",
-        "acme",
-        Some("ws_b"),
-        &["read:all"],
-        "",
-    );
+    let new_key = snap
+        .workspace_key("k_new", "acme", "ws_b")
+        .scopes(&["read:all"])
+        .add();
     assert_eq!(gw.get("/api/v1/profiles/me", Some(&new_key)).status(), 401);
     gw.write_keys(&snap.render());
     assert_eq!(gw.reload_by_signal(), "success");
@@ -236,14 +238,10 @@ fn json_snapshot_reloads_revocations_additions_and_refusals() {
 
     let k = snap.keys.iter_mut().find(|k| k.id == "k_company").unwrap();
     k.toml.push_str("revoked_at = \"2026-01-01T00:00:00Z\"\n");
-    let added = snap.key(
-        "k_new",
-        "workspace",
-        "acme",
-        Some("ws_b"),
-        &["read:all"],
-        "",
-    );
+    let added = snap
+        .workspace_key("k_new", "acme", "ws_b")
+        .scopes(&["read:all"])
+        .add();
     write_atomic(&json_path, &snapshot_json(&snap));
     assert_eq!(gw.reload_by_signal(), "success");
     assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 403);
@@ -289,7 +287,10 @@ fn file_watch_reloads_changed_content() {
         "snapshot = \"keys.toml\"\nwatch_secs = 1",
     );
     let gw = Gateway::start(&config, &snap.render());
-    let new_key = snap.key("k_watch", "company", "acme", None, &["read:all"], "");
+    let new_key = snap
+        .company_key("k_watch", "acme")
+        .scopes(&["read:all"])
+        .add();
     gw.write_keys(&snap.render());
     wait_for(
         "the watch to load the new key",
@@ -310,21 +311,20 @@ fn file_watch_reloads_changed_content() {
 fn buckets_survive_reload_and_reset_when_the_limit_changes() {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    let key = snap.key(
-        "k_limited",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "rate_limit = { requests = 3, per_secs = 3600 }",
-    );
+    let key = snap
+        .company_key("k_limited", "acme")
+        .scopes(&["read:all"])
+        .extra("rate_limit = { requests = 3, per_secs = 3600 }")
+        .add();
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
     for _ in 0..3 {
         assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
     }
     assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 429);
     // Same limit: the bucket is kept across the reload.
-    snap.key("k_other", "company", "acme", None, &["read:all"], "");
+    snap.company_key("k_other", "acme")
+        .scopes(&["read:all"])
+        .add();
     gw.write_keys(&snap.render());
     assert_eq!(gw.reload_by_signal(), "success");
     assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 429);
@@ -407,14 +407,9 @@ fn eight_clients_at_full_speed_through_twenty_reloads_see_no_failure() {
         }));
     }
     for i in 0..20 {
-        snap.key(
-            &format!("k_extra_{i}"),
-            "company",
-            "acme",
-            None,
-            &["read:all"],
-            "",
-        );
+        snap.company_key(&format!("k_extra_{i}"), "acme")
+            .scopes(&["read:all"])
+            .add();
         gw.write_keys(&snap.render());
         assert_eq!(gw.reload_by_signal(), "success");
     }
@@ -498,14 +493,9 @@ fn stalled_downloads_hold_no_old_state_and_are_cut_at_the_send_timeout() {
             up.seen().iter().any(|s| s.url == path).then_some(())
         });
         stalled.push(c);
-        snap.key(
-            &format!("k_more_{i}"),
-            "company",
-            "acme",
-            None,
-            &["read:all"],
-            "",
-        );
+        snap.company_key(&format!("k_more_{i}"), "acme")
+            .scopes(&["read:all"])
+            .add();
         gw.write_keys(&snap.render());
         assert_eq!(gw.reload_by_signal(), "success");
     }

@@ -236,14 +236,11 @@ fn rotate_refuses_unknown_revoked_and_expired_keys_and_leaves_the_file() {
 /// The limit of the rotated key: 3 per minute, burst 3.
 fn limited_snapshot() -> (Snapshot, String) {
     let mut s = Snapshot::new();
-    let old = s.key(
-        "key_old",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "rate_limit = { requests = 3, per_secs = 60 }",
-    );
+    let old = s
+        .company_key("key_old", "acme")
+        .scopes(&["read:all"])
+        .extra("rate_limit = { requests = 3, per_secs = 60 }")
+        .add();
     (s, old)
 }
 

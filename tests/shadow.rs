@@ -38,40 +38,30 @@ fn snapshot() -> (Snapshot, Keys) {
         .workspace("ws_a", "acme")
         .workspace("ws_b", "acme");
     let keys = Keys {
-        admin: s.key("k_admin", "company", "acme", None, &["admin"], ""),
-        reader: s.key("k_reader", "company", "acme", None, &["read:all"], ""),
-        ws: s.key(
-            "k_ws",
-            "workspace",
-            "acme",
-            Some("ws_a"),
-            &["read:all", "write:all"],
-            "",
-        ),
-        expired: s.key(
-            "k_expired",
-            "company",
-            "acme",
-            None,
-            &["admin"],
-            "expires_at = \"2020-01-01T00:00:00Z\"",
-        ),
-        revoked: s.key(
-            "k_revoked",
-            "company",
-            "acme",
-            None,
-            &["admin"],
-            "revoked_at = \"2020-01-01T00:00:00Z\"",
-        ),
-        limited: s.key(
-            "k_limited",
-            "company",
-            "acme",
-            None,
-            &["read:all"],
-            "rate_limit = { requests = 2, per_secs = 60 }",
-        ),
+        admin: s.company_key("k_admin", "acme").scopes(&["admin"]).add(),
+        reader: s
+            .company_key("k_reader", "acme")
+            .scopes(&["read:all"])
+            .add(),
+        ws: s
+            .workspace_key("k_ws", "acme", "ws_a")
+            .scopes(&["read:all", "write:all"])
+            .add(),
+        expired: s
+            .company_key("k_expired", "acme")
+            .scopes(&["admin"])
+            .extra("expires_at = \"2020-01-01T00:00:00Z\"")
+            .add(),
+        revoked: s
+            .company_key("k_revoked", "acme")
+            .scopes(&["admin"])
+            .extra("revoked_at = \"2020-01-01T00:00:00Z\"")
+            .add(),
+        limited: s
+            .company_key("k_limited", "acme")
+            .scopes(&["read:all"])
+            .extra("rate_limit = { requests = 2, per_secs = 60 }")
+            .add(),
     };
     (s, keys)
 }

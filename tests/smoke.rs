@@ -6,7 +6,7 @@ use crate::support::*;
 fn gateway_proxies_a_valid_company_key() {
     let up = Upstream::start();
     let mut snap = Snapshot::new().workspace("ws_a", "acme");
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
     let resp = gw.get("/api/v1/company/things", Some(&key));
     assert_eq!(resp.status(), 200);

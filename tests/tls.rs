@@ -18,7 +18,7 @@ fn https_and_http2_clients_are_served_and_upstream_is_told_https() {
     let up = Upstream::start();
     let pki = Pki::new();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = start_with_files(&tls_config(up.addr, "allow"), &snap.render(), |d| {
         pki.write(d)
     });
@@ -58,7 +58,7 @@ fn plain_http_is_refused_when_rejecting_but_https_works() {
     let up = Upstream::start();
     let pki = Pki::new();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = start_with_files(&tls_config(up.addr, "reject"), &snap.render(), |d| {
         pki.write(d)
     });
@@ -144,7 +144,7 @@ fn dead_server_is_marked_unhealthy_and_skipped_without_errors() {
     let live = Upstream::start();
     let dead_port = free_port();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let extra = format!(
         "[[upstreams]]\nname = \"pool\"\nservers = [\"127.0.0.1:{dead_port}\", \"{}\"]\nconnect_timeout_ms = 500\nhealth_check = {{ path = \"/healthz\", interval_secs = 1 }}\n",
         live.addr
@@ -203,7 +203,7 @@ fn round_robin_spreads_requests_and_a_refused_connect_is_retried_elsewhere() {
     let b = Upstream::start();
     let dead_port = free_port();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let extra = format!(
         "[[upstreams]]\nname = \"pool\"\nservers = [\"{}\", \"127.0.0.1:{dead_port}\", \"{}\"]\nconnect_timeout_ms = 500\n",
         a.addr, b.addr
@@ -231,7 +231,7 @@ fn upstream_tls_verifies_the_certificate_against_the_configured_ca() {
     let pki = Pki::new();
     let up = Upstream::start_tls(&pki.cert_pem, &pki.key_pem);
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let extra = format!(
         "[[upstreams]]\nname = \"secure\"\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca_file = \"ca.pem\"\n\n[[upstreams]]\nname = \"untrusted\"\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\n",
         up.addr, up.addr
@@ -257,7 +257,7 @@ fn upstream_tls_verifies_the_certificate_against_the_configured_ca() {
 fn upstream_connections_are_reused() {
     let up = Upstream::start();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
     for _ in 0..10 {
         assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);

@@ -120,14 +120,11 @@ fn an_upgrade_hands_every_listener_over_without_a_refused_connection_or_failed_r
     let up = Upstream::start();
     let pki = Pki::new();
     let mut snap = Snapshot::new();
-    let key = snap.key(
-        "k1",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "rate_limit = { requests = 1000000, per_secs = 1 }",
-    );
+    let key = snap
+        .company_key("k1", "acme")
+        .scopes(&["read:all"])
+        .extra("rate_limit = { requests = 1000000, per_secs = 1 }")
+        .add();
     let config = config_with_upgrade_sock(up.addr).replace(
         "[admin]",
         "[server.tls]\nlisten = [\"127.0.0.1:{https}\"]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[admin]",
@@ -273,7 +270,7 @@ fn an_upgrade_hands_every_listener_over_without_a_refused_connection_or_failed_r
 fn sigquit_with_nobody_waiting_keeps_serving() {
     let up = Upstream::start();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = Gateway::start(&config_with_upgrade_sock(up.addr), &snap.render());
     // Once with no socket file, once with one left by a process that died.
     for stale in [false, true] {
@@ -311,7 +308,7 @@ fn sigquit_with_nobody_waiting_keeps_serving() {
 fn a_refused_config_on_the_new_side_exits_1_and_leaves_the_old_serving() {
     let up = Upstream::start();
     let mut snap = Snapshot::new();
-    let key = snap.key("k1", "company", "acme", None, &["read:all"], "");
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let gw = Gateway::start(&config_with_upgrade_sock(up.addr), &snap.render());
     let broken = gw.dir.path().join("broken.toml");
     let mut f = std::fs::File::create(&broken).unwrap();

@@ -49,7 +49,7 @@ fn plain_fixture(server: &str, edit: impl FnOnce(String) -> String) -> Fx {
     let up = Upstream::start();
     let config = edit(with_server_lines(&standard_config(up.addr, "", ""), server));
     let mut snap = Snapshot::new();
-    let admin = snap.key("k_admin", "company", "acme", None, &["admin"], "");
+    let admin = snap.company_key("k_admin", "acme").scopes(&["admin"]).add();
     let gw = Gateway::start(&config, &snap.render());
     Fx {
         up,
@@ -69,7 +69,7 @@ fn tls_fixture() -> Fx {
         "header_timeout_ms = 500\nkeepalive_timeout_secs = 1\n\n[server.tls]\nlisten = [\"127.0.0.1:{https}\"]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nplain_http = \"allow\"\n",
     );
     let mut snap = Snapshot::new();
-    let admin = snap.key("k_admin", "company", "acme", None, &["admin"], "");
+    let admin = snap.company_key("k_admin", "acme").scopes(&["admin"]).add();
     let gw = start_with_files(&config, &snap.render(), |d| pki.write(d));
     Fx {
         up,

@@ -75,7 +75,10 @@ fn folded(name: &str) -> String {
 /// A snapshot record whose type disagrees with the prefix of the key
 /// presented: returns the key to present.
 fn mismatched(snap: &mut Snapshot, id: &str, record_type: &str, ws: Option<&str>) -> String {
-    let real = snap.key(id, record_type, "acme", ws, &["admin"], "");
+    let real = snap
+        .typed_key(record_type, id, "acme", ws)
+        .scopes(&["admin"])
+        .add();
     let other_prefix = if record_type == "company" {
         "ord_"
     } else {
@@ -133,86 +136,62 @@ fn snapshot() -> (Snapshot, Keys) {
         .workspace("ws_a", "acme")
         .workspace("ws_b", "acme")
         .workspace("ws_g", "globex");
-    let admin = s.key("k_admin", "company", "acme", None, &["admin"], "");
-    let reader = s.key("k_reader", "company", "acme", None, &["read:all"], "");
-    let writer = s.key("k_writer", "company", "acme", None, &["write:all"], "");
-    let rw = s.key(
-        "k_rw",
-        "company",
-        "acme",
-        None,
-        &["read:all", "write:all"],
-        "",
-    );
-    let ws = s.key(
-        "k_ws",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all", "write:all"],
-        "",
-    );
-    let ws_reader = s.key(
-        "k_ws_reader",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all"],
-        "",
-    );
-    let globex = s.key("k_globex", "company", "globex", None, &["admin"], "");
-    let expired = s.key(
-        "k_expired",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        &format!("expires_at = {:?}", ago(3 * HOUR + 20 * MINUTE)),
-    );
-    let expired_day = s.key(
-        "k_expired_day",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all"],
-        &format!("expires_at = {:?}", ago(DAY + 5 * MINUTE)),
-    );
-    let revoked = s.key(
-        "k_revoked",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all"],
-        &format!("revoked_at = {:?}", ago(2 * DAY + HOUR)),
-    );
-    let revoked_minute = s.key(
-        "k_revoked_minute",
-        "company",
-        "acme",
-        None,
-        &["admin"],
-        &format!("revoked_at = {:?}", ago(65)),
-    );
-    let expired_and_revoked = s.key(
-        "k_expired_and_revoked",
-        "company",
-        "acme",
-        None,
-        &["admin"],
-        &format!(
+    let admin = s.company_key("k_admin", "acme").scopes(&["admin"]).add();
+    let reader = s
+        .company_key("k_reader", "acme")
+        .scopes(&["read:all"])
+        .add();
+    let writer = s
+        .company_key("k_writer", "acme")
+        .scopes(&["write:all"])
+        .add();
+    let rw = s
+        .company_key("k_rw", "acme")
+        .scopes(&["read:all", "write:all"])
+        .add();
+    let ws = s
+        .workspace_key("k_ws", "acme", "ws_a")
+        .scopes(&["read:all", "write:all"])
+        .add();
+    let ws_reader = s
+        .workspace_key("k_ws_reader", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .add();
+    let globex = s.company_key("k_globex", "globex").scopes(&["admin"]).add();
+    let expired = s
+        .company_key("k_expired", "acme")
+        .scopes(&["read:all"])
+        .extra(&format!("expires_at = {:?}", ago(3 * HOUR + 20 * MINUTE)))
+        .add();
+    let expired_day = s
+        .workspace_key("k_expired_day", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .extra(&format!("expires_at = {:?}", ago(DAY + 5 * MINUTE)))
+        .add();
+    let revoked = s
+        .workspace_key("k_revoked", "acme", "ws_a")
+        .scopes(&["read:all"])
+        .extra(&format!("revoked_at = {:?}", ago(2 * DAY + HOUR)))
+        .add();
+    let revoked_minute = s
+        .company_key("k_revoked_minute", "acme")
+        .scopes(&["admin"])
+        .extra(&format!("revoked_at = {:?}", ago(65)))
+        .add();
+    let expired_and_revoked = s
+        .company_key("k_expired_and_revoked", "acme")
+        .scopes(&["admin"])
+        .extra(&format!(
             "expires_at = {:?}\nrevoked_at = {:?}",
             ago(3 * HOUR + 20 * MINUTE),
             ago(2 * DAY + HOUR)
-        ),
-    );
-    let limited = s.key(
-        "k_limited",
-        "company",
-        "acme",
-        None,
-        &["read:all"],
-        "rate_limit = { requests = 2, per_secs = 60 }",
-    );
+        ))
+        .add();
+    let limited = s
+        .company_key("k_limited", "acme")
+        .scopes(&["read:all"])
+        .extra("rate_limit = { requests = 2, per_secs = 60 }")
+        .add();
     let mismatch_company = mismatched(&mut s, "k_mismatch_company", "company", None);
     let mismatch_workspace = mismatched(&mut s, "k_mismatch_workspace", "workspace", Some("ws_a"));
     let keys = Keys {

@@ -48,16 +48,15 @@ fn snapshot() -> (Snapshot, String, String, String) {
     let mut s = Snapshot::new()
         .workspace("ws_a", "acme")
         .workspace("ws_b", "acme");
-    let admin = s.key("k_admin", "company", "acme", None, &["admin"], "");
-    let reader = s.key("k_reader", "company", "acme", None, &["read:all"], "");
-    let ws = s.key(
-        "k_ws",
-        "workspace",
-        "acme",
-        Some("ws_a"),
-        &["read:all", "write:all"],
-        "",
-    );
+    let admin = s.company_key("k_admin", "acme").scopes(&["admin"]).add();
+    let reader = s
+        .company_key("k_reader", "acme")
+        .scopes(&["read:all"])
+        .add();
+    let ws = s
+        .workspace_key("k_ws", "acme", "ws_a")
+        .scopes(&["read:all", "write:all"])
+        .add();
     (s, admin, reader, ws)
 }
 
