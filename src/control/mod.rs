@@ -1,7 +1,7 @@
 //! Everything around the request path: the admin listener, readiness, the
 //! periodic housekeeping and reloads (signal, admin, file watch).
 
-pub mod admin;
-pub mod housekeeping;
-pub mod readiness;
+pub(crate) mod admin;
+pub(crate) mod housekeeping;
+pub(crate) mod readiness;
 pub mod reload;

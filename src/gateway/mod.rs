@@ -3,7 +3,7 @@
 //! [`Gateway::load`] and swapped whole by the reloader. Nothing in it changes
 //! after it is built, except the health of its pools and last-used times.
 
-pub mod cert;
+pub(crate) mod cert;
 pub mod policy;
 pub mod upstream;
 

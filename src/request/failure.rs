@@ -151,14 +151,6 @@ impl Failure {
             Failure::Internal => None,
         }
     }
-
-    /// Whether it is the client's doing (no error line for it).
-    pub fn is_clients(self) -> bool {
-        matches!(
-            self,
-            Failure::ClientStalledBody | Failure::ClientStoppedReading | Failure::ClientGone
-        )
-    }
 }
 
 #[cfg(test)]
@@ -276,7 +268,5 @@ mod tests {
         assert_eq!(Failure::Internal.denial(None), Some(Denial::Internal));
         assert_eq!(Failure::ClientGone.ending(), Some(Ending::ClientError));
         assert_eq!(Failure::Internal.ending(), None);
-        assert!(Failure::ClientStalledBody.is_clients());
-        assert!(!Failure::BadRequest.is_clients());
     }
 }

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub mod ctx;
 pub mod decide;
-pub mod downstream;
-pub mod failure;
+pub(crate) mod downstream;
+pub(crate) mod failure;
 pub mod headers;
 pub mod limiter;
 pub mod precheck;
 pub mod proxy;
-pub mod respond;
+pub(crate) mod respond;
 
 /// State shared by every request.
 pub struct Shared {
