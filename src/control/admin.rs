@@ -14,7 +14,7 @@
 
 use crate::control::reload::Reloader;
 use crate::gateway::Gateway;
-use crate::model::denial::json_body;
+use crate::model::denial::{Denial, json_body};
 use crate::model::key::{BearerError, KeyDigest, bearer_token};
 use crate::request::Shared;
 use crate::snapshot::{KeyIndex, format_time};
@@ -72,6 +72,16 @@ impl Reply {
             content_type: "application/json",
             body: Body::Full(Bytes::from(value.to_string())),
             www_authenticate: false,
+        }
+    }
+
+    /// The answer keygate gives to `denial` anywhere: the same body.
+    fn denial(denial: &Denial) -> Reply {
+        Reply {
+            status: denial.status(),
+            content_type: "application/json",
+            body: Body::Full(denial.body()),
+            www_authenticate: denial.status() == 401,
         }
     }
 
@@ -173,12 +183,21 @@ impl Handler {
                 Some(denied) => denied,
                 None => self.reload().await,
             },
-            ("/metrics" | "/healthz" | "/readyz" | "/keys" | "/reload", _, _) => Reply::error(
-                405,
-                "METHOD_NOT_ALLOWED",
-                &format!("Method {method} is not allowed on this route"),
-            ),
-            _ => Reply::error(404, "NOT_FOUND", &format!("No route for {method} {path}")),
+            ("/metrics" | "/healthz" | "/readyz" | "/keys" | "/reload", _, _) => {
+                Reply::denial(&Denial::MethodNotAllowed {
+                    method,
+                    allowed: if path == "/reload" {
+                        "POST"
+                    } else {
+                        "GET, HEAD"
+                    }
+                    .into(),
+                })
+            }
+            _ => Reply::denial(&Denial::NoRoute {
+                method,
+                path: path.into(),
+            }),
         }
     }
 

@@ -3,7 +3,6 @@
 //! identity and forwarding headers for the upstream, request ids, and the
 //! rate-limit headers. Names are `'static`, values are built on the stack.
 
-use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
@@ -181,13 +180,8 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
             HeaderValue::from_static(reason.as_str()),
         )?;
     }
-    let keyed_route = ctx
-        .route
-        .and_then(|r| gw.policy.routes.get(r))
-        .is_some_and(|r| r.auth != AuthMode::None);
-    if let Some(slot) = ctx.key_slot
-        && keyed_route
-    {
+    // `decide` names a key only on keyed routes.
+    if let Some(slot) = ctx.key_slot {
         let key = gw.policy.keys.record(slot);
         req.insert_header("x-keygate-key-id", key.id())?;
         req.insert_header(
