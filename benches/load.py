@@ -16,6 +16,12 @@ Targets
                  same checks, a failure told to the upstream instead of answered.
   keygate-before with --before BIN: another keygate binary (an older build) on
                  the keygate target's config, to compare two builds in one run.
+  haproxy        HAProxy (Debian's), one thread, key auth the HAProxy way: a
+                 10,000-entry map file of key -> key id, 401 on a
+                 miss, a stick table per key id with a rate limit never
+                 reached, the key id sent upstream, upstream keep-alive, a log
+                 line per request to a file. Installed with apt-get when
+                 missing (never by CI); skipped with a message if it cannot be.
   nginx          nginx, one worker, key auth the nginx way: a 10,000-entry
                  `map $http_authorization`, 401 without a key, a per-key
                  limit_req never reached, key id sent upstream, upstream
@@ -61,7 +67,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = Path(__file__).resolve().parent / "nginx"
 ALNUM = string.ascii_letters + string.digits
 WORKSPACES = 100
-ALL_TARGETS = ["bare", "keygate", "keygate-nolog", "keygate-shadow", "nginx"]
+ALL_TARGETS = ["bare", "keygate", "keygate-nolog", "keygate-shadow", "haproxy", "nginx"]
+HAPROXY_DIR = Path(__file__).resolve().parent / "haproxy"
 
 
 def log(msg):
@@ -156,6 +163,26 @@ def ensure_tools():
     still = [t for t in missing if not find_tool(t)]
     if still:
         sys.exit(f"still missing after apt-get: {' '.join(still)}")
+
+
+def ensure_haproxy():
+    """The haproxy binary, installing Debian's package when root; None with a
+    message when it cannot be had."""
+    if found := find_tool("haproxy"):
+        return found
+    if os.geteuid() != 0:
+        log("haproxy: not installed and not root; skipping the haproxy target")
+        return None
+    log("installing haproxy with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", "haproxy"]
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+    found = find_tool("haproxy")
+    if not found:
+        log("haproxy: apt-get could not install it; skipping the haproxy target")
+    return found
 
 
 def find_tool(name):
@@ -389,6 +416,9 @@ def report(args, results, notes):
               f"CPU/req {ratio(kg, 'bare', 'cpu_us')}")
         print(f"{kg}/nginx: req/s {ratio(kg, 'nginx', 'rps')}  p99 {ratio(kg, 'nginx', 'p99')}  "
               f"CPU/req {ratio(kg, 'nginx', 'cpu_us')}")
+        if "haproxy" in rows:
+            print(f"{kg}/haproxy: req/s {ratio(kg, 'haproxy', 'rps')}  "
+                  f"p99 {ratio(kg, 'haproxy', 'p99')}  CPU/req {ratio(kg, 'haproxy', 'cpu_us')}")
     if "keygate" in rows and "keygate-before" in rows:
         print(f"keygate/keygate-before: req/s {ratio('keygate', 'keygate-before', 'rps')}  "
               f"p99 {ratio('keygate', 'keygate-before', 'p99')}  "
@@ -447,6 +477,9 @@ def main():
 
     ensure_tools()
     nginx = find_tool("nginx")
+    haproxy = ensure_haproxy() if "haproxy" in targets else None
+    if "haproxy" in targets and haproxy is None:
+        targets.remove("haproxy")
     if args.no_build:
         release = ROOT / "target" / "release"
         keygate_bin, bare_bin = release / "keygate", release / "examples" / "bare_proxy"
@@ -504,6 +537,24 @@ def main():
                             stderr=open(d / "stderr.log", "wb"))
             wait_status(p, admin, "/readyz", 200)
             pids[name] = p
+        if "haproxy" in targets:
+            d = tmp / "haproxy"
+            d.mkdir()
+            with open(d / "keys.map", "w") as f:
+                for kid, k, _ in keys:
+                    f.write(f"{k} {kid}\n")
+            ports["haproxy"] = free_port()
+            text = (HAPROXY_DIR / "keyauth.cfg.in").read_text()
+            for k, v in {"DIR": str(d), "PORT": ports["haproxy"], "UPSTREAM_PORT": up_port,
+                         "RATE": 1000000}.items():
+                text = text.replace(f"@{k}@", str(v))
+            (d / "haproxy.cfg").write_text(text)
+            logs["haproxy"] = d / "access.log"
+            p = procs.start("haproxy", [haproxy, "-db", "-f", str(d / "haproxy.cfg")],
+                            cpus=target_cpus, stdout=open(logs["haproxy"], "wb"),
+                            stderr=open(d / "stderr.log", "wb"))
+            wait_status(p, ports["haproxy"], path, 200, auth)
+            pids["haproxy"] = p
         if "nginx" in targets:
             d = tmp / "nginx"
             d.mkdir()
