@@ -34,6 +34,99 @@ pub struct Config {
     pub upstream_lines: Vec<Option<usize>>,
     /// `[[routes]]`, in file order (first match wins).
     pub routes: Vec<RouteConfig>,
+    /// `[cluster]`: shared limits on Redis; `None`, each instance on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` (CONTRACT §7): every key's bucket shared through Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Where Redis is; its password never leaves this value.
+    pub redis: RedisUrl,
+    /// Prefix of every Redis key: same Redis and namespace, one fleet.
+    pub namespace: String,
+    /// How often an instance reports its consumption and reads the fleet's.
+    pub sync: Duration,
+    /// A Redis round trip slower than this is a failure.
+    pub timeout: Duration,
+    /// What the limiter does while Redis cannot be reached.
+    pub on_unavailable: OnUnavailable,
+}
+
+/// A validated `redis://` or `rediss://` URL. It may hold a password, so its
+/// `Debug` and [`RedisUrl::redacted`] never show it; only the connection
+/// code reads [`RedisUrl::secret`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL as written, password included: for connecting only.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any user and password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if !u.username().is_empty() || u.password().is_some() {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    let text = u.to_string();
+                    // `scheme://host…` → `scheme://***@host…`
+                    return match text.split_once("://") {
+                        Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+                        None => text,
+                    };
+                }
+                u.to_string()
+            }
+            Err(_) => "<invalid url>".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+/// `on_unavailable`: the limiter while the instance is degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUnavailable {
+    /// Enforce this instance's share of each limit (the fleet divided by the
+    /// instances last seen).
+    #[default]
+    LocalShare,
+    /// Enforce the whole limit on this instance alone.
+    LocalFull,
+    /// Admit without a limit.
+    Allow,
+    /// Answer 503 on keyed routes.
+    Deny,
+}
+
+impl OnUnavailable {
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "local_share" => Some(OnUnavailable::LocalShare),
+            "local_full" => Some(OnUnavailable::LocalFull),
+            "allow" => Some(OnUnavailable::Allow),
+            "deny" => Some(OnUnavailable::Deny),
+            _ => None,
+        }
+    }
+
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnUnavailable::LocalShare => "local_share",
+            OnUnavailable::LocalFull => "local_full",
+            OnUnavailable::Allow => "allow",
+            OnUnavailable::Deny => "deny",
+        }
+    }
 }
 
 /// `[server]`: listeners and process settings (changes need a restart).
@@ -258,6 +351,17 @@ mod raw {
         pub upstreams: Vec<Spanned<Upstream>>,
         #[serde(default)]
         pub routes: Vec<Spanned<Route>>,
+        pub cluster: Option<Spanned<Cluster>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Cluster {
+        pub redis: Option<Spanned<String>>,
+        pub namespace: Option<Spanned<String>>,
+        pub sync_ms: Option<Spanned<i64>>,
+        pub timeout_ms: Option<Spanned<i64>>,
+        pub on_unavailable: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -449,8 +553,10 @@ impl Validator<'_> {
             upstream_headers,
             upstreams,
             routes,
+            cluster,
         } = raw;
         let server = self.server(server);
+        let cluster = cluster.and_then(|c| self.cluster(c));
         let admin = self.admin(admin);
         let keys = self.keys(keys);
         let rate_limit = self.rate_limit(rate_limit);
@@ -482,8 +588,100 @@ impl Validator<'_> {
             upstreams,
             upstream_lines,
             routes,
+            cluster,
         };
         self.problems.into_result(config)
+    }
+
+    fn cluster(&mut self, raw: toml::Spanned<raw::Cluster>) -> Option<ClusterConfig> {
+        let table_line = self.line(raw.span());
+        let raw::Cluster {
+            redis,
+            namespace,
+            sync_ms,
+            timeout_ms,
+            on_unavailable,
+        } = raw.into_inner();
+        let before = self.problems.0.len();
+        let redis = match redis {
+            None => {
+                self.err(
+                    table_line,
+                    "cluster.redis is required (a redis:// or rediss:// URL)",
+                );
+                None
+            }
+            Some(r) => {
+                let line = self.line(r.span());
+                match parse_redis_url(r.get_ref()) {
+                    Ok(u) => Some(u),
+                    Err(why) => {
+                        self.err(line, format!("cluster.redis {why}"));
+                        None
+                    }
+                }
+            }
+        };
+        let namespace = match namespace {
+            None => "keygate".to_string(),
+            Some(n) => {
+                let line = self.line(n.span());
+                let n = n.into_inner();
+                if !valid_namespace(&n) {
+                    self.err(
+                        line,
+                        format!(
+                            "cluster.namespace {n:?} must be 1 to 64 characters of letters, digits, '_', '-', '.' or ':'"
+                        ),
+                    );
+                }
+                n
+            }
+        };
+        let mut ranged =
+            |what: &str, v: Option<toml::Spanned<i64>>, default: u64, min: u64, max: u64| {
+                let Some(v) = v else {
+                    return Duration::from_millis(default);
+                };
+                let line = self.line(v.span());
+                let n = v.into_inner();
+                if n < min as i64 || n > max as i64 {
+                    self.err(
+                        line,
+                        format!("cluster.{what} must be from {min} to {max} (got {n})"),
+                    );
+                    return Duration::from_millis(default);
+                }
+                Duration::from_millis(n as u64)
+            };
+        let sync = ranged("sync_ms", sync_ms, 50, 10, 1000);
+        let timeout = ranged("timeout_ms", timeout_ms, 100, 1, 5000);
+        let on_unavailable = match on_unavailable {
+            None => OnUnavailable::default(),
+            Some(w) => {
+                let line = self.line(w.span());
+                OnUnavailable::parse(w.get_ref()).unwrap_or_else(|| {
+                    self.err(
+                        line,
+                        format!(
+                            "cluster.on_unavailable must be \"local_share\", \"local_full\", \"allow\" or \"deny\" (got {:?})",
+                            w.get_ref()
+                        ),
+                    );
+                    OnUnavailable::default()
+                })
+            }
+        };
+        if self.problems.0.len() > before {
+            return None;
+        }
+        Some(ClusterConfig {
+            redis: redis?,
+            namespace,
+            sync,
+            timeout,
+            on_unavailable,
+        })
     }
 
     fn server(&mut self, raw: toml::Spanned<raw::Server>) -> ServerConfig {
@@ -934,6 +1132,47 @@ impl Validator<'_> {
 }
 
 /// Route and upstream names become metric labels and log fields: keep them tame.
+/// Validates a `[cluster] redis` URL without connecting. The error never
+/// repeats the URL: it may hold a password.
+fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("is not a valid URL ({e})"))?;
+    match url.scheme() {
+        "redis" | "rediss" => {}
+        other => {
+            return Err(format!(
+                "must start with redis:// or rediss:// (got scheme {other:?})"
+            ));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!(
+            "path must be a database number like /0 (got /{db})"
+        ));
+    }
+    if url.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    match url.fragment() {
+        None => {}
+        Some("insecure") if url.scheme() == "rediss" => {}
+        Some(_) => {
+            return Err("may only end in #insecure, on a rediss:// URL".into());
+        }
+    }
+    redis::Client::open(text).map_err(|e| format!("is not usable ({})", e.category()))?;
+    Ok(RedisUrl(text.to_string()))
+}
+
+fn valid_namespace(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

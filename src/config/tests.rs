@@ -964,3 +964,119 @@ fn enforce_is_on_by_default_shadow_when_asked_and_refused_on_keyless_routes() {
         "wrong type refused: {problems}"
     );
 }
+
+#[test]
+fn cluster_table_defaults_and_every_field() {
+    assert_eq!(ok(BASE).cluster, None);
+    let c = ok(&format!(
+        "{BASE}\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n"
+    ))
+    .cluster
+    .unwrap();
+    assert_eq!(
+        (c.namespace.as_str(), c.sync, c.timeout, c.on_unavailable),
+        (
+            "keygate",
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+            OnUnavailable::LocalShare
+        )
+    );
+    let c = ok(&format!(
+        "{BASE}\n[cluster]\nredis = \"rediss://app:s3cret@redis.internal:6380/2#insecure\"\nnamespace = \"edge:eu-1\"\nsync_ms = 10\ntimeout_ms = 5000\non_unavailable = \"deny\"\n"
+    ))
+    .cluster
+    .unwrap();
+    assert_eq!(c.namespace, "edge:eu-1");
+    assert_eq!((c.sync.as_millis(), c.timeout.as_millis()), (10, 5000));
+    assert_eq!(c.on_unavailable, OnUnavailable::Deny);
+    assert_eq!(
+        c.redis.secret(),
+        "rediss://app:s3cret@redis.internal:6380/2#insecure"
+    );
+    for word in ["local_share", "local_full", "allow", "deny"] {
+        let text =
+            format!("{BASE}\n[cluster]\nredis = \"redis://h\"\non_unavailable = \"{word}\"\n");
+        assert_eq!(ok(&text).cluster.unwrap().on_unavailable.as_str(), word);
+    }
+}
+
+#[test]
+fn the_redis_password_is_never_shown() {
+    let c = ok(&format!(
+        "{BASE}\n[cluster]\nredis = \"redis://app:s3cret@127.0.0.1:6379/0\"\n"
+    ))
+    .cluster
+    .unwrap();
+    assert_eq!(c.redis.redacted(), "redis://***@127.0.0.1:6379/0");
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let c = ok(&format!(
+        "{BASE}\n[cluster]\nredis = \"redis://:s3cret@h:1\"\n"
+    ))
+    .cluster
+    .unwrap();
+    assert_eq!(c.redis.redacted(), "redis://***@h:1");
+    let c = ok(&format!("{BASE}\n[cluster]\nredis = \"redis://h:1/0\"\n"))
+        .cluster
+        .unwrap();
+    assert_eq!(c.redis.redacted(), "redis://h:1/0");
+    // Refused URLs are not repeated either.
+    let text = format!("{BASE}\n[cluster]\nredis = \"http://app:s3cret@h:1\"\n");
+    let shown = refused(&text).to_string();
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[test]
+fn cluster_problems_name_the_field_line() {
+    let table =
+        |body: &str| format!("{BASE}\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\n{body}\n");
+    for (body, needle) in [
+        (
+            "sync_ms = 5",
+            "cluster.sync_ms must be from 10 to 1000 (got 5)",
+        ),
+        (
+            "sync_ms = 2000",
+            "cluster.sync_ms must be from 10 to 1000 (got 2000)",
+        ),
+        (
+            "timeout_ms = 0",
+            "cluster.timeout_ms must be from 1 to 5000 (got 0)",
+        ),
+        (
+            "timeout_ms = 6000",
+            "cluster.timeout_ms must be from 1 to 5000 (got 6000)",
+        ),
+        (
+            "on_unavailable = \"maybe\"",
+            "cluster.on_unavailable must be",
+        ),
+        ("namespace = \"\"", "cluster.namespace \"\" must be 1 to 64"),
+        ("namespace = \"a b\"", "cluster.namespace \"a b\" must be"),
+    ] {
+        let text = table(body);
+        assert_one_problem(&text, line_with(&text, body), needle);
+    }
+    for (url, needle) in [
+        (
+            "http://127.0.0.1:6379",
+            "must start with redis:// or rediss:// (got scheme \"http\")",
+        ),
+        ("not a url", "is not a valid URL"),
+        ("redis://127.0.0.1:6379/x", "database number"),
+        ("redis://127.0.0.1:99999", "is not a valid URL"),
+        ("redis://127.0.0.1:6379/0?x=1", "query"),
+        ("redis://127.0.0.1:6379#insecure", "#insecure"),
+    ] {
+        let text = format!("{BASE}\n[cluster]\nredis = \"{url}\"\n");
+        assert_one_problem(&text, line_with(&text, "redis ="), needle);
+    }
+    let text = format!("{BASE}\n[cluster]\nnamespace = \"kg\"\n");
+    assert_one_problem(
+        &text,
+        line_with(&text, "[cluster]"),
+        "cluster.redis is required",
+    );
+    let text = table("sync = 50");
+    assert_one_problem(&text, line_with(&text, "sync = 50"), "unknown field `sync`");
+}
