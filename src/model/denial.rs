@@ -73,6 +73,9 @@ pub enum Denial {
         /// Seconds until one token is back.
         retry_after: u64,
     },
+    /// Row 13 with `[cluster] on_unavailable = "deny"` while Redis cannot
+    /// be reached (CONTRACT §7).
+    LimiterUnavailable,
     /// Row 14.
     UpstreamUnavailable {
         /// Upstream name.
@@ -207,6 +210,7 @@ impl Denial {
             | Denial::Workspace { .. }
             | Denial::MissingScope(_) => 403,
             Denial::RateLimited { .. } => 429,
+            Denial::LimiterUnavailable => 503,
             Denial::UpstreamUnavailable { .. } => 502,
             Denial::UpstreamTimeout { .. } => 504,
             Denial::Internal => 500,
@@ -228,6 +232,7 @@ impl Denial {
             Denial::MethodNotAllowed { .. } | Denial::ConnectNotSupported => "METHOD_NOT_ALLOWED",
             Denial::RequestTimeout | Denial::HeadTimeout => "REQUEST_TIMEOUT",
             Denial::RateLimited { .. } => "TOO_MANY_REQUESTS",
+            Denial::LimiterUnavailable => "SERVICE_UNAVAILABLE",
             Denial::HeadersTooLarge => "REQUEST_HEADER_FIELDS_TOO_LARGE",
             Denial::UpstreamUnavailable { .. } => "BAD_GATEWAY",
             Denial::UpstreamTimeout { .. } => "GATEWAY_TIMEOUT",
@@ -254,6 +259,7 @@ impl Denial {
             Denial::Workspace { .. } => "workspace",
             Denial::MissingScope(_) => "scope",
             Denial::RateLimited { .. } => "rate_limited",
+            Denial::LimiterUnavailable => "limiter_unavailable",
             Denial::UpstreamUnavailable { .. } => "upstream_unavailable",
             Denial::UpstreamTimeout { .. } => "upstream_timeout",
             Denial::Internal => "error",
@@ -293,6 +299,7 @@ impl Denial {
                 plural(*retry_after, "second")
             )
             .into(),
+            Denial::LimiterUnavailable => "Rate limiter unavailable".into(),
             Denial::UpstreamUnavailable { upstream } => {
                 format!("Upstream {upstream} is unavailable").into()
             }
@@ -338,6 +345,7 @@ impl Denial {
             | Denial::NoRoute { .. }
             | Denial::MethodNotAllowed { .. }
             | Denial::RateLimited { .. }
+            | Denial::LimiterUnavailable
             | Denial::UpstreamUnavailable { .. }
             | Denial::UpstreamTimeout { .. }
             | Denial::Internal => return None,

@@ -269,6 +269,7 @@ mod tests {
             remaining: 0,
             reset_secs: 18_446_744_073_709_551_615,
             retry_after_secs: 1,
+            unavailable: false,
         };
         rate_limit(&mut h, &o).unwrap();
         let get = |n: &str| h.headers.get(n).unwrap().to_str().unwrap().to_string();

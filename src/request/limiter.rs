@@ -19,12 +19,23 @@
 //! such a key can exceed its limit; no request is refused for lack of memory.
 //! Buckets are created only for authenticated keys, so clients cannot fill the
 //! map with made-up keys.
+//!
+//! In a fleet (`[cluster]`, CONTRACT §7) the same bucket holds this
+//! instance's allowance of the fleet's bucket, which [`crate::cluster`]
+//! reconciles with Redis off the request path: [`Limiter::collect`] hands it
+//! what was admitted since the last report, [`Limiter::apply`] sets the
+//! allowance from the fleet's answer. Between syncs a request costs the
+//! allowance `N·T` when other instances use the key too (so it refills at
+//! this instance's share of the rate), `T` when this instance is the only
+//! one; the rate-limit headers show the fleet's bucket as last read, minus
+//! what this instance admitted since.
 
+use crate::config::OnUnavailable;
 use crate::model::limit::Limit;
 use crate::util::clock::Clock;
 use dashmap::DashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 const NANOS_PER_SEC: u64 = crate::model::limit::NANOS_PER_SEC;
 
@@ -41,11 +52,113 @@ pub struct Outcome {
     pub reset_secs: u64,
     /// Seconds until one token is back, rounded up, at least 1 (denials only).
     pub retry_after_secs: u64,
+    /// The fleet's limiter cannot be reached and `on_unavailable = "deny"`:
+    /// answer 503 (never set without `[cluster]`).
+    pub unavailable: bool,
+}
+
+/// How the limiter counts: alone, or as one instance of a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fleet {
+    /// No `[cluster]`: every bucket is this instance's alone.
+    Alone,
+    /// Reconciled with Redis: buckets hold this instance's allowance.
+    Synced {
+        /// Instances of the fleet last seen (at least 1).
+        instances: u32,
+    },
+    /// Redis cannot be reached: `on_unavailable` applies.
+    Degraded {
+        /// Instances of the fleet last seen (at least 1).
+        instances: u32,
+        /// What to do meanwhile.
+        mode: OnUnavailable,
+    },
+}
+
+impl Fleet {
+    fn pack(self) -> u64 {
+        let (tag, mode, n) = match self {
+            Fleet::Alone => (0u64, 0u64, 1u32),
+            Fleet::Synced { instances } => (1, 0, instances),
+            Fleet::Degraded { instances, mode } => (2, mode as u64, instances),
+        };
+        tag | mode << 8 | u64::from(n.max(1)) << 32
+    }
+
+    fn unpack(v: u64) -> Fleet {
+        let instances = ((v >> 32) as u32).max(1);
+        match v & 0xff {
+            1 => Fleet::Synced { instances },
+            2 => Fleet::Degraded {
+                instances,
+                mode: match (v >> 8) & 0xff {
+                    0 => OnUnavailable::LocalShare,
+                    1 => OnUnavailable::LocalFull,
+                    2 => OnUnavailable::Allow,
+                    _ => OnUnavailable::Deny,
+                },
+            },
+            _ => Fleet::Alone,
+        }
+    }
 }
 
 struct Bucket {
+    /// GCRA arrival time of this instance's bucket (its allowance in a fleet).
     tat: AtomicU64,
     limit: Limit,
+    /// What one request takes from `tat` while synced: `T`, or `N·T` when
+    /// other instances use the bucket too.
+    cost: AtomicU64,
+    /// Requests admitted since the last report to the fleet.
+    pending: AtomicU64,
+    /// A request was refused since the last report.
+    denied: AtomicBool,
+    /// The fleet bucket's arrival time as last read, on this instance's
+    /// clock; 0 until the first sync.
+    fleet_tat: AtomicU64,
+    /// The bucket's name in the fleet (a hash, computed once by the sync).
+    fleet_id: OnceLock<[u8; 16]>,
+}
+
+impl Bucket {
+    fn new(limit: Limit, now: u64, cost: u64) -> Bucket {
+        Bucket {
+            tat: AtomicU64::new(now),
+            limit,
+            cost: AtomicU64::new(cost),
+            pending: AtomicU64::new(0),
+            denied: AtomicBool::new(false),
+            fleet_tat: AtomicU64::new(0),
+            fleet_id: OnceLock::new(),
+        }
+    }
+}
+
+/// One bucket's consumption since the last report, for the fleet sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The bucket id (a key id, or a rotation chain's root).
+    pub bucket: Arc<str>,
+    /// Its limit (part of its fleet identity).
+    pub limit: Limit,
+    /// Its fleet name, from the sync's naming function.
+    pub fleet_id: [u8; 16],
+    /// Requests admitted since the last report.
+    pub consumed: u64,
+    /// Whether a request was refused since the last report.
+    pub denied: bool,
+}
+
+/// The fleet's answer for one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetBucket {
+    /// Nanoseconds until the fleet's bucket is full again (its debt; may
+    /// exceed the capacity when the fleet over-spent).
+    pub level: u64,
+    /// Whether another instance used the bucket in the last sync periods.
+    pub shared: bool,
 }
 
 /// The per-key token buckets.
@@ -55,6 +168,8 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     last_sweep: AtomicU64,
     untracked: AtomicU64,
+    fleet: AtomicU64,
+    wake: tokio::sync::Notify,
 }
 
 impl Limiter {
@@ -66,6 +181,8 @@ impl Limiter {
             clock,
             last_sweep: AtomicU64::new(0),
             untracked: AtomicU64::new(0),
+            fleet: AtomicU64::new(Fleet::Alone.pack()),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -89,44 +206,113 @@ impl Limiter {
         self.untracked.load(Ordering::Relaxed)
     }
 
+    /// How the limiter counts now.
+    pub fn fleet(&self) -> Fleet {
+        Fleet::unpack(self.fleet.load(Ordering::Relaxed))
+    }
+
+    /// Set by the fleet sync (and back to [`Fleet::Alone`] when `[cluster]`
+    /// is removed).
+    pub fn set_fleet(&self, fleet: Fleet) {
+        self.fleet.store(fleet.pack(), Ordering::Relaxed);
+    }
+
+    /// Resolves when a bucket wants an early sync (a new bucket, or one that
+    /// refused a request).
+    pub fn wants_sync(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
     /// Takes one token from `key_id`'s bucket if there is one.
     pub fn check(&self, key_id: &str, limit: Limit) -> Outcome {
         let now = self.clock.mono_nanos();
+        let fleet = self.fleet();
         if let Some(bucket) = self.buckets.get(key_id)
             && bucket.limit == limit
         {
-            return take(&bucket.tat, limit, now);
+            return self.take_from(&bucket, fleet, now);
         }
-        self.check_slow(key_id, limit, now)
+        self.check_slow(key_id, limit, now, fleet)
     }
 
     /// New key, or a key whose limit changed (its bucket is reset).
     #[cold]
-    fn check_slow(&self, key_id: &str, limit: Limit, now: u64) -> Outcome {
+    fn check_slow(&self, key_id: &str, limit: Limit, now: u64, fleet: Fleet) -> Outcome {
         let max = self.max_buckets.load(Ordering::Relaxed) as usize;
         if !self.buckets.contains_key(key_id) && self.buckets.len() >= max {
             self.sweep_at_most_once_a_second(now);
             if self.buckets.len() >= max {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
-                return take(&AtomicU64::new(now), limit, now);
+                let interval = limit.interval();
+                return take(&AtomicU64::new(now), limit, interval, interval, now);
             }
         }
+        // Until the first sync, a new bucket in a fleet is this instance's
+        // share of a full one.
+        let cost = match fleet {
+            Fleet::Alone => limit.interval(),
+            Fleet::Synced { instances } | Fleet::Degraded { instances, .. } => {
+                share_cost(limit, instances)
+            }
+        };
         let entry = self
             .buckets
             .entry(Arc::from(key_id))
             .and_modify(|b| {
                 if b.limit != limit {
-                    *b = Bucket {
-                        tat: AtomicU64::new(now),
-                        limit,
-                    };
+                    *b = Bucket::new(limit, now, cost);
                 }
             })
-            .or_insert_with(|| Bucket {
-                tat: AtomicU64::new(now),
-                limit,
-            });
-        take(&entry.tat, limit, now)
+            .or_insert_with(|| Bucket::new(limit, now, cost));
+        if fleet != Fleet::Alone {
+            self.wake.notify_one();
+        }
+        self.take_from(&entry, fleet, now)
+    }
+
+    fn take_from(&self, b: &Bucket, fleet: Fleet, now: u64) -> Outcome {
+        let limit = b.limit;
+        let interval = limit.interval();
+        match fleet {
+            Fleet::Alone => take(&b.tat, limit, interval, interval, now),
+            Fleet::Synced { .. } => {
+                let cost = b.cost.load(Ordering::Relaxed);
+                let own = take(&b.tat, limit, cost, interval, now);
+                let pending = if own.allowed {
+                    b.pending.fetch_add(1, Ordering::AcqRel) + 1
+                } else {
+                    b.denied.store(true, Ordering::Relaxed);
+                    self.wake.notify_one();
+                    b.pending.load(Ordering::Acquire)
+                };
+                let view = b.fleet_tat.load(Ordering::Relaxed).max(now) + pending * interval;
+                fleet_view(limit, own.allowed, view - now)
+            }
+            Fleet::Degraded { instances, mode } => {
+                let cost = match mode {
+                    OnUnavailable::LocalShare => share_cost(limit, instances),
+                    OnUnavailable::LocalFull | OnUnavailable::Allow => interval,
+                    OnUnavailable::Deny => {
+                        return Outcome {
+                            allowed: false,
+                            limit,
+                            remaining: 0,
+                            reset_secs: 0,
+                            retry_after_secs: 1,
+                            unavailable: true,
+                        };
+                    }
+                };
+                let mut outcome = take(&b.tat, limit, cost, cost, now);
+                if outcome.allowed || mode == OnUnavailable::Allow {
+                    // Told to the fleet once Redis answers again.
+                    b.pending.fetch_add(1, Ordering::AcqRel);
+                    outcome.allowed = true;
+                    outcome.retry_after_secs = 0;
+                }
+                outcome
+            }
+        }
     }
 
     fn sweep_at_most_once_a_second(&self, now: u64) {
@@ -141,11 +327,15 @@ impl Limiter {
         }
     }
 
-    /// Drops every bucket that has refilled to full. Returns how many remain.
+    /// Drops every bucket that has refilled to full and has nothing left to
+    /// tell the fleet. Returns how many remain.
     pub fn sweep(&self) -> usize {
         let now = self.clock.mono_nanos();
-        self.buckets
-            .retain(|_, b| b.tat.load(Ordering::Acquire) > now);
+        self.buckets.retain(|_, b| {
+            b.tat.load(Ordering::Acquire) > now
+                || b.fleet_tat.load(Ordering::Relaxed) > now
+                || b.pending.load(Ordering::Acquire) > 0
+        });
         self.buckets.len()
     }
 
@@ -153,16 +343,132 @@ impl Limiter {
     pub fn retain_keys(&self, mut keep: impl FnMut(&str) -> bool) {
         self.buckets.retain(|id, _| keep(id));
     }
+
+    /// What the fleet must hear: every bucket that admitted or refused a
+    /// request since the last report, is not full, or was never synced. The
+    /// consumption handed out is cleared here; give it back with
+    /// [`Limiter::restore`] if the report fails.
+    pub fn collect(&self, name: impl Fn(&str, Limit) -> [u8; 16]) -> Vec<Report> {
+        let now = self.clock.mono_nanos();
+        let mut out = Vec::new();
+        for entry in self.buckets.iter() {
+            let b = entry.value();
+            let fleet_tat = b.fleet_tat.load(Ordering::Relaxed);
+            let pending = b.pending.load(Ordering::Acquire);
+            let denied = b.denied.load(Ordering::Relaxed);
+            if pending == 0
+                && !denied
+                && fleet_tat != 0
+                && fleet_tat <= now
+                && b.tat.load(Ordering::Acquire) <= now
+            {
+                continue;
+            }
+            let consumed = b.pending.swap(0, Ordering::AcqRel);
+            let denied = b.denied.swap(false, Ordering::Relaxed);
+            out.push(Report {
+                bucket: Arc::clone(entry.key()),
+                limit: b.limit,
+                fleet_id: *b.fleet_id.get_or_init(|| name(entry.key(), b.limit)),
+                consumed,
+                denied,
+            });
+        }
+        out
+    }
+
+    /// Gives back what a failed report took, so the next one sends it.
+    pub fn restore(&self, reports: &[Report]) {
+        for r in reports {
+            if let Some(b) = self.buckets.get(&*r.bucket)
+                && b.limit == r.limit
+            {
+                b.pending.fetch_add(r.consumed, Ordering::AcqRel);
+                if r.denied {
+                    b.denied.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Sets a bucket from the fleet's answer, read at `at` (this instance's
+    /// monotonic clock). What was admitted since the report was sent is
+    /// still pending and is taken off the allowance again.
+    pub fn apply(&self, report: &Report, answer: FleetBucket, at: u64) {
+        let Fleet::Synced { instances } = self.fleet() else {
+            return;
+        };
+        let Some(b) = self.buckets.get(&*report.bucket) else {
+            return;
+        };
+        if b.limit != report.limit {
+            return;
+        }
+        let limit = b.limit;
+        let interval = limit.interval();
+        let capacity = limit.capacity();
+        b.fleet_tat
+            .store((at + answer.level).max(1), Ordering::Relaxed);
+        let pending = b.pending.load(Ordering::Acquire);
+        let (cost, level) = if answer.shared {
+            let cost = share_cost(limit, instances);
+            let left = capacity.saturating_sub(answer.level) / interval;
+            // Fewer whole tokens than instances: a share would be less than
+            // one token everywhere and nobody could spend them. An instance
+            // that is refusing gets one.
+            if report.denied && left >= 1 && left < u64::from(instances) {
+                (cost, capacity - cost)
+            } else {
+                (cost, answer.level)
+            }
+        } else {
+            (interval, answer.level)
+        };
+        b.cost.store(cost, Ordering::Relaxed);
+        b.tat.store(at + level + pending * cost, Ordering::Release);
+    }
 }
 
-/// One GCRA step on a bucket's arrival time.
-fn take(tat: &AtomicU64, limit: Limit, now: u64) -> Outcome {
-    let t = limit.interval();
+/// What a request takes from this instance's share: `N·T`, so the share
+/// holds `burst/N` tokens and refills at `rate/N`; never more than the
+/// capacity, so a share can always admit one request.
+fn share_cost(limit: Limit, instances: u32) -> u64 {
+    limit
+        .interval()
+        .saturating_mul(u64::from(instances.max(1)))
+        .min(limit.capacity())
+}
+
+/// The headers' figures from the fleet's bucket, `level` nanoseconds from full.
+fn fleet_view(limit: Limit, allowed: bool, level: u64) -> Outcome {
+    let interval = limit.interval();
+    let capacity = limit.capacity();
+    Outcome {
+        allowed,
+        limit,
+        remaining: if allowed {
+            capacity.saturating_sub(level) / interval
+        } else {
+            0
+        },
+        reset_secs: secs_ceil(level),
+        retry_after_secs: if allowed {
+            0
+        } else {
+            secs_ceil((level + interval).saturating_sub(capacity)).max(1)
+        },
+        unavailable: false,
+    }
+}
+
+/// One GCRA step on a bucket's arrival time: a request costs `cost`; the
+/// figures count tokens of `unit` nanoseconds.
+fn take(tat: &AtomicU64, limit: Limit, cost: u64, unit: u64, now: u64) -> Outcome {
     let tau = limit.capacity();
     let mut current = tat.load(Ordering::Acquire);
     loop {
         let base = current.max(now);
-        let next = base + t;
+        let next = base + cost;
         if next - now > tau {
             return Outcome {
                 allowed: false,
@@ -170,6 +476,7 @@ fn take(tat: &AtomicU64, limit: Limit, now: u64) -> Outcome {
                 remaining: 0,
                 reset_secs: secs_ceil(base - now),
                 retry_after_secs: secs_ceil(next - tau - now).max(1),
+                unavailable: false,
             };
         }
         match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
@@ -177,9 +484,10 @@ fn take(tat: &AtomicU64, limit: Limit, now: u64) -> Outcome {
                 return Outcome {
                     allowed: true,
                     limit,
-                    remaining: (tau - (next - now)) / t,
+                    remaining: (tau - (next - now)) / unit,
                     reset_secs: secs_ceil(next - now),
                     retry_after_secs: 0,
+                    unavailable: false,
                 };
             }
             Err(actual) => current = actual,

@@ -163,6 +163,14 @@ impl Proxy {
             .shared
             .limiter
             .check(gw.policy.keys.bucket_id(slot), limit);
+        if outcome.unavailable {
+            // The fleet's limiter is unreachable and the operator chose to
+            // refuse: no figures to show. A shadow route refuses nothing.
+            return match route.enforce {
+                Enforcement::On => Some(Denial::LimiterUnavailable),
+                Enforcement::Shadow => None,
+            };
+        }
         if route.enforce == Enforcement::On {
             ctx.rate = Some(outcome);
         }

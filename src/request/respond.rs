@@ -28,6 +28,9 @@ pub async fn respond(session: &mut Session, ctx: &Ctx, denial: &Denial) -> Resul
         Denial::RateLimited { retry_after, .. } => {
             resp.insert_header("retry-after", HeaderValue::from(*retry_after))?;
         }
+        Denial::LimiterUnavailable => {
+            resp.insert_header("retry-after", HeaderValue::from_static("1"))?;
+        }
         _ => {}
     }
     if let Some(rate) = &ctx.rate {

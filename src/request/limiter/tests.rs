@@ -63,6 +63,7 @@ fn header_figures_while_draining_and_refilling() {
         remaining,
         reset_secs,
         retry_after_secs,
+        unavailable: false,
     };
     assert_eq!(l.check(&k, lim), o(true, 2, 1, 0));
     assert_eq!(l.check(&k, lim), o(true, 1, 2, 0));
@@ -406,4 +407,310 @@ fn concurrent_new_keys_each_get_one_bucket() {
     assert_eq!(allowed.into_inner(), 16 * 3);
     assert_eq!(l.len(), 16);
     assert_eq!(l.untracked(), 0);
+}
+
+// ---- In a fleet (CONTRACT §7) ----
+
+use crate::config::OnUnavailable;
+
+fn report_of(l: &Limiter, id: &str) -> Option<Report> {
+    l.collect(|id, _| {
+        let mut n = [0u8; 16];
+        n[..id.len().min(16)].copy_from_slice(&id.as_bytes()[..id.len().min(16)]);
+        n
+    })
+    .into_iter()
+    .find(|r| &*r.bucket == id)
+}
+
+#[test]
+fn a_new_bucket_in_a_fleet_is_this_instances_share_until_synced() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    // 9 of burst 9 across 3 instances: 3 here.
+    assert_eq!(drain(&l, &k, limit(9, 60, 9)), 3);
+    let r = report_of(&l, "k").unwrap();
+    assert_eq!((r.consumed, r.denied), (3, true));
+    // Collected: nothing pending until the next request.
+    assert_eq!(report_of(&l, "k").unwrap().consumed, 0);
+}
+
+#[test]
+fn a_share_always_admits_one_request_even_when_burst_is_below_the_fleet_size() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 5 });
+    let k = key("k");
+    assert_eq!(drain(&l, &k, limit(2, 60, 2)), 1);
+}
+
+#[test]
+fn a_sole_user_gets_the_whole_remaining_and_headers_show_the_fleet() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    let lim = limit(10, 60, 10);
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    // The fleet has seen this one request (6 s of debt) and nobody else.
+    let at = 0;
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 6 * NANOS_PER_SEC,
+            shared: false,
+        },
+        at,
+    );
+    let o = l.check(&k, lim);
+    assert!(o.allowed);
+    assert_eq!(
+        o.remaining, 8,
+        "fleet remaining: 10 - 1 reported - this one"
+    );
+    assert_eq!(drain(&l, &k, lim), 8);
+    let denied = l.check(&k, lim);
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after_secs, 6);
+}
+
+#[test]
+fn a_shared_bucket_admits_its_share_of_the_fleet_remaining() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    let lim = limit(30, 60, 30);
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    // Others spent: 12 of 30 left (18 tokens of 2 s debt).
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 36 * NANOS_PER_SEC,
+            shared: true,
+        },
+        0,
+    );
+    let first = l.check(&k, lim);
+    assert_eq!(first.remaining, 11, "the fleet's figure, not the share's");
+    assert_eq!(1 + drain(&l, &k, lim), 4, "a third of 12");
+}
+
+#[test]
+fn what_is_admitted_while_a_report_is_in_flight_is_taken_off_the_answer() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 1 });
+    let k = key("k");
+    let lim = limit(10, 60, 10);
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    // Two more before the answer arrives.
+    assert!(l.check(&k, lim).allowed);
+    assert!(l.check(&k, lim).allowed);
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 6 * NANOS_PER_SEC,
+            shared: false,
+        },
+        0,
+    );
+    assert_eq!(drain(&l, &k, lim), 7);
+    assert_eq!(report_of(&l, "k").unwrap().consumed, 9);
+}
+
+#[test]
+fn fleet_debt_refuses_until_repaid() {
+    let (clock, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 2 });
+    let k = key("k");
+    let lim = limit(10, 10, 10);
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    // The fleet over-spent by 3 tokens: 13 s from full with a 10 s capacity.
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 13 * NANOS_PER_SEC,
+            shared: false,
+        },
+        clock.mono_nanos(),
+    );
+    assert!(!l.check(&k, lim).allowed);
+    clock.advance(Duration::from_millis(3_500));
+    assert!(!l.check(&k, lim).allowed, "3 s of debt, then one token");
+    clock.advance(Duration::from_millis(600));
+    assert!(l.check(&k, lim).allowed);
+}
+
+#[test]
+fn the_last_tokens_go_to_an_instance_that_is_refusing() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    let lim = limit(10, 600, 10);
+    assert_eq!(drain(&l, &k, lim), 3);
+    let r = report_of(&l, "k").unwrap();
+    assert!(r.denied);
+    // 2 tokens left fleet-wide: a third of that is less than one.
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 8 * 60 * NANOS_PER_SEC,
+            shared: true,
+        },
+        0,
+    );
+    assert_eq!(drain(&l, &k, lim), 1);
+}
+
+#[test]
+fn a_failed_report_is_sent_again() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 1 });
+    let k = key("k");
+    let lim = limit(10, 60, 10);
+    for _ in 0..4 {
+        assert!(l.check(&k, lim).allowed);
+    }
+    let r = report_of(&l, "k").unwrap();
+    assert_eq!(r.consumed, 4);
+    assert!(l.check(&k, lim).allowed);
+    l.restore(std::slice::from_ref(&r));
+    assert_eq!(report_of(&l, "k").unwrap().consumed, 5);
+}
+
+#[test]
+fn degraded_modes_apply_on_unavailable() {
+    let lim = limit(9, 60, 9);
+    let degraded = |mode| Fleet::Degraded { instances: 3, mode };
+    for (mode, admitted) in [
+        (OnUnavailable::LocalShare, 3),
+        (OnUnavailable::LocalFull, 9),
+    ] {
+        let (_, l) = limiter(100);
+        l.set_fleet(degraded(mode));
+        assert_eq!(drain(&l, &key("k"), lim), admitted, "{mode:?}");
+        assert_eq!(
+            report_of(&l, "k").unwrap().consumed,
+            admitted,
+            "kept for the fleet"
+        );
+    }
+    let (_, l) = limiter(100);
+    l.set_fleet(degraded(OnUnavailable::Allow));
+    for _ in 0..50 {
+        assert!(l.check(&key("k"), lim).allowed);
+    }
+    assert_eq!(report_of(&l, "k").unwrap().consumed, 50);
+    let (_, l) = limiter(100);
+    l.set_fleet(degraded(OnUnavailable::Deny));
+    let o = l.check(&key("k"), lim);
+    assert!(!o.allowed && o.unavailable);
+    assert_eq!(o.retry_after_secs, 1);
+}
+
+#[test]
+fn without_a_fleet_nothing_is_kept_for_one() {
+    let (_, l) = limiter(100);
+    let k = key("k");
+    assert!(l.check(&k, limit(10, 60, 10)).allowed);
+    let r = report_of(&l, "k").unwrap();
+    assert_eq!(r.consumed, 0);
+    assert!(!l.check(&k, limit(10, 60, 10)).unavailable);
+}
+
+/// The fleet's bucket as `cluster/sync.lua` keeps it, on a virtual clock:
+/// the reference the simulation below reconciles three limiters with.
+struct FleetModel {
+    tat: u64,
+    writers: Vec<(usize, u64)>,
+}
+
+impl FleetModel {
+    fn report(
+        &mut self,
+        who: usize,
+        consumed: u64,
+        lim: Limit,
+        now: u64,
+        stale: u64,
+    ) -> FleetBucket {
+        let cap = lim.capacity();
+        self.tat = self.tat.max(now);
+        if consumed > 0 {
+            self.tat = (self.tat + consumed * lim.interval()).min(now + 2 * cap);
+            self.writers.retain(|&(w, _)| w != who);
+            self.writers.push((who, now));
+        }
+        let shared = self
+            .writers
+            .iter()
+            .any(|&(w, at)| w != who && now.saturating_sub(at) <= stale);
+        FleetBucket {
+            level: self.tat - now,
+            shared,
+        }
+    }
+}
+
+#[test]
+fn simulated_fleet_of_three_stays_within_the_share_bound() {
+    // 100/s burst 100, sync every 50 ms, uneven traffic (70/20/10 %) at
+    // 3x the limit, 10 virtual seconds: admitted ≈ burst + rate·t, and the
+    // excess over it within (1 - 1/N)·(burst + rate·sync).
+    let clock = ManualClock::at(1_800_000_000);
+    let lim = limit(100, 1, 100);
+    let limiters: Vec<Limiter> = (0..3)
+        .map(|_| {
+            let l = Limiter::new(clock.clone(), 100);
+            l.set_fleet(Fleet::Synced { instances: 3 });
+            l
+        })
+        .collect();
+    let k = key("k");
+    let mut fleet = FleetModel {
+        tat: 0,
+        writers: Vec::new(),
+    };
+    let step = Duration::from_micros(1_000);
+    let sync_every = 50;
+    let mut admitted = 0u64;
+    let mut worst_excess = 0f64;
+    let start = clock.mono_nanos();
+    for ms in 0..10_000u64 {
+        // 300 requests a second: 3 per 10 ms slot... spread by share.
+        for (who, per_10ms) in [(0usize, 21u64), (1, 6), (2, 3)] {
+            let n = per_10ms / 10 + u64::from(ms % 10 < per_10ms % 10);
+            for _ in 0..n {
+                if limiters[who].check(&k, lim).allowed {
+                    admitted += 1;
+                }
+            }
+        }
+        if ms % sync_every == sync_every - 1 {
+            for (who, l) in limiters.iter().enumerate() {
+                let now = clock.mono_nanos();
+                if let Some(r) = report_of(l, "k") {
+                    let answer = fleet.report(who, r.consumed, lim, now, 150 * 1_000_000);
+                    l.apply(&r, answer, now);
+                }
+            }
+        }
+        clock.advance(step);
+        let elapsed = (clock.mono_nanos() - start) as f64 / 1e9;
+        let ideal = 100.0 + 100.0 * elapsed;
+        worst_excess = worst_excess.max(admitted as f64 - ideal);
+    }
+    let ideal = 100.0 + 100.0 * 10.0;
+    let bound = (1.0 - 1.0 / 3.0) * (100.0 + 100.0 * 0.05);
+    assert!(
+        worst_excess <= bound,
+        "excess {worst_excess} over bound {bound}"
+    );
+    let ratio = admitted as f64 / ideal;
+    assert!(
+        (0.97..=1.03).contains(&ratio),
+        "admitted {admitted} of ideal {ideal}"
+    );
 }
