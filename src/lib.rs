@@ -8,16 +8,18 @@
 //! the [`request::headers`] and forwards to an upstream pool of the
 //! [`gateway::Gateway`], the state one load builds whole from config and
 //! snapshot and [`control::reload`] swaps whole. Every answer keygate writes
-//! itself is a [`model::denial::Denial`].
+//! itself is a [`model::denial::Denial`]. With `[cluster]`, [`cluster`]
+//! reconciles the limiter's buckets with the fleet's in Redis, off that path.
 //!
 //! Folders in dependency order, each using only those before it: `util`,
 //! `model`, `telemetry`, `config`, `snapshot`, `gateway`, `request`,
-//! `control`, `server`, `cli`.
+//! `cluster`, `control`, `server`, `cli`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod gateway;

@@ -252,9 +252,12 @@ pub fn run(
             reloader: Arc::clone(&reloader),
         },
     ));
+    let cluster = crate::cluster::ClusterService::new(Arc::clone(&shared));
+    let fleet = cluster.reader();
+    server.add_service(background_service("cluster", cluster));
     server.add_service(background_service(
         "admin",
-        AdminService::new(admin_listener, Arc::clone(&shared), reloader),
+        AdminService::new(admin_listener, Arc::clone(&shared), reloader, fleet),
     ));
     server.add_service(background_service(
         "housekeeping",

@@ -5,13 +5,15 @@
 //! - `GET /readyz`: 200 once config and snapshot are loaded and the listeners
 //!   accept; 503 from the moment SIGTERM arrives. The body reports each
 //!   upstream's health; an unhealthy upstream does not make the gateway unready.
-//! - `GET /keys`: key metadata with `last_used_at`, never a hash.
+//! - `GET /keys`: key metadata with `last_used_at` (the fleet's latest with
+//!   `[cluster]`), never a hash.
 //! - `POST /reload`: like SIGHUP; 200 with what was loaded, 422 with the errors.
 //!
 //! With `[admin] token_hash` set, `/keys` and `/reload` need that bearer token;
 //! `/metrics` and the probes stay open. It keeps answering through the SIGTERM
 //! grace period (so `/readyz` can say 503), unlike the proxy listeners.
 
+use crate::cluster::FleetReader;
 use crate::control::reload::Reloader;
 use crate::gateway::Gateway;
 use crate::model::denial::{Denial, json_body};
@@ -43,6 +45,7 @@ pub struct AdminService {
 struct Handler {
     shared: Arc<Shared>,
     reloader: Arc<Reloader>,
+    fleet: FleetReader,
 }
 
 /// A response: status, content type, body.
@@ -102,10 +105,15 @@ impl AdminService {
         listener: std::net::TcpListener,
         shared: Arc<Shared>,
         reloader: Arc<Reloader>,
+        fleet: FleetReader,
     ) -> Self {
         AdminService {
             listener: Mutex::new(Some(listener)),
-            handler: Handler { shared, reloader },
+            handler: Handler {
+                shared,
+                reloader,
+                fleet,
+            },
         }
     }
 }
@@ -155,7 +163,13 @@ impl Handler {
                     let _ = session.write_response_body(b, true).await;
                 }
                 Body::Keys(gw, now) => {
-                    for (chunk, last) in key_list_chunks(&gw.policy.keys, now) {
+                    let keys = &gw.policy.keys;
+                    for range in chunk_ranges(keys.len()) {
+                        if gw.config.cluster.is_some() {
+                            self.fleet.fleet_last_used(keys, range.clone()).await;
+                        }
+                        let last = range.end == keys.len();
+                        let chunk = key_list_chunk(keys, now, range.start, range.end);
                         if session.write_response_body(chunk, last).await.is_err() {
                             break;
                         }
@@ -262,7 +276,17 @@ impl Handler {
                 })
             })
             .collect();
-        Reply::json(status, json!({"status": word, "upstreams": upstreams}))
+        let mut body = json!({"status": word, "upstreams": upstreams});
+        // A degraded fleet does not make the gateway unready: it still
+        // limits, as `on_unavailable` says.
+        if gw.config.cluster.is_some() {
+            let fleet = crate::cluster::status(self.shared.limiter.fleet());
+            body["cluster"] = json!({
+                "up": fleet.is_some_and(|f| f.up),
+                "instances": fleet.map_or(0, |f| f.instances),
+            });
+        }
+        Reply::json(status, body)
     }
 
     fn keys(&self) -> Reply {
@@ -318,12 +342,21 @@ struct RateView {
 
 /// The `/keys` array in chunks of [`KEYS_PER_CHUNK`] records, each with
 /// whether it is the last (there is always at least one: `[]`).
+#[cfg(test)]
 fn key_list_chunks(keys: &KeyIndex, now: i64) -> impl Iterator<Item = (Bytes, bool)> + '_ {
-    let total = keys.len();
+    chunk_ranges(keys.len()).map(move |r| {
+        (
+            key_list_chunk(keys, now, r.start, r.end),
+            r.end == keys.len(),
+        )
+    })
+}
+
+/// The slots of each `/keys` chunk (at least one, possibly empty: `[]`).
+fn chunk_ranges(total: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..total.div_ceil(KEYS_PER_CHUNK).max(1)).map(move |i| {
         let start = i * KEYS_PER_CHUNK;
-        let end = (start + KEYS_PER_CHUNK).min(total);
-        (key_list_chunk(keys, now, start, end), end == total)
+        start..(start + KEYS_PER_CHUNK).min(total)
     })
 }
 

@@ -279,6 +279,13 @@ impl KeyIndex {
         }
     }
 
+    /// Raises a slot's last use to `t` (the fleet's latest, CONTRACT §7).
+    pub fn note_used(&self, slot: usize, t: i64) {
+        if let Some(cell) = self.last_used.get(slot) {
+            cell.fetch_max(t, Ordering::Relaxed);
+        }
+    }
+
     /// Last use (unix seconds) of a slot, if any since the process started.
     pub fn last_used(&self, slot: usize) -> Option<i64> {
         match self.last_used[slot].load(Ordering::Relaxed) {

@@ -39,6 +39,27 @@ pub struct Metrics {
     /// `keygate_state_generations`: loaded states still in memory (the live
     /// one, plus old ones that in-flight work still holds).
     pub generations: IntGauge,
+    /// The fleet sync's figures (CONTRACT §7).
+    pub cluster: ClusterMetrics,
+}
+
+/// `keygate_cluster_*`: present whether or not `[cluster]` is set (0 without it).
+pub struct ClusterMetrics {
+    /// `keygate_cluster_up`: 1 while synced, 0 while degraded or off.
+    pub up: IntGauge,
+    /// `keygate_cluster_instances`: instances seen in the last 3 sync periods.
+    pub instances: IntGauge,
+    /// `keygate_cluster_sync_duration_seconds`: one whole sync (every batch).
+    pub sync_duration: Histogram,
+    failures: [IntCounter; 3],
+}
+
+impl ClusterMetrics {
+    /// `keygate_cluster_sync_failures_total{kind}` (the kinds of the
+    /// upstream errors: connect, timeout, other).
+    pub fn failure(&self, kind: UpstreamErrorKind) {
+        self.failures[kind as usize].inc();
+    }
 }
 
 /// Upstream error kinds (`kind` label).
@@ -212,7 +233,51 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         register(&registry, Box::new(generations.clone()));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help)
+                .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+            register(&registry, Box::new(g.clone()));
+            g
+        };
+        let cluster_up = gauge(
+            "keygate_cluster_up",
+            "1 while the rate limits are synced with the fleet through Redis, 0 while degraded (or without [cluster]).",
+        );
+        let cluster_instances = gauge(
+            "keygate_cluster_instances",
+            "Instances of the fleet seen in the last 3 sync periods (the last figure while degraded; 0 without [cluster]).",
+        );
+        let sync_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "keygate_cluster_sync_duration_seconds",
+                "Time of one sync of the rate-limit buckets with Redis, every batch included.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 5.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static histogram is valid: {e}"));
+        register(&registry, Box::new(sync_duration.clone()));
+        let sync_failures = counter_vec(
+            &registry,
+            "keygate_cluster_sync_failures_total",
+            "Failed syncs with Redis, by kind.",
+            &["kind"],
+        );
+        let cluster = ClusterMetrics {
+            up: cluster_up,
+            instances: cluster_instances,
+            sync_duration,
+            failures: [
+                UpstreamErrorKind::Connect,
+                UpstreamErrorKind::Timeout,
+                UpstreamErrorKind::Other,
+            ]
+            .map(|k| sync_failures.with_label_values(&[k.as_str()])),
+        };
         Metrics {
+            cluster,
             reload_success: reloads.with_label_values(&["success"]),
             reload_failure: reloads.with_label_values(&["failure"]),
             registry,

@@ -1,0 +1,522 @@
+//! Cluster mode (CONTRACT §7): the background service that reconciles the
+//! limiter's buckets with the fleet's in Redis every `sync_ms`, and earlier
+//! when a bucket asks, so a key's limit holds for the whole fleet. The
+//! request path never waits for it: it answers from the limiter.
+//!
+//! One sync is one script call per batch of buckets (`sync.lua`), run on
+//! Redis's clock, that adds what this instance admitted, heartbeats its
+//! membership and returns each bucket's fleet level; at most one call is in
+//! flight. A failed call gives the consumption back to the limiter to be sent
+//! again, marks the instance degraded (logged once) and applies
+//! `on_unavailable` until Redis answers again.
+//!
+//! What Redis holds is named by hashes of bucket and key ids, never a key or
+//! a key hash, and every Redis key has a TTL. Fleet-wide `last_used_at`
+//! travels in its own script (`used.lua`) once a second and is read back by
+//! `GET /keys` ([`FleetReader::fleet_last_used`]).
+
+pub mod link;
+
+use crate::config::ClusterConfig;
+use crate::gateway::Gateway;
+use crate::model::limit::Limit;
+use crate::request::Shared;
+use crate::request::limiter::{Fleet, FleetBucket, Report};
+use crate::snapshot::KeyIndex;
+use async_trait::async_trait;
+use link::{Link, LinkError};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use redis::Script;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Buckets per script call: bounds the time Redis spends in one call.
+const BATCH: usize = 500;
+
+/// Keys per `last_used` call.
+const USED_BATCH: usize = 1000;
+
+/// How long Redis keeps a key's fleet-wide last use after its last update.
+const USED_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// How often last uses are pushed.
+const USED_EVERY: Duration = Duration::from_secs(1);
+
+/// While degraded, Redis is tried again this often at most (and at least
+/// every sync period).
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// How often the service looks for a `[cluster]` table while there is none.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// The fleet as this instance sees it, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Whether the last sync succeeded.
+    pub up: bool,
+    /// Instances seen in the last 3 sync periods.
+    pub instances: u32,
+}
+
+/// The fleet's status from the limiter's mode; `None` without `[cluster]`.
+pub fn status(fleet: Fleet) -> Option<Status> {
+    match fleet {
+        Fleet::Alone => None,
+        Fleet::Synced { instances } => Some(Status {
+            up: true,
+            instances,
+        }),
+        Fleet::Degraded { instances, .. } => Some(Status {
+            up: false,
+            instances,
+        }),
+    }
+}
+
+/// A bucket's name in Redis: a hash of its id and limit, so a changed limit
+/// is a fresh bucket fleet-wide (CONTRACT §6) and no key id is stored.
+pub fn bucket_name(bucket: &str, limit: Limit) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"keygate bucket\0");
+    h.update(bucket.as_bytes());
+    h.update(format!("\0{}/{}:{}", limit.requests, limit.per_secs, limit.burst).as_bytes());
+    first_16(h)
+}
+
+/// A key's last-use entry name in Redis: a hash of its id.
+pub fn used_name(key_id: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"keygate last use\0");
+    h.update(key_id.as_bytes());
+    first_16(h)
+}
+
+fn first_16(h: Sha256) -> [u8; 16] {
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+fn redis_key(namespace: &str, kind: &str, name: &[u8; 16]) -> String {
+    format!("{namespace}:{kind}:{}", hex::encode(name))
+}
+
+/// Microseconds as Redis's script reads them.
+fn micros(nanos: u64) -> String {
+    format!("{}.{:03}", nanos / 1000, nanos % 1000)
+}
+
+/// The reconciliation service.
+pub struct ClusterService {
+    shared: Arc<Shared>,
+    instance: String,
+    /// The open link, also used by `GET /keys`.
+    link: Arc<tokio::sync::Mutex<Option<Link>>>,
+    state: Mutex<SyncState>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Why the instance is degraded, once logged.
+    degraded: Option<String>,
+    /// Last uses already pushed, by slot of `keys`.
+    pushed: Vec<i64>,
+    /// The state whose key index `pushed` refers to (not kept alive).
+    keys: Weak<Gateway>,
+    last_push: Option<Instant>,
+}
+
+impl ClusterService {
+    /// A service for `shared`'s limiter; it follows `[cluster]` across reloads.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ClusterService {
+            shared,
+            instance: format!("{:016x}", rand::random::<u64>()),
+            link: Arc::new(tokio::sync::Mutex::new(None)),
+            state: Mutex::new(SyncState::default()),
+        }
+    }
+
+    /// The link `GET /keys` reads fleet-wide last uses through.
+    pub fn reader(&self) -> FleetReader {
+        FleetReader {
+            link: Arc::clone(&self.link),
+        }
+    }
+
+    fn wanted(&self) -> Option<ClusterConfig> {
+        self.shared.state.load().config.cluster.clone()
+    }
+
+    /// Makes the link match `[cluster]`; `false` when there is none.
+    async fn follow_config(&self) -> bool {
+        let want = self.wanted();
+        let mut link = self.link.lock().await;
+        let same = match (&*link, &want) {
+            (Some(l), Some(w)) => l.config == *w,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return want.is_some();
+        }
+        let limiter = &self.shared.limiter;
+        let metrics = &self.shared.metrics.cluster;
+        if let Some(old) = link.take() {
+            leave(old, &self.instance).await;
+        }
+        self.lock_state().degraded = None;
+        match want {
+            None => {
+                limiter.set_fleet(Fleet::Alone);
+                metrics.up.set(0);
+                metrics.instances.set(0);
+                tracing::info!("cluster off: each key's limit is enforced by this instance alone");
+                false
+            }
+            Some(config) => {
+                tracing::info!(
+                    redis = %config.redis.redacted(),
+                    namespace = %config.namespace,
+                    sync_ms = config.sync.as_millis() as u64,
+                    timeout_ms = config.timeout.as_millis() as u64,
+                    on_unavailable = config.on_unavailable.as_str(),
+                    "cluster on"
+                );
+                // Until the first sync says otherwise, this instance is
+                // alone in its fleet.
+                if limiter.fleet() == Fleet::Alone {
+                    limiter.set_fleet(Fleet::Synced { instances: 1 });
+                }
+                match Link::new(config) {
+                    Ok(l) => *link = Some(l),
+                    Err(e) => tracing::error!(reason = %e, "cluster link cannot be made"),
+                }
+                true
+            }
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One sync of every bucket that has something to tell or to learn.
+    async fn sync(&self) {
+        let mut guard = self.link.lock().await;
+        let Some(link) = guard.as_mut() else {
+            return;
+        };
+        let limiter = &self.shared.limiter;
+        let metrics = &self.shared.metrics.cluster;
+        let namespace = link.config.namespace.clone();
+        let sync_ms = link.config.sync.as_millis() as u64;
+        let reports = limiter.collect(bucket_name);
+        let started = Instant::now();
+        let members = format!("{namespace}:members");
+        let mut sent = 0;
+        let mut failure = None;
+        let mut batches = reports.chunks(BATCH).peekable();
+        let empty: &[Report] = &[];
+        let mut first = true;
+        // One call even with nothing to report: it is the heartbeat.
+        while first || batches.peek().is_some() {
+            let batch = batches.next().unwrap_or(empty);
+            let heartbeat = first;
+            first = false;
+            let answer = link
+                .call("sync", async |mut conn| {
+                    let script = sync_script();
+                    let mut call = script.prepare_invoke();
+                    call.key(&members);
+                    for r in batch {
+                        call.key(redis_key(&namespace, "b", &r.fleet_id));
+                    }
+                    call.arg(&self.instance)
+                        .arg(sync_ms)
+                        .arg(if heartbeat { "1" } else { "0" });
+                    for r in batch {
+                        call.arg(micros(r.limit.interval()))
+                            .arg(micros(r.limit.capacity()))
+                            .arg(r.consumed);
+                    }
+                    call.invoke_async::<Vec<redis::Value>>(&mut conn).await
+                })
+                .await;
+            let at = self.shared.clock.mono_nanos();
+            match answer.and_then(|a| parse_answer(&a, batch.len())) {
+                Ok((instances, buckets)) => {
+                    limiter.set_fleet(Fleet::Synced { instances });
+                    metrics.instances.set(i64::from(instances));
+                    for (r, b) in batch.iter().zip(buckets) {
+                        limiter.apply(r, b, at);
+                    }
+                    sent += batch.len();
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let on_unavailable = link.config.on_unavailable;
+        drop(guard);
+        metrics
+            .sync_duration
+            .observe(started.elapsed().as_secs_f64());
+        match failure {
+            None => {
+                metrics.up.set(1);
+                if let Some(reason) = self.lock_state().degraded.take() {
+                    tracing::info!(was = %reason, "cluster recovered");
+                }
+            }
+            Some(e) => {
+                // Nothing admitted is lost: it goes out with the next sync.
+                limiter.restore(&reports[sent..]);
+                metrics.failure(e.kind);
+                metrics.up.set(0);
+                let instances = match limiter.fleet() {
+                    Fleet::Synced { instances } | Fleet::Degraded { instances, .. } => instances,
+                    Fleet::Alone => 1,
+                };
+                limiter.set_fleet(Fleet::Degraded {
+                    instances,
+                    mode: on_unavailable,
+                });
+                let mut state = self.lock_state();
+                if state.degraded.is_none() {
+                    tracing::warn!(
+                        reason = %e,
+                        on_unavailable = on_unavailable.as_str(),
+                        instances,
+                        "cluster degraded"
+                    );
+                    state.degraded = Some(e.reason);
+                }
+            }
+        }
+    }
+
+    /// Pushes the last uses that changed since the last push, once a second.
+    async fn push_last_used(&self) {
+        let gw = self.shared.state.load_full();
+        let changed: Vec<(usize, i64)> = {
+            let mut state = self.lock_state();
+            if state.degraded.is_some() || state.last_push.is_some_and(|t| t.elapsed() < USED_EVERY)
+            {
+                return;
+            }
+            state.last_push = Some(Instant::now());
+            let keys = &gw.policy.keys;
+            if !Weak::ptr_eq(&state.keys, &Arc::downgrade(&gw)) {
+                state.pushed = vec![0; keys.len()];
+                state.keys = Arc::downgrade(&gw);
+            }
+            (0..keys.len())
+                .filter_map(|slot| match keys.last_used(slot) {
+                    Some(t) if t > state.pushed[slot] => Some((slot, t)),
+                    _ => None,
+                })
+                .collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
+        let keys = &gw.policy.keys;
+        let mut guard = self.link.lock().await;
+        let Some(link) = guard.as_mut() else {
+            return;
+        };
+        let namespace = link.config.namespace.clone();
+        for batch in changed.chunks(USED_BATCH) {
+            let answer = link
+                .call("last use", async |mut conn| {
+                    let script = used_script();
+                    let mut call = script.prepare_invoke();
+                    for &(slot, _) in batch {
+                        call.key(redis_key(
+                            &namespace,
+                            "u",
+                            &used_name(keys.record(slot).id()),
+                        ));
+                    }
+                    call.arg(USED_TTL_SECS);
+                    for &(_, t) in batch {
+                        call.arg(t);
+                    }
+                    call.invoke_async::<Vec<i64>>(&mut conn).await
+                })
+                .await;
+            match answer {
+                Ok(seen) => {
+                    let mut state = self.lock_state();
+                    for (&(slot, t), fleet) in batch.iter().zip(seen) {
+                        keys.note_used(slot, fleet);
+                        if let Some(p) = state.pushed.get_mut(slot) {
+                            *p = t.max(fleet);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(reason = %e, "cluster: last uses not pushed; trying again");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Leaves the fleet (so the others' shares grow at once): best effort.
+async fn leave(mut link: Link, instance: &str) {
+    let members = format!("{}:members", link.config.namespace);
+    let _ = link
+        .call("leave", async |mut conn| {
+            redis::cmd("ZREM")
+                .arg(&members)
+                .arg(instance)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await;
+}
+
+fn parse_answer(
+    answer: &[redis::Value],
+    buckets: usize,
+) -> Result<(u32, Vec<FleetBucket>), LinkError> {
+    let bad = || LinkError {
+        kind: crate::telemetry::metrics::UpstreamErrorKind::Other,
+        reason: "unexpected answer from the sync script".into(),
+    };
+    if answer.len() != 1 + 2 * buckets {
+        return Err(bad());
+    }
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    let instances = int(&answer[0])
+        .ok_or_else(bad)?
+        .clamp(1, i64::from(u32::MAX)) as u32;
+    let mut out = Vec::with_capacity(buckets);
+    for pair in answer[1..].chunks(2) {
+        let level = match &pair[0] {
+            redis::Value::BulkString(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        let shared = int(&pair[1]).ok_or_else(bad)? == 1;
+        out.push(FleetBucket {
+            level: (level.max(0.0) * 1000.0) as u64,
+            shared,
+        });
+    }
+    Ok((instances, out))
+}
+
+fn sync_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("sync.lua")))
+}
+
+fn used_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("used.lua")))
+}
+
+#[async_trait]
+impl BackgroundService for ClusterService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if !self.follow_config().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let started = Instant::now();
+            self.sync().await;
+            self.push_last_used().await;
+            let Some(config) = self.wanted() else {
+                continue;
+            };
+            let degraded = self.lock_state().degraded.is_some();
+            let period = if degraded {
+                config.sync.min(RETRY_EVERY)
+            } else {
+                config.sync
+            };
+            let next = tokio::time::Instant::from_std(started + period);
+            // A bucket may ask for an early sync; never more often than four
+            // times a period.
+            let earliest = tokio::time::Instant::from_std(started + period / 4);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.shared.limiter.wants_sync(), if !degraded => {
+                    tokio::time::sleep_until(earliest).await;
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Shutting down: tell the fleet what was admitted, and leave it.
+        if self.wanted().is_some() {
+            self.sync().await;
+        }
+        if let Some(link) = self.link.lock().await.take() {
+            leave(link, &self.instance).await;
+        }
+    }
+}
+
+/// Reads fleet-wide last uses for `GET /keys`.
+#[derive(Clone)]
+pub struct FleetReader {
+    link: Arc<tokio::sync::Mutex<Option<Link>>>,
+}
+
+impl FleetReader {
+    /// Raises the last use of `slots` of `keys` to the fleet's latest. Within
+    /// `timeout_ms`; on any failure the local figures stand.
+    pub async fn fleet_last_used(&self, keys: &KeyIndex, slots: std::ops::Range<usize>) {
+        let mut guard = self.link.lock().await;
+        let Some(link) = guard.as_mut() else {
+            return;
+        };
+        let namespace = link.config.namespace.clone();
+        let names: Vec<String> = slots
+            .clone()
+            .map(|slot| redis_key(&namespace, "u", &used_name(keys.record(slot).id())))
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let answer = link
+            .call("read last uses", async |mut conn| {
+                redis::cmd("MGET")
+                    .arg(&names)
+                    .query_async::<Vec<Option<i64>>>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Ok(seen) = answer {
+            for (slot, t) in slots.zip(seen) {
+                if let Some(t) = t {
+                    keys.note_used(slot, t);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

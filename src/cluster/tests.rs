@@ -1,0 +1,81 @@
+use super::*;
+
+#[test]
+fn micros_keep_nanosecond_precision() {
+    assert_eq!(micros(0), "0.000");
+    assert_eq!(micros(1), "0.001");
+    assert_eq!(micros(600_000_000_000), "600000000.000");
+    assert_eq!(micros(8_571_428_572), "8571428.572");
+}
+
+#[test]
+fn bucket_names_follow_id_and_limit_and_hide_both() {
+    let l = Limit::from_raw(10, 60, None).unwrap();
+    let other = Limit::from_raw(10, 60, Some(20)).unwrap();
+    assert_eq!(bucket_name("key_a", l), bucket_name("key_a", l));
+    assert_ne!(bucket_name("key_a", l), bucket_name("key_b", l));
+    assert_ne!(bucket_name("key_a", l), bucket_name("key_a", other));
+    let name = redis_key("kg", "b", &bucket_name("key_a", l));
+    assert!(name.starts_with("kg:b:") && name.len() == 5 + 32, "{name}");
+    assert!(!name.contains("key_a"));
+    assert_ne!(
+        used_name("key_a").to_vec(),
+        bucket_name("key_a", l).to_vec()
+    );
+}
+
+#[test]
+fn answers_are_parsed_or_refused() {
+    use redis::Value;
+    let ok = [
+        Value::Int(3),
+        Value::BulkString(b"1500.250".to_vec()),
+        Value::Int(1),
+        Value::BulkString(b"0.000".to_vec()),
+        Value::Int(0),
+    ];
+    let (n, buckets) = parse_answer(&ok, 2).unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        buckets,
+        vec![
+            FleetBucket {
+                level: 1_500_250,
+                shared: true
+            },
+            FleetBucket {
+                level: 0,
+                shared: false
+            }
+        ]
+    );
+    assert_eq!(
+        parse_answer(&[Value::Int(0)], 0).unwrap().0,
+        1,
+        "never 0 instances"
+    );
+    assert!(parse_answer(&ok, 1).is_err());
+    assert!(parse_answer(&[Value::Int(1), Value::Int(5), Value::Int(0)], 1).is_err());
+}
+
+#[test]
+fn status_follows_the_fleet_mode() {
+    assert_eq!(status(Fleet::Alone), None);
+    assert_eq!(
+        status(Fleet::Synced { instances: 3 }),
+        Some(Status {
+            up: true,
+            instances: 3
+        })
+    );
+    assert_eq!(
+        status(Fleet::Degraded {
+            instances: 2,
+            mode: crate::config::OnUnavailable::Deny
+        }),
+        Some(Status {
+            up: false,
+            instances: 2
+        })
+    );
+}
