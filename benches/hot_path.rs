@@ -1,13 +1,13 @@
 //! The request hot path piece by piece: bearer parsing + SHA-256, route
 //! matching over 100 routes, the whole `decide` on a 10,000-key snapshot, and
-//! the limiter (uncontended and two threads on one key).
+//! the limiter (uncontended, in a fleet, and two threads on one key).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::gateway::Gateway;
 use keygate::model::key::{KeyDigest, Prefixes, bearer_token};
 use keygate::model::limit::Limit;
 use keygate::request::decide::{Authorization, Request, decide};
-use keygate::request::limiter::Limiter;
+use keygate::request::limiter::{Fleet, Limiter};
 use keygate::telemetry::metrics::Metrics;
 use keygate::util::clock::SystemClock;
 use std::hint::black_box;
@@ -114,6 +114,13 @@ fn limiter(c: &mut Criterion) {
     let id: Arc<str> = Arc::from("key_bench");
     c.bench_function("limiter: one allowed check, uncontended", |b| {
         b.iter(|| limiter.check(black_box(&id), limit))
+    });
+    // The same check as one instance of a fleet of 3 (CONTRACT §7): the
+    // share's cost, the pending count and the fleet view for the headers.
+    let fleet = Limiter::new(Arc::new(SystemClock::new()), 1_000_000);
+    fleet.set_fleet(Fleet::Synced { instances: 3 });
+    c.bench_function("limiter: one allowed check, uncontended, in a fleet", |b| {
+        b.iter(|| fleet.check(black_box(&id), limit))
     });
     c.bench_function("limiter: one allowed check, 2 threads on one key", |b| {
         b.iter_custom(|iters| {

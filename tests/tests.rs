@@ -11,6 +11,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 mod admin;
 // Library: a counting allocator around the hot path (drives the library API).
 mod alloc;
+// CONTRACT §7: gateway fleets sharing limits on a real Redis, stopped, killed and restarted.
+mod cluster;
 // CONTRACT §3-5 by section: status rows, precedence, bearer, request id, upstream, routes.
 mod contract;
 // `keygate demo` and its curl lines.

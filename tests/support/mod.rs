@@ -12,6 +12,8 @@ mod gateway;
 mod pki;
 // Raw HTTP/1.1 on a socket and the shared assertions on gateway answers.
 mod raw;
+// A redis-server of the test's own (stop, kill, restart) and fleets of gateways on it.
+mod redis;
 // `keys.toml` text built from minted keys.
 mod snapshot;
 // The real echo upstream and what it saw.
@@ -20,6 +22,7 @@ mod upstream;
 pub use gateway::*;
 pub use pki::*;
 pub use raw::*;
+pub use self::redis::*;
 pub use snapshot::*;
 pub use upstream::*;
 
