@@ -191,6 +191,9 @@ impl ClusterService {
                 if limiter.fleet() == Fleet::Alone {
                     limiter.set_fleet(Fleet::Synced { instances: 1 });
                 }
+                if let Some(s) = status(limiter.fleet()) {
+                    metrics.instances.set(i64::from(s.instances));
+                }
                 match Link::new(config) {
                     Ok(l) => *link = Some(l),
                     Err(e) => tracing::error!(reason = %e, "cluster link cannot be made"),
