@@ -217,8 +217,27 @@ impl ClusterService {
         let metrics = &self.shared.metrics.cluster;
         let namespace = link.config.namespace.clone();
         let sync_ms = link.config.sync.as_millis() as u64;
-        let reports = limiter.collect(bucket_name);
         let started = Instant::now();
+        // While degraded, a PING comes first: a call that times out on a
+        // stopped server is still run when it resumes, so consumption is sent
+        // only once the server answers (at most the batch in flight when it
+        // stopped is counted twice, which errs on the strict side).
+        if self.lock_state().degraded.is_some()
+            && let Err(e) = link
+                .call("ping", async |mut conn| {
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                })
+                .await
+        {
+            let on_unavailable = link.config.on_unavailable;
+            drop(guard);
+            metrics
+                .sync_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.degrade(e, on_unavailable);
+            return;
+        }
+        let reports = limiter.collect(bucket_name);
         let members = format!("{namespace}:members");
         let mut sent = 0;
         let mut failure = None;
@@ -244,7 +263,8 @@ impl ClusterService {
                     for r in batch {
                         call.arg(micros(r.limit.interval()))
                             .arg(micros(r.limit.capacity()))
-                            .arg(r.consumed);
+                            .arg(r.consumed)
+                            .arg(micros(r.age));
                     }
                     call.invoke_async::<Vec<redis::Value>>(&mut conn).await
                 })
@@ -280,27 +300,34 @@ impl ClusterService {
             Some(e) => {
                 // Nothing admitted is lost: it goes out with the next sync.
                 limiter.restore(&reports[sent..]);
-                metrics.failure(e.kind);
-                metrics.up.set(0);
-                let instances = match limiter.fleet() {
-                    Fleet::Synced { instances } | Fleet::Degraded { instances, .. } => instances,
-                    Fleet::Alone => 1,
-                };
-                limiter.set_fleet(Fleet::Degraded {
-                    instances,
-                    mode: on_unavailable,
-                });
-                let mut state = self.lock_state();
-                if state.degraded.is_none() {
-                    tracing::warn!(
-                        reason = %e,
-                        on_unavailable = on_unavailable.as_str(),
-                        instances,
-                        "cluster degraded"
-                    );
-                    state.degraded = Some(e.reason);
-                }
+                self.degrade(e, on_unavailable);
             }
+        }
+    }
+
+    /// A failed sync: counted, the limiter told, logged once per spell.
+    fn degrade(&self, e: LinkError, on_unavailable: crate::config::OnUnavailable) {
+        let limiter = &self.shared.limiter;
+        let metrics = &self.shared.metrics.cluster;
+        metrics.failure(e.kind);
+        metrics.up.set(0);
+        let instances = match limiter.fleet() {
+            Fleet::Synced { instances } | Fleet::Degraded { instances, .. } => instances,
+            Fleet::Alone => 1,
+        };
+        limiter.set_fleet(Fleet::Degraded {
+            instances,
+            mode: on_unavailable,
+        });
+        let mut state = self.lock_state();
+        if state.degraded.is_none() {
+            tracing::warn!(
+                reason = %e,
+                on_unavailable = on_unavailable.as_str(),
+                instances,
+                "cluster degraded"
+            );
+            state.degraded = Some(e.reason);
         }
     }
 

@@ -4,17 +4,19 @@
 -- KEYS[1]      the fleet's members (sorted set: instance -> last heartbeat, ms)
 -- KEYS[2..]    one hash per bucket: t = arrival time of the token bucket (µs,
 --              GCRA: the instant it is full again), w = last instance that
---              spent from it, m = until when (ms) more than one instance does
+--              spent from it, m = until when (ms) it counts as shared by more
+--              than one instance
 -- ARGV[1]      this instance's id (random, per process)
 -- ARGV[2]      this instance's sync period, ms (members are stale after 3)
 -- ARGV[3]      "1": count this call as the heartbeat
 -- ARGV[4..]    per bucket: interval µs, capacity µs, requests admitted since
---              the last report
+--              the last report, µs since the first of them
 --
 -- Returns {instances, level_1, shared_1, level_2, shared_2, ...}: level is
 -- how far (µs, as text) the bucket is from full after this report; shared
--- is 1 when another instance spent from it in the last 3 periods.
--- Every key written gets a TTL: a bucket's is the time it takes to refill.
+-- is 1 when another instance spent from it lately.
+-- Every key written gets a TTL: a bucket's is the time it takes to refill
+-- (at least as long as it counts as shared).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now_ms = math.floor(now / 1000)
@@ -27,14 +29,18 @@ if ARGV[3] == '1' then
 end
 local out = {redis.call('ZCARD', KEYS[1])}
 for i = 2, #KEYS do
-  local a = 4 + (i - 2) * 3
+  local a = 4 + (i - 2) * 4
   local interval = tonumber(ARGV[a])
   local capacity = tonumber(ARGV[a + 1])
   local used = tonumber(ARGV[a + 2])
+  local age = tonumber(ARGV[a + 3])
   local key = KEYS[i]
   local state = redis.call('HMGET', key, 't', 'w', 'm')
   local tat = tonumber(state[1]) or now
-  if tat < now then tat = now end
+  -- Spent from the first admission on, not all now: the refill since then
+  -- counts (what an outage held back is not a burst at its end).
+  local from = now - age
+  if tat < from then tat = from end
   local multi = tonumber(state[3]) or 0
   local writer = state[2]
   if used > 0 then
@@ -42,11 +48,17 @@ for i = 2, #KEYS do
     -- Over-spend (shares read before others spent, or a degraded spell) is
     -- kept as debt and repaid, up to one more bucket's worth.
     if tat > now + 2 * capacity then tat = now + 2 * capacity end
-    if writer and writer ~= me then multi = now_ms + stale end
+    if tat < now then tat = now end
+    -- Once several instances spend from a bucket, it stays shared for 10 s
+    -- (or 3 periods): traffic that went quiet comes back through the same
+    -- load balancer, to every instance at once.
+    if writer and writer ~= me then multi = now_ms + math.max(stale, 10000) end
     redis.call('HSET', key, 't', string.format('%.3f', tat), 'w', me, 'm', multi)
-    redis.call('PEXPIRE', key, math.max(1, math.ceil((tat - now) / 1000)))
+    local ttl = math.max(1, math.ceil((tat - now) / 1000), multi - now_ms)
+    redis.call('PEXPIRE', key, ttl)
     writer = me
   end
+  if tat < now then tat = now end
   local shared = 0
   if multi > now_ms or (writer and writer ~= me) then shared = 1 end
   out[#out + 1] = string.format('%.3f', tat - now)

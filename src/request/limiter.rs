@@ -113,6 +113,8 @@ struct Bucket {
     cost: AtomicU64,
     /// Requests admitted since the last report to the fleet.
     pending: AtomicU64,
+    /// When the first of them was admitted (monotonic nanoseconds).
+    pending_since: AtomicU64,
     /// A request was refused since the last report.
     denied: AtomicBool,
     /// The fleet bucket's arrival time as last read, on this instance's
@@ -123,12 +125,23 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Counts one admitted request for the fleet; returns the pending count.
+    #[inline]
+    fn count(&self, now: u64) -> u64 {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        if before == 0 {
+            self.pending_since.store(now, Ordering::Relaxed);
+        }
+        before + 1
+    }
+
     fn new(limit: Limit, now: u64, cost: u64) -> Bucket {
         Bucket {
             tat: AtomicU64::new(now),
             limit,
             cost: AtomicU64::new(cost),
             pending: AtomicU64::new(0),
+            pending_since: AtomicU64::new(0),
             denied: AtomicBool::new(false),
             fleet_tat: AtomicU64::new(0),
             fleet_id: OnceLock::new(),
@@ -147,6 +160,9 @@ pub struct Report {
     pub fleet_id: [u8; 16],
     /// Requests admitted since the last report.
     pub consumed: u64,
+    /// Nanoseconds since the first of them: the fleet credits the refill of
+    /// that time (a report held back by an outage is not a burst now).
+    pub age: u64,
     /// Whether a request was refused since the last report.
     pub denied: bool,
 }
@@ -279,7 +295,7 @@ impl Limiter {
                 let cost = b.cost.load(Ordering::Relaxed);
                 let own = take(&b.tat, limit, cost, interval, now);
                 let pending = if own.allowed {
-                    b.pending.fetch_add(1, Ordering::AcqRel) + 1
+                    b.count(now)
                 } else {
                     b.denied.store(true, Ordering::Relaxed);
                     self.wake.notify_one();
@@ -306,7 +322,7 @@ impl Limiter {
                 let mut outcome = take(&b.tat, limit, cost, cost, now);
                 if outcome.allowed || mode == OnUnavailable::Allow {
                     // Told to the fleet once Redis answers again.
-                    b.pending.fetch_add(1, Ordering::AcqRel);
+                    b.count(now);
                     outcome.allowed = true;
                     outcome.retry_after_secs = 0;
                 }
@@ -366,7 +382,13 @@ impl Limiter {
             }
             let consumed = b.pending.swap(0, Ordering::AcqRel);
             let denied = b.denied.swap(false, Ordering::Relaxed);
+            let age = if consumed > 0 {
+                now.saturating_sub(b.pending_since.load(Ordering::Relaxed))
+            } else {
+                0
+            };
             out.push(Report {
+                age,
                 bucket: Arc::clone(entry.key()),
                 limit: b.limit,
                 fleet_id: *b.fleet_id.get_or_init(|| name(entry.key(), b.limit)),
@@ -383,7 +405,16 @@ impl Limiter {
             if let Some(b) = self.buckets.get(&*r.bucket)
                 && b.limit == r.limit
             {
-                b.pending.fetch_add(r.consumed, Ordering::AcqRel);
+                if r.consumed > 0 {
+                    let now = self.clock.mono_nanos();
+                    let before = b.pending.fetch_add(r.consumed, Ordering::AcqRel);
+                    let since = now.saturating_sub(r.age);
+                    if before == 0 {
+                        b.pending_since.store(since, Ordering::Relaxed);
+                    } else {
+                        b.pending_since.fetch_min(since, Ordering::Relaxed);
+                    }
+                }
                 if r.denied {
                     b.denied.store(true, Ordering::Relaxed);
                 }

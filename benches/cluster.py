@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""Cluster accuracy and latency on loopback (CONTRACT §7).
+
+Starts its own redis-server (free port, no persistence), one upstream and
+three `keygate run` instances sharing one key's bucket through Redis, then
+drives them with an open-loop client: requests at a fixed arrival rate,
+round robin over the instances, each on its own keep-alive connection from a
+small pool (wrk would hide the accuracy: it only counts completions). The key
+has a limit of 100/s with a burst of 100; the offered load is 3x that.
+
+Runs (each --duration seconds unless said otherwise):
+  off          [cluster] removed: every instance limits alone (the problem).
+  on           [cluster] on: admitted against the ideal, the largest excess
+               over any 1, 5 and 10 s window against the bound
+               (1 - 1/N)·(burst + rate·(sync + RTT)), client p50/p99.
+  sigstop      Redis SIGSTOPped for 5 s mid-run: failed requests, p99, and how
+               long after SIGCONT every instance is synced again.
+  kill         Redis killed (-9) mid-run and restarted on its port 2 s later.
+  skewed       90% of the traffic on one instance.
+  burst        1 s of round-robin traffic, 3 s idle (buckets full again), then
+               3x the burst at once, round robin: admitted against the burst,
+               excess against the bound.
+
+Prints every figure and the goals next to them; exits 0 whatever they are
+(it measures, it does not gate). Stops everything it starts, by pid.
+
+  benches/cluster.py [--duration 30] [--rate 300] [--sync-ms 50]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE, BURST = 100, 100
+N = 3
+
+
+def log(msg):
+    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Procs:
+    """Every process started here, stopped by pid at exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, sig)
+                p.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait()
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Head and body are two writes: without this, Nagle and delayed ACKs add
+    # 40 ms to every response.
+    disable_nagle_algorithm = True
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *a):
+        pass
+
+
+def build():
+    log("building the release binary (cargo build --release --locked)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "keygate"],
+                   cwd=ROOT, check=True)
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    return Path(json.loads(meta.stdout)["target_directory"]) / "release" / "keygate"
+
+
+def wait(what, pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{what}: not within {timeout} s")
+
+
+def get_json(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return json.loads(body)
+
+
+class Redis:
+    def __init__(self, procs, tmp):
+        self.procs, self.tmp = procs, tmp
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = self.procs.start(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ping():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        wait("redis", ping)
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+
+class Fleet:
+    def __init__(self, procs, binary, tmp, redis, sync_ms, upstream_port):
+        self.procs, self.binary, self.tmp = procs, binary, tmp
+        self.redis, self.sync_ms, self.upstream = redis, sync_ms, upstream_port
+        self.ports = [(free_port(), free_port()) for _ in range(N)]
+        snapshot = tmp / "keys.toml"
+        self.key = subprocess.run(
+            [str(binary), "keys", "new", "--snapshot", str(snapshot), "--type", "company",
+             "--company", "acme", "--name", "bench", "--scope", "read:all",
+             "--rate-limit", f"{RATE}/1s:{BURST}"],
+            check=True, capture_output=True, text=True).stdout.strip()
+        self.gws = []
+
+    def config(self, i, cluster, namespace):
+        http_port, admin = self.ports[i]
+        text = f"""
+[server]
+listen = ["127.0.0.1:{http_port}"]
+threads = 1
+grace_period_secs = 1
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[keys]
+snapshot = "keys.toml"
+
+[[upstreams]]
+name = "api"
+servers = ["127.0.0.1:{self.upstream}"]
+
+[[routes]]
+name = "company"
+path = "/api/v1/company/**"
+upstream = "api"
+auth = "company"
+scope = "auto"
+"""
+        if cluster:
+            text += f"""
+[cluster]
+redis = "redis://127.0.0.1:{self.redis.port}/0"
+namespace = "{namespace}"
+sync_ms = {self.sync_ms}
+timeout_ms = 100
+"""
+        path = self.tmp / f"gw{i}.toml"
+        path.write_text(text)
+        return path
+
+    def start(self, cluster):
+        self.stop()
+        namespace = f"bench{int(time.time() * 1000)}"   # a fresh fleet per run
+        for i in range(N):
+            cfg = self.config(i, cluster, namespace)
+            out = open(self.tmp / f"gw{i}.log", "ab")
+            self.gws.append(self.procs.start([str(self.binary), "run", "--config", str(cfg)],
+                                             stdout=out, stderr=subprocess.STDOUT))
+        for _, admin in self.ports:
+            wait("gateway ready", lambda a=admin: get_json(a, "/readyz")["status"] == "ready")
+        if cluster:
+            wait("fleet of 3", lambda: self.all_synced(N))
+
+    def all_synced(self, n=None):
+        for _, admin in self.ports:
+            c = get_json(admin, "/readyz").get("cluster", {})
+            if not c.get("up") or (n is not None and c.get("instances") != n):
+                return False
+        return True
+
+    def stop(self):
+        for p in self.gws:
+            self.procs.stop(p)
+        self.gws = []
+
+
+def drive(fleet, duration, rate, weights=(1, 1, 1), during=None, burst_after=None):
+    """Open loop: request i is due at t0 + i/rate, sent to an instance drawn
+    by `weights` in a fixed pattern. Returns [(due, sent, latency, status,
+    instance)] with status 0 for a failed request."""
+    pattern = [i for i, w in enumerate(weights) for _ in range(w)]
+    total = int(duration * rate) if burst_after is None else 3 * BURST
+    lanes = 8 * N
+    results = [None] * total
+    t0 = time.monotonic() + 0.2 + (burst_after or 0)
+    headers = {"Authorization": f"Bearer {fleet.key}"}
+
+    def lane(k):
+        conns = {}
+        for i in range(k, total, lanes):
+            gw = pattern[i % len(pattern)]
+            due = t0 + (0 if burst_after is not None else i / rate)
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent = time.monotonic()
+            status = 0
+            try:
+                c = conns.get(gw)
+                if c is None:
+                    c = conns[gw] = http.client.HTTPConnection(
+                        "127.0.0.1", fleet.ports[gw][0], timeout=5)
+                c.request("GET", "/api/v1/company/bench", headers=headers)
+                r = c.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                conns.pop(gw, None)
+            results[i] = (due - t0, sent - t0, time.monotonic() - sent, status, gw)
+        for c in conns.values():
+            c.close()
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in range(lanes)]
+    for t in threads:
+        t.start()
+    if during:
+        during(t0)
+    for t in threads:
+        t.join()
+    return [r for r in results if r is not None]
+
+
+def excess(results, window, rtt_s):
+    """Largest admitted-in-window over what a bucket allows in it."""
+    times = sorted(r[1] for r in results if r[3] == 200)
+    worst, j = 0.0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window:
+            j += 1
+        worst = max(worst, (i - j + 1) - (BURST + RATE * window))
+    return worst
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def summary(name, results, duration, sync_s, rtt_s):
+    ok = [r for r in results if r[3] == 200]
+    limited = [r for r in results if r[3] == 429]
+    failed = [r for r in results if r[3] not in (200, 429)]
+    lat = [r[2] * 1000 for r in results if r[3] in (200, 429)]
+    ideal = BURST + RATE * duration
+    bound = (1 - 1 / N) * (BURST + RATE * (sync_s + rtt_s))
+    print(f"\n## {name}")
+    print(f"requests {len(results)}: admitted {len(ok)}, 429 {len(limited)}, failed {len(failed)}")
+    print(f"admitted / ideal ({ideal:.0f}) = {len(ok) / ideal:.3f}")
+    for w in (1, 5, 10):
+        if w <= duration:
+            print(f"largest excess over a {w:>2} s window: {excess(results, w, rtt_s):7.1f}"
+                  f"  (bound {bound:.1f})")
+    print(f"client p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
+          f"max {max(lat) if lat else float('nan'):.2f} ms")
+    return {"admitted": len(ok), "ideal": ideal, "failed": len(failed),
+            "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "bound": bound}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=3.0 * RATE, help="arrivals per second")
+    ap.add_argument("--sync-ms", type=int, default=50)
+    ap.add_argument("--binary", help="keygate binary (default: build the release one)")
+    args = ap.parse_args()
+    if not shutil.which("redis-server"):
+        raise SystemExit("redis-server is missing: apt-get install redis-server (./dev setup)")
+    binary = Path(args.binary) if args.binary else build()
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="keygate-cluster-"))
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        redis = Redis(procs, tmp)
+        fleet = Fleet(procs, binary, tmp, redis, args.sync_ms, upstream.server_address[1])
+        sync_s, rtt_s, d = args.sync_ms / 1000, 0.001, args.duration
+        print(f"# keygate cluster bench: {N} instances, one key at {RATE}/s burst {BURST}, "
+              f"{args.rate:.0f} arrivals/s round robin, sync {args.sync_ms} ms, {d:.0f} s runs")
+
+        fleet.start(cluster=False)
+        off = summary("off: each instance alone", drive(fleet, d, args.rate), d, sync_s, rtt_s)
+
+        fleet.start(cluster=True)
+        on = summary("on: one fleet bucket", drive(fleet, d, args.rate), d, sync_s, rtt_s)
+
+        fleet.start(cluster=True)
+        resync = {}
+
+        def stop_redis(t0):
+            time.sleep(max(0, t0 + d / 2 - 2.5 - time.monotonic()))
+            redis.signal(signal.SIGSTOP)
+            time.sleep(5)
+            redis.signal(signal.SIGCONT)
+            t = time.monotonic()
+            wait("resync", fleet.all_synced, timeout=10)
+            resync["s"] = time.monotonic() - t
+        stop = summary("sigstop: Redis stopped 5 s mid-run",
+                       drive(fleet, d, args.rate, during=stop_redis), d, sync_s, rtt_s)
+        print(f"every instance synced again {resync.get('s', float('nan')):.3f} s after SIGCONT")
+
+        fleet.start(cluster=True)
+
+        def kill_redis(t0):
+            time.sleep(max(0, t0 + d / 2 - 1 - time.monotonic()))
+            procs.stop(redis.proc, signal.SIGKILL)
+            time.sleep(2)
+            redis.start()
+            t = time.monotonic()
+            wait("resync", fleet.all_synced, timeout=10)
+            resync["k"] = time.monotonic() - t
+        kill = summary("kill: Redis killed -9, restarted 2 s later",
+                       drive(fleet, d, args.rate, during=kill_redis), d, sync_s, rtt_s)
+        print(f"every instance synced again {resync.get('k', float('nan')):.3f} s after the restart")
+
+        fleet.start(cluster=True)
+        skew = summary("skewed: 90% of the traffic on one instance",
+                       drive(fleet, d, args.rate, weights=(18, 1, 1)), d, sync_s, rtt_s)
+
+        # The key is known to every instance (round-robin traffic), then idle.
+        fleet.start(cluster=True)
+        drive(fleet, 1.0, args.rate)
+        results = drive(fleet, 0, args.rate, burst_after=3.0)
+        admitted = sum(1 for r in results if r[3] == 200)
+        bound = (1 - 1 / N) * (BURST + RATE * (sync_s + rtt_s))
+        print(f"\n## burst: idle 3 s, then {len(results)} requests at once")
+        print(f"admitted {admitted} of a burst of {BURST}: excess {admitted - BURST} "
+              f"(bound {bound:.1f}), failed {sum(1 for r in results if r[3] not in (200, 429))}")
+
+        print("\n## goals")
+        print(f"on: within 3% of ideal: {abs(on['admitted'] / on['ideal'] - 1) * 100:.1f}% off")
+        print(f"on: p99 / off p99 = {on['p99'] / off['p99']:.2f} (goal <= 1.05)")
+        print(f"sigstop: failed {stop['failed']} (goal 0), p99 / on p99 = "
+              f"{stop['p99'] / on['p99']:.2f} (goal <= 1.05), resync "
+              f"{resync.get('s', float('nan')):.3f} s (goal <= 1)")
+        print(f"kill: failed {kill['failed']}, skewed: {skew['admitted'] / skew['ideal']:.3f} of ideal")
+    finally:
+        procs.stop_all()
+        upstream.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
