@@ -19,10 +19,10 @@ mod snapshot;
 // The real echo upstream and what it saw.
 mod upstream;
 
+pub use self::redis::*;
 pub use gateway::*;
 pub use pki::*;
 pub use raw::*;
-pub use self::redis::*;
 pub use snapshot::*;
 pub use upstream::*;
 

@@ -1,0 +1,862 @@
+//! CONTRACT §7: cluster mode. Several real `keygate run` processes share
+//! every key's bucket through a real `redis-server` of the test's own; Redis
+//! is stopped (SIGSTOP), killed and restarted under them.
+
+use crate::support::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A keyed route (`auth = "company"`, GET needs `read:all`).
+const PATH: &str = "/api/v1/company/x";
+
+/// How much longer than `timeout_ms` a request may take, whatever Redis does.
+const LATENCY_MARGIN: Duration = Duration::from_millis(500);
+
+fn limit(requests: u32, per_secs: u32) -> String {
+    format!("rate_limit = {{ requests = {requests}, per_secs = {per_secs}, burst = {requests} }}")
+}
+
+/// A company key with `read:all` and this `rate_limit` line ("" for the default).
+fn company_key(snap: &mut Snapshot, id: &str, rate_limit: &str) -> String {
+    snap.company_key(id, "acme")
+        .scopes(&["read:all"])
+        .extra(rate_limit)
+        .add()
+}
+
+/// The standard config with `[cluster]` on `redis`, namespace `ns`.
+fn config(up: &Upstream, redis_url: &str, ns: &str, cluster_extra: &str) -> String {
+    standard_config(up.addr, &cluster_table(redis_url, ns, cluster_extra), "")
+}
+
+fn status(g: &Gateway, key: &str) -> u16 {
+    g.get(PATH, Some(key)).status().as_u16()
+}
+
+fn header(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+fn remaining(r: &reqwest::blocking::Response) -> u64 {
+    header(r, "x-ratelimit-remaining").unwrap().parse().unwrap()
+}
+
+/// A 429 of a `requests`/60s limit: `Retry-After` at least 1 and the message
+/// naming the same number of seconds.
+#[track_caller]
+fn assert_429(r: reqwest::blocking::Response, requests: u32) {
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let unit = if retry == 1 { "second" } else { "seconds" };
+    assert_json_error(
+        r,
+        429,
+        "TOO_MANY_REQUESTS",
+        &format!(
+            "Rate limit of {requests} requests per 60s exceeded. Quota resets in {retry} {unit}"
+        ),
+    );
+}
+
+/// Every gateway of `fleet` reports the cluster up with `n` instances.
+fn wait_fleet(fleet: &[Gateway], n: u64) {
+    for g in fleet {
+        g.wait_cluster(true, n);
+    }
+}
+
+/// Requests round robin over `fleet` until a whole round is refused, and
+/// still is after every gateway has synced. Returns how many were admitted.
+fn exhaust(fleet: &[Gateway], key: &str) -> usize {
+    let mut admitted = 0;
+    wait_for(
+        "the key to be refused everywhere",
+        Duration::from_secs(20),
+        || {
+            let round = |admitted: &mut usize| {
+                let mut refused = 0;
+                for g in fleet {
+                    match status(g, key) {
+                        200 => *admitted += 1,
+                        429 => refused += 1,
+                        s => panic!("status {s}"),
+                    }
+                }
+                refused == fleet.len()
+            };
+            if !round(&mut admitted) {
+                return None;
+            }
+            for g in fleet {
+                g.wait_synced();
+            }
+            round(&mut admitted).then_some(())
+        },
+    );
+    admitted
+}
+
+/// The fleet bucket's debt in Redis, in whole tokens of `interval_secs`
+/// (rounded up): what the fleet admitted, less what refilled since.
+fn fleet_tokens_used(redis: &Redis, bucket: &str, interval_secs: f64) -> u64 {
+    let t: f64 = redis.hget(bucket, "t").unwrap().parse().unwrap();
+    let level = (t - redis.now_micros()).max(0.0);
+    (level / (interval_secs * 1e6)).ceil() as u64
+}
+
+#[test]
+fn three_gateways_share_one_limit_exactly() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let shared = company_key(&mut snap, "k_shared", &limit(10, 60));
+    let solo = company_key(&mut snap, "k_solo", &limit(10, 60));
+    let fleet = start_fleet(3, &config(&up, &redis.url(), "share", ""), &snap.render());
+    wait_fleet(&fleet, 3);
+    for g in &fleet {
+        wait_for(
+            "keygate_cluster_instances 3",
+            Duration::from_secs(10),
+            || (g.metric("keygate_cluster_instances") == Some(3.0)).then_some(()),
+        );
+        assert_eq!(g.metric("keygate_cluster_up"), Some(1.0));
+    }
+
+    // 30 requests round robin: the fleet admits the limit, plus at most what
+    // the other instances' shares hold between syncs: ceil((1 - 1/3) * 10).
+    let mut admitted = 0u64;
+    for i in 0..30 {
+        let r = fleet[i % 3].get(PATH, Some(&shared));
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => assert_429(r, 10),
+            s => panic!("request {i}: status {s}"),
+        }
+    }
+    assert!(
+        (10..=17).contains(&admitted),
+        "{admitted} of 30 admitted for a fleet limit of 10"
+    );
+    // Once everyone has synced, the fleet bucket holds every admitted request.
+    for g in &fleet {
+        g.wait_synced();
+    }
+    let buckets = redis.keys("share:b:*");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(fleet_tokens_used(&redis, &buckets[0], 6.0), admitted);
+
+    // One instance alone on a key gets the whole bucket, once synced.
+    let g = &fleet[0];
+    let first = g.get(PATH, Some(&solo));
+    assert_eq!(first.status(), 200);
+    g.wait_synced();
+    for i in 2..=10u64 {
+        let r = g.get(PATH, Some(&solo));
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(remaining(&r), 10 - i, "request {i}");
+    }
+    assert_429(g.get(PATH, Some(&solo)), 10);
+    assert_429(g.get(PATH, Some(&solo)), 10);
+}
+
+#[test]
+fn rate_limit_headers_show_the_fleet_remaining_across_gateways() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_headers", &limit(10, 60));
+    let fleet = start_fleet(2, &config(&up, &redis.url(), "hdr", ""), &snap.render());
+    wait_fleet(&fleet, 2);
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    // B knows the key (one request, synced), then A spends 4.
+    let r = b.get(PATH, Some(&key));
+    assert_eq!(r.status(), 200);
+    assert_eq!(remaining(&r), 9);
+    b.wait_synced();
+    for _ in 0..4 {
+        assert_eq!(status(a, &key), 200);
+    }
+    a.wait_synced();
+    b.wait_synced();
+
+    // B's next answer counts A's 4: 10 - 1 - 4 - 1 = 4 (±1 for timing).
+    let r = b.get(PATH, Some(&key));
+    assert_eq!(r.status(), 200);
+    let left = remaining(&r);
+    assert!(
+        (3..=5).contains(&left),
+        "remaining {left} on B after A spent 4"
+    );
+    assert_eq!(header(&r, "x-ratelimit-limit").as_deref(), Some("10"));
+    assert_eq!(
+        header(&r, "ratelimit-policy").as_deref(),
+        Some("\"default\";q=10;w=60")
+    );
+    let draft = header(&r, "ratelimit").unwrap();
+    assert!(
+        draft.starts_with(&format!("\"default\";r={left};t=")),
+        "{draft}"
+    );
+
+    // And A's next answer counts B's 2: 10 - 6 - 1 = 3 (±1).
+    b.wait_synced();
+    a.wait_synced();
+    let r = a.get(PATH, Some(&key));
+    assert_eq!(r.status(), 200);
+    let left = remaining(&r);
+    assert!(
+        (2..=4).contains(&left),
+        "remaining {left} on A after 6 spent"
+    );
+}
+
+/// Requests on `g` in a loop until `stop`: each one's status (or error) and
+/// latency.
+type Traffic = std::thread::JoinHandle<Vec<(Result<u16, String>, Duration)>>;
+
+fn traffic(g: &Gateway, key: &str, stop: &Arc<AtomicBool>, count: &Arc<AtomicUsize>) -> Traffic {
+    let client = g.client.clone();
+    let url = g.url(PATH);
+    let auth = format!("Bearer {key}");
+    let (stop, count) = (Arc::clone(stop), Arc::clone(count));
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            let result = client
+                .get(&url)
+                .header("Authorization", &auth)
+                .send()
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string());
+            seen.push((result, started.elapsed()));
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        seen
+    })
+}
+
+#[test]
+fn sigstop_mid_traffic_never_fails_or_stalls_requests() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_stop", &limit(1_000_000, 60));
+    let fleet = start_fleet(
+        2,
+        &config(&up, &redis.url(), "stop", "sync_ms = 50\ntimeout_ms = 100"),
+        &snap.render(),
+    );
+    wait_fleet(&fleet, 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let loops: Vec<Traffic> = fleet
+        .iter()
+        .map(|g| traffic(g, &key, &stop, &count))
+        .collect();
+    let served = || count.load(Ordering::SeqCst);
+    wait_for("traffic to flow", Duration::from_secs(10), || {
+        (served() >= 20).then_some(())
+    });
+
+    redis.stop();
+    let stopped = Instant::now();
+    let before = served();
+    for g in &fleet {
+        g.wait_logged("cluster degraded");
+        wait_for("keygate_cluster_up 0", Duration::from_secs(10), || {
+            (g.metric("keygate_cluster_up") == Some(0.0)).then_some(())
+        });
+        g.wait_cluster(false, 2);
+    }
+    // Redis stays stopped for 2 s of traffic.
+    wait_for(
+        "2 s of traffic on a stopped Redis",
+        Duration::from_secs(20),
+        || (stopped.elapsed() >= Duration::from_secs(2) && served() >= before + 50).then_some(()),
+    );
+    redis.cont();
+    for g in &fleet {
+        g.wait_logged("cluster recovered");
+        wait_for("keygate_cluster_up 1", Duration::from_secs(10), || {
+            (g.metric("keygate_cluster_up") == Some(1.0)).then_some(())
+        });
+        g.wait_cluster(true, 2);
+    }
+    let after = served();
+    wait_for("traffic after recovery", Duration::from_secs(10), || {
+        (served() >= after + 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let seen: Vec<_> = loops.into_iter().flat_map(|t| t.join().unwrap()).collect();
+
+    let failed: Vec<_> = seen.iter().filter(|(r, _)| *r != Ok(200)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        seen.len()
+    );
+    let slowest = seen.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(100) + LATENCY_MARGIN,
+        "a request took {slowest:?} while Redis was stopped"
+    );
+    for g in &fleet {
+        assert_eq!(g.count_logged("cluster degraded"), 1, "{}", g.log());
+        assert_eq!(g.count_logged("cluster recovered"), 1, "{}", g.log());
+        let degraded = g
+            .log()
+            .lines()
+            .find(|l| l.contains("\"message\":\"cluster degraded\""))
+            .unwrap()
+            .to_string();
+        assert!(degraded.contains("\"reason\":"), "{degraded}");
+        let timeouts = g
+            .metric("keygate_cluster_sync_failures_total{kind=\"timeout\"}")
+            .unwrap_or(0.0);
+        assert!(timeouts > 0.0, "no timeout counted");
+        g.assert_no_error_logged();
+    }
+}
+
+#[test]
+fn redis_killed_then_restarted_on_its_port_degrades_then_recovers_by_itself() {
+    let mut redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_kill", &limit(100, 60));
+    let g = Gateway::start(&config(&up, &redis.url(), "kill", ""), &snap.render());
+    g.wait_cluster(true, 1);
+    assert_eq!(status(&g, &key), 200);
+
+    redis.kill();
+    g.wait_logged("cluster degraded");
+    g.wait_cluster(false, 1);
+    wait_for("a connect failure counted", Duration::from_secs(10), || {
+        let n = g
+            .metric("keygate_cluster_sync_failures_total{kind=\"connect\"}")
+            .unwrap_or(0.0);
+        (n > 0.0).then_some(())
+    });
+    assert_eq!(g.metric("keygate_cluster_up"), Some(0.0));
+    // Degraded, it still serves (and /readyz stays 200).
+    for _ in 0..3 {
+        assert_eq!(status(&g, &key), 200);
+    }
+    assert_eq!(
+        g.client
+            .get(g.admin_url("/readyz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    redis.restart();
+    g.wait_logged("cluster recovered");
+    g.wait_cluster(true, 1);
+    assert_eq!(g.metric("keygate_cluster_up"), Some(1.0));
+    assert_eq!(redis.zrange("kill:members").len(), 1);
+    assert_eq!(status(&g, &key), 200);
+    assert_eq!(g.count_logged("cluster degraded"), 1);
+    assert_eq!(g.count_logged("cluster recovered"), 1);
+}
+
+/// `n` gateways with `on_unavailable = mode`, synced, then Redis killed and
+/// every gateway degraded (still ready, `up: false`, `n` instances).
+fn degraded_fleet(n: usize, mode: &str, snap: &Snapshot) -> (Redis, Upstream, Vec<Gateway>) {
+    let mut redis = Redis::start();
+    let up = Upstream::start();
+    // A slow sync keeps the instance count steady on a loaded machine.
+    let extra = format!("sync_ms = 200\non_unavailable = \"{mode}\"");
+    let fleet = start_fleet(n, &config(&up, &redis.url(), mode, &extra), &snap.render());
+    wait_fleet(&fleet, n as u64);
+    redis.kill();
+    for g in &fleet {
+        g.wait_logged("cluster degraded");
+        g.wait_cluster(false, n as u64);
+        let r = g.client.get(g.admin_url("/readyz")).send().unwrap();
+        assert_eq!(r.status(), 200, "/readyz while degraded");
+    }
+    (redis, up, fleet)
+}
+
+#[test]
+fn on_unavailable_deny_answers_503_on_keyed_routes_only() {
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_deny", &limit(5, 60));
+    let (_redis, _up, fleet) = degraded_fleet(1, "deny", &snap);
+    let g = &fleet[0];
+    for _ in 0..3 {
+        let r = g.get(PATH, Some(&key));
+        assert_eq!(r.status(), 503);
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+        assert_json_error(r, 503, "SERVICE_UNAVAILABLE", "Rate limiter unavailable");
+    }
+    // Keyless routes are not limited; the key checks still come first.
+    assert_eq!(g.get("/healthz", None).status(), 200);
+    assert_json_error(
+        g.get(PATH, None),
+        401,
+        "UNAUTHORIZED",
+        "Missing bearer token",
+    );
+}
+
+#[test]
+fn on_unavailable_allow_admits_past_the_limit() {
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_allow", &limit(3, 60));
+    let (_redis, _up, fleet) = degraded_fleet(1, "allow", &snap);
+    for i in 0..8 {
+        assert_eq!(status(&fleet[0], &key), 200, "request {i}");
+    }
+}
+
+#[test]
+fn on_unavailable_local_full_enforces_the_whole_limit_on_each_instance() {
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_full", &limit(6, 60));
+    let (_redis, _up, fleet) = degraded_fleet(2, "local_full", &snap);
+    for g in &fleet {
+        for i in 0..6 {
+            assert_eq!(status(g, &key), 200, "request {i}");
+        }
+        assert_429(g.get(PATH, Some(&key)), 6);
+    }
+}
+
+#[test]
+fn on_unavailable_local_share_enforces_a_third_with_three_instances_seen() {
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_share", &limit(9, 60));
+    let (_redis, _up, fleet) = degraded_fleet(3, "local_share", &snap);
+    let g = &fleet[0];
+    let mut admitted = 0;
+    loop {
+        let r = g.get(PATH, Some(&key));
+        if r.status() == 429 {
+            assert_429(r, 9);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        admitted += 1;
+        assert!(admitted <= 9, "no limit enforced while degraded");
+    }
+    assert!(
+        (2..=4).contains(&admitted),
+        "{admitted} admitted: a third of 9 expected"
+    );
+}
+
+#[test]
+fn a_limit_change_and_reload_resets_the_bucket_fleet_wide() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let own = company_key(&mut snap, "k_own", &limit(3, 60));
+    let default = company_key(&mut snap, "k_default", "");
+    let same = company_key(&mut snap, "k_same", &limit(3, 60));
+    let cfg = config(&up, &redis.url(), "change", "");
+    let three = cfg.replacen(
+        "requests = 100\nper_secs = 60",
+        "requests = 3\nper_secs = 60",
+        1,
+    );
+    assert_ne!(three, cfg);
+    let fleet = start_fleet(3, &three, &snap.render());
+    wait_fleet(&fleet, 3);
+    for key in [&own, &default, &same] {
+        let admitted = exhaust(&fleet, key);
+        assert!((3..=5).contains(&admitted), "{admitted} admitted of 3");
+    }
+
+    // 3/60s becomes 4/60s, for the key's own limit and for the default.
+    let k = snap.keys.iter_mut().find(|k| k.id == "k_own").unwrap();
+    k.toml = k.toml.replace(&limit(3, 60), &limit(4, 60));
+    let four = cfg.replacen(
+        "requests = 100\nper_secs = 60",
+        "requests = 4\nper_secs = 60",
+        1,
+    );
+    for (i, g) in fleet.iter().enumerate() {
+        g.write_keys(&snap.render());
+        g.write_config(&four);
+        if i == 0 {
+            assert_eq!(g.reload_by_post(), 200);
+        } else {
+            assert_eq!(g.reload_by_signal(), "success");
+        }
+    }
+    // Each changed key is a fresh, full bucket for the whole fleet.
+    for key in [&own, &default] {
+        let admitted = exhaust(&fleet, key);
+        assert!(
+            (4..=7).contains(&admitted),
+            "{admitted} admitted after the change to 4/60s"
+        );
+    }
+    // An unchanged limit keeps its bucket across the reload.
+    for g in &fleet {
+        assert_429(g.get(PATH, Some(&same)), 3);
+    }
+}
+
+fn last_used(g: &Gateway, id: &str) -> serde_json::Value {
+    let keys: serde_json::Value = g
+        .client
+        .get(g.admin_url("/keys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap()["last_used_at"]
+        .clone()
+}
+
+#[test]
+fn last_used_at_is_the_latest_use_on_any_instance() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_used", &limit(100, 60));
+    let fleet = start_fleet(2, &config(&up, &redis.url(), "used", ""), &snap.render());
+    wait_fleet(&fleet, 2);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    assert_eq!(last_used(a, "k_used"), serde_json::Value::Null);
+
+    assert_eq!(status(b, &key), 200);
+    let on_b = wait_for("B's own last_used_at", Duration::from_secs(10), || {
+        Some(last_used(b, "k_used")).filter(|v| v.is_string())
+    });
+    let on_a = wait_for("A to see B's use", Duration::from_secs(15), || {
+        Some(last_used(a, "k_used")).filter(|v| v.is_string())
+    });
+    assert_eq!(on_a, on_b);
+    assert!(
+        !a.log().contains("\"key_id\":\"k_used\""),
+        "A served the key itself"
+    );
+}
+
+#[test]
+fn cluster_table_added_and_removed_by_reload() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_reload", &limit(4, 60));
+    let fresh = company_key(&mut snap, "k_local", &limit(2, 60));
+    let alone = standard_config(up.addr, "", "");
+    let fleet = start_fleet(2, &alone, &snap.render());
+    for g in &fleet {
+        assert!(g.readyz().get("cluster").is_none(), "{}", g.readyz());
+    }
+
+    let clustered = config(&up, &redis.url(), "rl", "");
+    fleet[0].write_config(&clustered);
+    assert_eq!(fleet[0].reload_by_post(), 200);
+    fleet[1].write_config(&clustered);
+    assert_eq!(fleet[1].reload_by_signal(), "success");
+    wait_fleet(&fleet, 2);
+    assert_eq!(redis.zrange("rl:members").len(), 2);
+    for g in &fleet {
+        assert_eq!(status(g, &key), 200);
+        g.wait_synced();
+        assert_eq!(g.count_logged("cluster on"), 1);
+    }
+    assert_eq!(redis.keys("rl:b:*").len(), 1, "one fleet bucket");
+
+    for g in &fleet {
+        g.write_config(&alone);
+        assert_eq!(g.reload_by_signal(), "success");
+        assert!(g.readyz().get("cluster").is_none(), "{}", g.readyz());
+        wait_for("keygate_cluster_up 0", Duration::from_secs(10), || {
+            (g.metric("keygate_cluster_up") == Some(0.0)).then_some(())
+        });
+    }
+    wait_for("both instances to leave", Duration::from_secs(10), || {
+        redis.zrange("rl:members").is_empty().then_some(())
+    });
+    // Limits are local again: each instance admits the whole 2, and Redis
+    // learns nothing of the key.
+    for g in &fleet {
+        assert_eq!(status(g, &fresh), 200);
+        assert_eq!(status(g, &fresh), 200);
+        assert_429(g.get(PATH, Some(&fresh)), 2);
+    }
+    assert_eq!(redis.keys("rl:b:*").len(), 1);
+}
+
+/// A password of letters and digits, not a key.
+fn password() -> String {
+    format!("pw{:032x}", rand::random::<u128>())
+}
+
+#[test]
+fn redis_password_reaches_no_log_line_right_or_wrong() {
+    let pw = password();
+    let wrong = password();
+    let redis = Redis::start_with_password(&pw);
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_auth", &limit(100, 60));
+    let urls = [
+        redis.url_with_password(&pw),
+        format!("redis://default:{pw}@127.0.0.1:{}/0", redis.port),
+        redis.url_with_password(&wrong),
+    ];
+    let fleet: Vec<Gateway> = urls
+        .iter()
+        .map(|u| Gateway::start(&config(&up, u, "auth", ""), &snap.render()))
+        .collect();
+    let (good, bad) = fleet.split_at(2);
+    wait_fleet(good, 2);
+    for g in good {
+        assert_eq!(status(g, &key), 200);
+        g.wait_synced();
+    }
+    let g = &bad[0];
+    g.wait_logged("cluster degraded");
+    g.wait_cluster(false, 1);
+    assert_eq!(g.metric("keygate_cluster_up"), Some(0.0));
+    assert_eq!(status(g, &key), 200, "degraded, local_share still serves");
+
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(fleet[0].config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let check = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!check.contains(&pw), "keygate check printed the password");
+
+    let port = format!("127.0.0.1:{}", redis.port);
+    for g in &fleet {
+        let log = g.log();
+        assert!(!log.contains(&pw), "the password is in a log");
+        assert!(!log.contains(&wrong), "the wrong password is in a log");
+        let on = log
+            .lines()
+            .find(|l| l.contains("\"message\":\"cluster on\""))
+            .unwrap_or_else(|| panic!("no cluster on line: {log}"));
+        assert!(on.contains(&port), "{on}");
+    }
+}
+
+#[test]
+fn redis_holds_no_key_id_or_hash_and_every_entry_expires() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new().workspace("ws_ttl", "acme");
+    let company = company_key(&mut snap, "k_ttl_company", &limit(50, 60));
+    let ws = snap
+        .workspace_key("k_ttl_ws", "acme", "ws_ttl")
+        .scopes(&["read:all"])
+        .add();
+    let fleet = start_fleet(2, &config(&up, &redis.url(), "ttl", ""), &snap.render());
+    wait_fleet(&fleet, 2);
+    for g in &fleet {
+        for _ in 0..3 {
+            assert_eq!(status(g, &company), 200);
+            assert_eq!(g.get("/api/v1/profiles/me", Some(&ws)).status(), 200);
+        }
+    }
+    for g in &fleet {
+        g.wait_synced();
+    }
+    wait_for("both last uses pushed", Duration::from_secs(15), || {
+        (redis.keys("ttl:u:*").len() == 2).then_some(())
+    });
+
+    let all = redis.keys("*");
+    assert_eq!(redis.keys("ttl:b:*").len(), 2, "{all:?}");
+    assert!(all.contains(&"ttl:members".to_string()), "{all:?}");
+    let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut dump = String::new();
+    for name in &all {
+        let ok = name == "ttl:members"
+            || ["ttl:b:", "ttl:u:"]
+                .iter()
+                .any(|p| name.strip_prefix(p).is_some_and(hex32));
+        assert!(ok, "unexpected Redis key {name:?}");
+        let ttl = redis.pttl(name);
+        assert!(ttl > 0, "{name} has PTTL {ttl}");
+        dump.push_str(&format!("{name}\n{}\n", redis.dump(name)));
+    }
+    for k in &snap.keys {
+        let h = hash(&k.key);
+        for secret in [k.key.as_str(), h.as_str(), &h[7..], k.id.as_str()] {
+            assert!(!dump.contains(secret), "{secret:?} is in Redis:\n{dump}");
+        }
+    }
+    assert_no_secret_in(&dump, "Redis");
+}
+
+#[test]
+fn check_refuses_bad_cluster_tables_naming_file_and_line() {
+    let up = Upstream::start();
+    let pw = password();
+    let good = format!("redis = \"redis://:{pw}@127.0.0.1:1/0\"");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "http scheme",
+            format!("redis = \"http://user:{pw}@127.0.0.1:6379/0\""),
+            "cluster.redis must start with redis:// or rediss://",
+        ),
+        (
+            "bad port",
+            format!("redis = \"redis://:{pw}@127.0.0.1:99999/0\""),
+            "cluster.redis is not a valid URL",
+        ),
+        (
+            "not a URL",
+            "redis = \"not a url\"".into(),
+            "cluster.redis is not a valid URL",
+        ),
+        (
+            "sync too short",
+            format!("{good}\nsync_ms = 5"),
+            "cluster.sync_ms must be from 10 to 1000 (got 5)",
+        ),
+        (
+            "sync too long",
+            format!("{good}\nsync_ms = 2000"),
+            "cluster.sync_ms must be from 10 to 1000 (got 2000)",
+        ),
+        (
+            "zero timeout",
+            format!("{good}\ntimeout_ms = 0"),
+            "cluster.timeout_ms must be from 1 to 5000 (got 0)",
+        ),
+        (
+            "timeout too long",
+            format!("{good}\ntimeout_ms = 6000"),
+            "cluster.timeout_ms must be from 1 to 5000 (got 6000)",
+        ),
+        (
+            "unknown mode",
+            format!("{good}\non_unavailable = \"maybe\""),
+            "cluster.on_unavailable must be",
+        ),
+        (
+            "unknown field",
+            format!("{good}\nbogus = 1"),
+            "unknown field `bogus`",
+        ),
+        (
+            "bad namespace",
+            format!("{good}\nnamespace = \"has space\""),
+            "cluster.namespace",
+        ),
+        (
+            "long namespace",
+            format!("{good}\nnamespace = \"{}\"", "n".repeat(65)),
+            "cluster.namespace",
+        ),
+        (
+            "missing redis",
+            "sync_ms = 50".into(),
+            "cluster.redis is required",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(dir.path().join("keys.toml"), "").unwrap();
+    for (what, lines, reason) in &cases {
+        let text = standard_config(up.addr, &format!("[cluster]\n{lines}\n"), "")
+            .replace("{http}", "18080")
+            .replace("{admin}", "19091");
+        std::fs::write(&path, &text).unwrap();
+        // The line of the wrong setting: the last one written, or the table
+        // itself when a setting is missing.
+        let wrong = if *what == "missing redis" {
+            "[cluster]"
+        } else {
+            lines.lines().last().unwrap()
+        };
+        let line = text.lines().position(|l| l == wrong).unwrap() + 1;
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{what}: {printed}");
+        let at = format!("error: {}:{line}: {reason}", path.display());
+        assert!(
+            printed.lines().any(|l| l.starts_with(&at)),
+            "{what}: no line starting {at:?} in\n{printed}"
+        );
+        assert!(!printed.contains(&pw), "{what}: the password is echoed");
+    }
+
+    // Valid without connecting: nothing listens on port 1.
+    for lines in [
+        good.clone(),
+        format!(
+            "redis = \"rediss://user:{pw}@127.0.0.1:1/3\"\nnamespace = \"a-b.c:d_e\"\nsync_ms = 10\ntimeout_ms = 5000\non_unavailable = \"deny\""
+        ),
+    ] {
+        let text = standard_config(up.addr, &format!("[cluster]\n{lines}\n"), "")
+            .replace("{http}", "18080")
+            .replace("{admin}", "19091");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.lines().last().unwrap().starts_with("ok: "),
+            "{stdout}"
+        );
+        assert!(!stdout.contains(&pw), "the password is echoed");
+    }
+}
+
+#[test]
+fn sigterm_removes_the_instance_from_the_members() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    // Members go stale after 3 periods (3 s here): only the instance's own
+    // leave can remove it at once.
+    let mut fleet = start_fleet(2, &config(&up, &redis.url(), "term", "sync_ms = 1000"), "");
+    wait_fleet(&fleet, 2);
+    let before = redis.zrange("term:members");
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    fleet[0].signal("TERM");
+    let exit = fleet[0].wait_exit(Duration::from_secs(15));
+    assert_eq!(exit.code(), Some(0));
+    let after = redis.zrange("term:members");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(before.contains(&after[0]));
+    fleet[1].wait_cluster(true, 1);
+}
