@@ -340,33 +340,31 @@ def main():
         fleet.start(cluster=True)
         on = summary("on: one fleet bucket", drive(fleet, d, args.rate), d, sync_s, rtt_s)
 
-        fleet.start(cluster=True)
         resync = {}
 
-        def stop_redis(t0):
-            time.sleep(max(0, t0 + d / 2 - 2.5 - time.monotonic()))
-            redis.signal(signal.SIGSTOP)
-            time.sleep(5)
-            redis.signal(signal.SIGCONT)
-            t = time.monotonic()
-            wait("resync", fleet.all_synced, timeout=10)
-            resync["s"] = time.monotonic() - t
+        def outage(name, outage_s, begin, end):
+            """A run with Redis out for `outage_s` mid-run: `begin` takes it
+            out, `end` brings it back; then the time until every instance is
+            synced again."""
+            fleet.start(cluster=True)
+
+            def during(t0):
+                time.sleep(max(0, t0 + d / 2 - outage_s / 2 - time.monotonic()))
+                begin()
+                time.sleep(outage_s)
+                end()
+                t = time.monotonic()
+                wait("resync", fleet.all_synced, timeout=10)
+                resync[name] = time.monotonic() - t
+            return drive(fleet, d, args.rate, during=during)
+
         stop = summary("sigstop: Redis stopped 5 s mid-run",
-                       drive(fleet, d, args.rate, during=stop_redis), d, sync_s, rtt_s)
+                       outage("s", 5, lambda: redis.signal(signal.SIGSTOP),
+                              lambda: redis.signal(signal.SIGCONT)), d, sync_s, rtt_s)
         print(f"every instance synced again {resync.get('s', float('nan')):.3f} s after SIGCONT")
-
-        fleet.start(cluster=True)
-
-        def kill_redis(t0):
-            time.sleep(max(0, t0 + d / 2 - 1 - time.monotonic()))
-            procs.stop(redis.proc, signal.SIGKILL)
-            time.sleep(2)
-            redis.start()
-            t = time.monotonic()
-            wait("resync", fleet.all_synced, timeout=10)
-            resync["k"] = time.monotonic() - t
         kill = summary("kill: Redis killed -9, restarted 2 s later",
-                       drive(fleet, d, args.rate, during=kill_redis), d, sync_s, rtt_s)
+                       outage("k", 2, lambda: procs.stop(redis.proc, signal.SIGKILL),
+                              redis.start), d, sync_s, rtt_s)
         print(f"every instance synced again {resync.get('k', float('nan')):.3f} s after the restart")
 
         fleet.start(cluster=True)
