@@ -115,6 +115,8 @@ struct Bucket {
     pending: AtomicU64,
     /// When the first of them was admitted (monotonic nanoseconds).
     pending_since: AtomicU64,
+    /// Requests reported in the sync now in flight, not yet in `fleet_tat`.
+    inflight: AtomicU64,
     /// A request was refused since the last report.
     denied: AtomicBool,
     /// The fleet bucket's arrival time as last read, on this instance's
@@ -135,6 +137,16 @@ impl Bucket {
         before + 1
     }
 
+    /// A report of `consumed` requests is answered or given back: they are
+    /// no longer in flight.
+    fn settle(&self, consumed: u64) {
+        let _ = self
+            .inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(consumed))
+            });
+    }
+
     fn new(limit: Limit, now: u64, cost: u64) -> Bucket {
         Bucket {
             tat: AtomicU64::new(now),
@@ -142,6 +154,7 @@ impl Bucket {
             cost: AtomicU64::new(cost),
             pending: AtomicU64::new(0),
             pending_since: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
             denied: AtomicBool::new(false),
             fleet_tat: AtomicU64::new(0),
             fleet_id: OnceLock::new(),
@@ -301,7 +314,10 @@ impl Limiter {
                     self.wake.notify_one();
                     b.pending.load(Ordering::Acquire)
                 };
-                let view = b.fleet_tat.load(Ordering::Relaxed).max(now) + pending * interval;
+                // What the fleet has not counted yet: the sync in flight's
+                // report and what was admitted since.
+                let unseen = pending + b.inflight.load(Ordering::Acquire);
+                let view = b.fleet_tat.load(Ordering::Relaxed).max(now) + unseen * interval;
                 fleet_view(limit, own.allowed, view - now)
             }
             Fleet::Degraded { instances, mode } => {
@@ -381,6 +397,7 @@ impl Limiter {
                 continue;
             }
             let consumed = b.pending.swap(0, Ordering::AcqRel);
+            b.inflight.fetch_add(consumed, Ordering::AcqRel);
             let denied = b.denied.swap(false, Ordering::Relaxed);
             let age = if consumed > 0 {
                 now.saturating_sub(b.pending_since.load(Ordering::Relaxed))
@@ -406,6 +423,7 @@ impl Limiter {
                 && b.limit == r.limit
             {
                 if r.consumed > 0 {
+                    b.settle(r.consumed);
                     let now = self.clock.mono_nanos();
                     let before = b.pending.fetch_add(r.consumed, Ordering::AcqRel);
                     let since = now.saturating_sub(r.age);
@@ -426,20 +444,23 @@ impl Limiter {
     /// monotonic clock). What was admitted since the report was sent is
     /// still pending and is taken off the allowance again.
     pub fn apply(&self, report: &Report, answer: FleetBucket, at: u64) {
-        let Fleet::Synced { instances } = self.fleet() else {
-            return;
-        };
         let Some(b) = self.buckets.get(&*report.bucket) else {
             return;
         };
         if b.limit != report.limit {
             return;
         }
+        let Fleet::Synced { instances } = self.fleet() else {
+            b.settle(report.consumed);
+            return;
+        };
         let limit = b.limit;
         let interval = limit.interval();
         let capacity = limit.capacity();
         b.fleet_tat
-            .store((at + answer.level).max(1), Ordering::Relaxed);
+            .store((at + answer.level).max(1), Ordering::Release);
+        // Now in `fleet_tat`: the headers stop adding them.
+        b.settle(report.consumed);
         let pending = b.pending.load(Ordering::Acquire);
         let (cost, level) = if answer.shared {
             let cost = share_cost(limit, instances);

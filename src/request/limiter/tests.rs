@@ -714,3 +714,46 @@ fn simulated_fleet_of_three_stays_within_the_share_bound() {
         "admitted {admitted} of ideal {ideal}"
     );
 }
+
+#[test]
+fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 1 });
+    let k = key("k");
+    let lim = limit(10, 60, 10);
+    let six = 6 * NANOS_PER_SEC;
+    assert!(l.check(&k, lim).allowed);
+    let first = report_of(&l, "k").unwrap();
+    l.apply(
+        &first,
+        FleetBucket {
+            level: six,
+            shared: false,
+        },
+        0,
+    );
+    for want in [8, 7, 6] {
+        assert_eq!(l.check(&k, lim).remaining, want);
+    }
+    // Three reported, the answer not back yet: the fleet's figure as last
+    // read would say 9; the in-flight ones still count.
+    let second = report_of(&l, "k").unwrap();
+    assert_eq!(second.consumed, 3);
+    assert_eq!(l.check(&k, lim).remaining, 5);
+    // A failed report gives them back: still counted, now as pending.
+    l.restore(std::slice::from_ref(&second));
+    assert_eq!(l.check(&k, lim).remaining, 4);
+    let third = report_of(&l, "k").unwrap();
+    assert_eq!(third.consumed, 5);
+    assert_eq!(l.check(&k, lim).remaining, 3);
+    // The answer holds all six: nothing is counted twice.
+    l.apply(
+        &third,
+        FleetBucket {
+            level: 6 * six,
+            shared: false,
+        },
+        0,
+    );
+    assert_eq!(l.check(&k, lim).remaining, 2);
+}
