@@ -3,7 +3,9 @@
 --
 -- KEYS[1]      the fleet's members (sorted set: instance -> last heartbeat, ms)
 -- KEYS[2..]    one hash per bucket: t = arrival time of the token bucket (µs,
---              GCRA: the instant it is full again), w = last instance that
+--              GCRA: the instant it is full again; in the past when it is
+--              full, kept as is so that reports of the same spell arriving
+--              one after the other all draw on one refill), w = last instance that
 --              spent from it, m = until when (ms) it counts as shared by more
 --              than one instance
 -- ARGV[1]      this instance's id (random, per process)
@@ -36,10 +38,12 @@ for i = 2, #KEYS do
   local age = tonumber(ARGV[a + 3])
   local key = KEYS[i]
   local state = redis.call('HMGET', key, 't', 'w', 'm')
-  local tat = tonumber(state[1]) or now
   -- Spent from the first admission on, not all now: the refill since then
-  -- counts (what an outage held back is not a burst at its end).
+  -- counts (what an outage held back is not a burst at its end). A bucket
+  -- Redis does not hold (never used, expired, or lost with Redis) was full
+  -- then.
   local from = now - age
+  local tat = tonumber(state[1]) or from
   if tat < from then tat = from end
   local multi = tonumber(state[3]) or 0
   local writer = state[2]
@@ -48,13 +52,13 @@ for i = 2, #KEYS do
     -- Over-spend (shares read before others spent, or a degraded spell) is
     -- kept as debt and repaid, up to one more bucket's worth.
     if tat > now + 2 * capacity then tat = now + 2 * capacity end
-    if tat < now then tat = now end
     -- Once several instances spend from a bucket, it stays shared for 10 s
     -- (or 3 periods): traffic that went quiet comes back through the same
     -- load balancer, to every instance at once.
     if writer and writer ~= me then multi = now_ms + math.max(stale, 10000) end
     redis.call('HSET', key, 't', string.format('%.3f', tat), 'w', me, 'm', multi)
-    local ttl = math.max(1, math.ceil((tat - now) / 1000), multi - now_ms)
+    -- Kept at least 3 periods, for the other reports of the same spell.
+    local ttl = math.max(stale, math.ceil((tat - now) / 1000), multi - now_ms)
     redis.call('PEXPIRE', key, ttl)
     writer = me
   end
