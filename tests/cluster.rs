@@ -3,6 +3,7 @@
 //! is stopped (SIGSTOP), killed and restarted under them.
 
 use crate::support::*;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -859,4 +860,72 @@ fn sigterm_removes_the_instance_from_the_members() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert!(before.contains(&after[0]));
     fleet[1].wait_cluster(true, 1);
+}
+
+/// A `rediss://` gateway on `redis`'s TLS port, trusting the CA file `ca`
+/// through `SSL_CERT_FILE`, as an operator with a private CA would.
+fn tls_gateway(up: &Upstream, url: &str, ns: &str, snap: &Snapshot, ca: &Path) -> Gateway {
+    let ca = ca.to_str().unwrap();
+    let g = Gateway::spawn_env(
+        &config(up, url, ns, ""),
+        &snap.render(),
+        |_| {},
+        "info",
+        &[("SSL_CERT_FILE", ca)],
+    );
+    g.wait_ready();
+    g
+}
+
+#[test]
+fn rediss_checks_the_server_certificate_unless_insecure() {
+    let redis = Redis::start_tls(&Pki::new());
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_tls", &limit(5, 60));
+    let other_ca = tempfile::tempdir().unwrap();
+    Pki::new().write(other_ca.path());
+    let untrusted = other_ca.path().join("ca.pem");
+
+    // Trusted through SSL_CERT_FILE: the fleet bucket lives on the TLS server.
+    let trusted = tls_gateway(&up, &redis.tls_url(), "tls", &snap, &redis.ca_path());
+    trusted.wait_cluster(true, 1);
+    for i in 1..=5 {
+        assert_eq!(status(&trusted, &key), 200, "request {i}");
+    }
+    assert_429(trusted.get(PATH, Some(&key)), 5);
+    trusted.wait_synced();
+    let buckets = redis.keys("tls:b:*");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(fleet_tokens_used(&redis, &buckets[0], 12.0), 5);
+    trusted.assert_no_error_logged();
+
+    // A certificate from a CA the gateway does not trust: degraded, with the
+    // reason, and still serving by `on_unavailable`.
+    let refused = tls_gateway(&up, &redis.tls_url(), "tls", &snap, &untrusted);
+    refused.wait_logged("cluster degraded");
+    refused.wait_cluster(false, 1);
+    let line = refused
+        .log()
+        .lines()
+        .find(|l| l.contains("\"message\":\"cluster degraded\""))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.to_ascii_lowercase().contains("certificate"),
+        "the reason names the certificate: {line}"
+    );
+    assert_eq!(status(&refused, &key), 200, "local_share still serves");
+
+    // `#insecure` skips the check: the same untrusted CA, and the gateway
+    // joins the fleet, which then has two members.
+    let insecure_url = format!("{}#insecure", redis.tls_url());
+    let insecure = tls_gateway(&up, &insecure_url, "tls", &snap, &untrusted);
+    insecure.wait_cluster(true, 2);
+    // Its first request may be answered from its first share; once synced it
+    // sees the fleet's bucket, spent by the first gateway.
+    let first = status(&insecure, &key);
+    assert!(matches!(first, 200 | 429), "{first}");
+    insecure.wait_synced();
+    assert_429(insecure.get(PATH, Some(&key)), 5);
 }

@@ -65,6 +65,11 @@ impl RedisUrl {
         &self.0
     }
 
+    /// A `rediss://` URL ending in `#insecure`: TLS without certificate checks.
+    pub fn is_insecure(&self) -> bool {
+        self.0.ends_with("#insecure")
+    }
+
     /// The URL with any user and password replaced by `***`.
     pub fn redacted(&self) -> String {
         match url::Url::parse(&self.0) {

@@ -55,6 +55,9 @@ pub enum Warning {
         /// The address.
         listen: SocketAddr,
     },
+    /// `[cluster] redis` is a `rediss://` URL ending in `#insecure`: the
+    /// server's certificate is not checked.
+    InsecureRedis,
     /// A route in shadow mode (CONTRACT §8).
     Shadow {
         /// Route name.
@@ -106,6 +109,10 @@ impl fmt::Display for Warning {
             Warning::Shadow { route } => write!(
                 f,
                 "route {route} is in shadow mode: denials are logged, not enforced"
+            ),
+            Warning::InsecureRedis => write!(
+                f,
+                "cluster.redis ends in #insecure: the Redis server's certificate is not checked, so anyone on the path can read or change the fleet's buckets"
             ),
             Warning::OpenAdmin { listen } => write!(
                 f,
@@ -183,6 +190,13 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         out.push(Warning::OpenAdmin {
             listen: config.admin.listen,
         });
+    }
+    if config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.redis.is_insecure())
+    {
+        out.push(Warning::InsecureRedis);
     }
     out
 }
@@ -300,6 +314,29 @@ servers = ["127.0.0.1:9000"{extra_upstream_server}]
             ))
             .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn an_insecure_rediss_url_is_named_and_a_checked_one_is_not() {
+        let cluster = |url: &str| {
+            route("company", "/company/**", "company")
+                + &format!("[cluster]\nredis = \"{url}\"\nnamespace = \"kg\"\n")
+        };
+        let insecure = texts(&config(
+            "127.0.0.1:9091",
+            "",
+            &cluster("rediss://:pw@redis.internal:6380/0#insecure"),
+        ));
+        assert_eq!(insecure.len(), 1, "{insecure:?}");
+        assert!(insecure[0].starts_with("cluster.redis ends in #insecure"));
+        assert!(!insecure[0].contains("pw"), "{insecure:?}");
+        for url in ["rediss://redis.internal:6380/0", "redis://127.0.0.1:6379/0"] {
+            assert_eq!(
+                texts(&config("127.0.0.1:9091", "", &cluster(url))),
+                Vec::<String>::new(),
+                "{url}"
+            );
+        }
     }
 
     #[test]

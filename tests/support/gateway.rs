@@ -103,6 +103,8 @@ pub struct Gateway {
     pub client: reqwest::blocking::Client,
     /// `RUST_LOG` of the process (`info` unless a test says otherwise).
     pub rust_log: String,
+    /// More environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -132,6 +134,17 @@ impl Gateway {
         write: impl FnOnce(&Path),
         rust_log: &str,
     ) -> Gateway {
+        Self::spawn_env(config, keys_toml, write, rust_log, &[])
+    }
+
+    /// Like `spawn_logging`, with these environment variables set too.
+    pub fn spawn_env(
+        config: &str,
+        keys_toml: &str,
+        write: impl FnOnce(&Path),
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path());
         let ports = Ports {
@@ -151,6 +164,10 @@ impl Gateway {
             child: None,
             client: client(),
             rust_log: rust_log.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         g.launch();
         g
@@ -168,6 +185,7 @@ impl Gateway {
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

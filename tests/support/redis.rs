@@ -3,7 +3,7 @@
 //! read what the gateways keep in it; and the helpers that run a fleet of
 //! gateways on it.
 
-use super::{Gateway, free_port, wait_for};
+use super::{Gateway, Pki, free_port, wait_for};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,6 +18,9 @@ pub struct Redis {
     pub port: u16,
     /// `--requirepass`, if any.
     pub password: Option<String>,
+    /// The TLS port, for a server started with `start_tls` (the plain port
+    /// stays open on `port` for `redis-cli`).
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -33,15 +36,41 @@ impl Redis {
         Self::start_with(Some(password))
     }
 
-    fn start_with(password: Option<&str>) -> Redis {
-        let mut r = Redis {
-            port: free_port(),
-            password: password.map(Into::into),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
+    /// A server also listening with TLS on `tls_port`, its certificate for
+    /// `localhost` and 127.0.0.1 signed by `pki`'s CA (written to `ca_path`).
+    pub fn start_tls(pki: &Pki) -> Redis {
+        let mut r = Self::new(None);
+        pki.write(r.dir.path());
+        r.tls_port = Some(free_port());
         r.launch();
         r
+    }
+
+    fn start_with(password: Option<&str>) -> Redis {
+        let mut r = Self::new(password);
+        r.launch();
+        r
+    }
+
+    fn new(password: Option<&str>) -> Redis {
+        Redis {
+            port: free_port(),
+            password: password.map(Into::into),
+            tls_port: None,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        }
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/0` of a server started with `start_tls`.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}/0")
     }
 
     fn launch(&mut self) {
@@ -62,6 +91,18 @@ impl Redis {
             .stderr(Stdio::from(log));
         if let Some(p) = &self.password {
             cmd.arg("--requirepass").arg(p);
+        }
+        if let Some(port) = self.tls_port {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(file("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(file("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
         }
         self.child = Some(
             cmd.spawn()
