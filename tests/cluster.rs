@@ -328,6 +328,82 @@ fn sigstop_mid_traffic_never_fails_or_stalls_requests() {
     }
 }
 
+/// Admitted requests in what a traffic loop saw.
+fn admitted(seen: &[(Result<u16, String>, Duration)]) -> u64 {
+    seen.iter().filter(|(r, _)| *r == Ok(200)).count() as u64
+}
+
+#[test]
+fn a_stopped_redis_running_its_queue_on_resume_counts_nothing_twice() {
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    // One token per 1000 s: nothing refills during the test, so Redis's
+    // count must equal the admissions exactly.
+    let key = company_key(&mut snap, "k_queue", &limit(1_000_000, 1_000_000_000));
+    let g = Gateway::start(
+        &config(&up, &redis.url(), "queue", "sync_ms = 50\ntimeout_ms = 100"),
+        &snap.render(),
+    );
+    g.wait_cluster(true, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let lane = traffic(&g, &key, &stop, &count);
+    let served = || count.load(Ordering::SeqCst);
+    wait_for("traffic to flow", Duration::from_secs(10), || {
+        (served() >= 20).then_some(())
+    });
+    // The sync calls sent while Redis is stopped time out here, and Redis
+    // runs them when it resumes: they must not count a second time what
+    // the instance sends again.
+    redis.stop();
+    g.wait_logged("cluster degraded");
+    let before = served();
+    wait_for(
+        "traffic on a stopped Redis",
+        Duration::from_secs(20),
+        || (served() >= before + 30).then_some(()),
+    );
+    redis.cont();
+    g.wait_logged("cluster recovered");
+    stop.store(true, Ordering::SeqCst);
+    let seen = lane.join().unwrap();
+    g.wait_synced();
+    let buckets = redis.keys("queue:b:*");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(
+        fleet_tokens_used(&redis, &buckets[0], 1000.0),
+        admitted(&seen),
+        "Redis's count against the admissions"
+    );
+}
+
+#[test]
+fn a_restarted_redis_gets_back_the_buckets_the_instances_saw() {
+    let mut redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_lost", &limit(10, 60));
+    let g = Gateway::start(&config(&up, &redis.url(), "lost", ""), &snap.render());
+    g.wait_cluster(true, 1);
+    for i in 1..=10 {
+        assert_eq!(status(&g, &key), 200, "request {i}");
+    }
+    assert_429(g.get(PATH, Some(&key)), 10);
+    g.wait_synced();
+    // Redis loses everything (no persistence): the instance still knows
+    // the bucket is spent and tells the new Redis so.
+    redis.kill();
+    g.wait_cluster_up(false);
+    redis.restart();
+    g.wait_cluster_up(true);
+    g.wait_synced();
+    let buckets = redis.keys("lost:b:*");
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(fleet_tokens_used(&redis, &buckets[0], 6.0), 10);
+    assert_429(g.get(PATH, Some(&key)), 10);
+}
+
 #[test]
 fn redis_killed_then_restarted_on_its_port_degrades_then_recovers_by_itself() {
     let mut redis = Redis::start();

@@ -72,6 +72,9 @@ pub struct Link {
     pub config: ClusterConfig,
     client: Client,
     conn: Option<MultiplexedConnection>,
+    /// Redis's clock less this instance's monotonic one, µs, as of the last
+    /// answer that carried it (it can only be read late, so it errs early).
+    pub clock_offset: Option<i64>,
 }
 
 impl Link {
@@ -85,6 +88,7 @@ impl Link {
             config,
             client,
             conn: None,
+            clock_offset: None,
         })
     }
 

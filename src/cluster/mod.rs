@@ -249,8 +249,17 @@ impl ClusterService {
             let batch = batches.next().unwrap_or(empty);
             let heartbeat = first;
             first = false;
+            let offset = link.clock_offset;
+            let timeout_us = i64::try_from(link.config.timeout.as_micros()).unwrap_or(i64::MAX);
+            let clock = &self.shared.clock;
             let answer = link
                 .call("sync", async |mut conn| {
+                    // On Redis's clock: when this instance gives up on the call.
+                    let deadline = offset.map_or(0, |o| {
+                        local_micros(clock.mono_nanos())
+                            .saturating_add(o)
+                            .saturating_add(timeout_us)
+                    });
                     let script = sync_script();
                     let mut call = script.prepare_invoke();
                     call.key(&members);
@@ -259,19 +268,43 @@ impl ClusterService {
                     }
                     call.arg(&self.instance)
                         .arg(sync_ms)
-                        .arg(if heartbeat { "1" } else { "0" });
+                        .arg(if heartbeat { "1" } else { "0" })
+                        .arg(deadline.max(0));
                     for r in batch {
+                        // On Redis's clock, so only once the offset is known
+                        // (the script caps it at an empty bucket).
+                        let known = match offset {
+                            Some(o) if r.fleet_tat > 0 => {
+                                local_micros(r.fleet_tat).saturating_add(o).max(0)
+                            }
+                            _ => 0,
+                        };
                         call.arg(micros(r.limit.interval()))
                             .arg(micros(r.limit.capacity()))
                             .arg(r.consumed)
-                            .arg(micros(r.age));
+                            .arg(micros(r.age))
+                            .arg(known);
                     }
                     call.invoke_async::<Vec<redis::Value>>(&mut conn).await
                 })
                 .await;
             let at = self.shared.clock.mono_nanos();
             match answer.and_then(|a| parse_answer(&a, batch.len())) {
-                Ok((instances, buckets)) => {
+                Ok(SyncAnswer::Late { redis_now }) => {
+                    link.clock_offset = Some(redis_now - local_micros(at));
+                    failure = Some(LinkError {
+                        kind: crate::telemetry::metrics::UpstreamErrorKind::Timeout,
+                        reason: "the sync reached Redis after timeout_ms".into(),
+                    });
+                    break;
+                }
+                Ok(SyncAnswer::Applied {
+                    redis_now,
+                    instances,
+                    buckets,
+                }) => {
+                    // Read late by the answer's trip back: deadlines err early.
+                    link.clock_offset = Some(redis_now - local_micros(at));
                     limiter.set_fleet(Fleet::Synced { instances });
                     metrics.instances.set(i64::from(instances));
                     for (r, b) in batch.iter().zip(buckets) {
@@ -414,40 +447,70 @@ async fn leave(mut link: Link, instance: &str) {
         .await;
 }
 
-fn parse_answer(
-    answer: &[redis::Value],
-    buckets: usize,
-) -> Result<(u32, Vec<FleetBucket>), LinkError> {
+/// A monotonic instant in whole microseconds.
+fn local_micros(nanos: u64) -> i64 {
+    i64::try_from(nanos / 1000).unwrap_or(i64::MAX)
+}
+
+/// What one call of the sync script answered.
+#[derive(Debug, Clone, PartialEq)]
+enum SyncAnswer {
+    /// The report counted: the fleet's size and each bucket as it now is.
+    Applied {
+        /// Redis's clock when the script ran, µs.
+        redis_now: i64,
+        instances: u32,
+        buckets: Vec<FleetBucket>,
+    },
+    /// The call ran after its deadline (a stalled server resuming its
+    /// queue) and changed nothing; the report is still this instance's.
+    Late {
+        /// Redis's clock when the script ran, µs.
+        redis_now: i64,
+    },
+}
+
+fn parse_answer(answer: &[redis::Value], buckets: usize) -> Result<SyncAnswer, LinkError> {
     let bad = || LinkError {
         kind: crate::telemetry::metrics::UpstreamErrorKind::Other,
         reason: "unexpected answer from the sync script".into(),
     };
-    if answer.len() != 1 + 2 * buckets {
-        return Err(bad());
-    }
     let int = |v: &redis::Value| match v {
         redis::Value::Int(n) => Some(*n),
         _ => None,
     };
-    let instances = int(&answer[0])
-        .ok_or_else(bad)?
-        .clamp(1, i64::from(u32::MAX)) as u32;
+    let number = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|n| n.is_finite()),
+        _ => None,
+    };
+    let (Some(first), Some(now)) = (answer.first().and_then(int), answer.get(1)) else {
+        return Err(bad());
+    };
+    let redis_now = number(now).ok_or_else(bad)? as i64;
+    if first == -1 && answer.len() == 2 {
+        return Ok(SyncAnswer::Late { redis_now });
+    }
+    if answer.len() != 2 + 2 * buckets {
+        return Err(bad());
+    }
+    let instances = first.clamp(1, i64::from(u32::MAX)) as u32;
     let mut out = Vec::with_capacity(buckets);
-    for pair in answer[1..].chunks(2) {
-        let level = match &pair[0] {
-            redis::Value::BulkString(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(bad)?,
-            _ => return Err(bad()),
-        };
+    for pair in answer[2..].chunks(2) {
+        let level = number(&pair[0]).ok_or_else(bad)?;
         let shared = int(&pair[1]).ok_or_else(bad)? == 1;
         out.push(FleetBucket {
             level: (level.max(0.0) * 1000.0) as u64,
             shared,
         });
     }
-    Ok((instances, out))
+    Ok(SyncAnswer::Applied {
+        redis_now,
+        instances,
+        buckets: out,
+    })
 }
 
 fn sync_script() -> &'static Script {

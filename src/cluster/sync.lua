@@ -11,12 +11,21 @@
 -- ARGV[1]      this instance's id (random, per process)
 -- ARGV[2]      this instance's sync period, ms (members are stale after 3)
 -- ARGV[3]      "1": count this call as the heartbeat
--- ARGV[4..]    per bucket: interval µs, capacity µs, requests admitted since
---              the last report, µs since the first of them
+-- ARGV[4]      Redis time (µs) after which this call must change nothing,
+--              "0" for none: the instance gives up on a call after
+--              timeout_ms and sends its report again, but a stalled server
+--              still runs what was queued once it resumes
+-- ARGV[5..]    per bucket: interval µs, capacity µs, requests admitted since
+--              the last report, µs since the first of them, and when the
+--              instance last read it would be full again (Redis time, µs; 0
+--              if never): where a bucket Redis lost (a restart, a failover)
+--              starts again
 --
--- Returns {instances, level_1, shared_1, level_2, shared_2, ...}: level is
--- how far (µs, as text) the bucket is from full after this report; shared
--- is 1 when another instance spent from it lately.
+-- Returns {instances, now, level_1, shared_1, level_2, shared_2, ...}: now
+-- is Redis's time (µs, as text); level is how far (µs, as text) the bucket
+-- is from full after this report; shared is 1 when another instance spent
+-- from it lately. A call past its deadline returns {-1, now} and changes
+-- nothing.
 -- Every key written gets a TTL: a bucket's is the time it takes to refill
 -- (at least as long as it counts as shared).
 local clock = redis.call('TIME')
@@ -24,30 +33,40 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now_ms = math.floor(now / 1000)
 local me = ARGV[1]
 local stale = 3 * tonumber(ARGV[2])
+local deadline = tonumber(ARGV[4])
+if deadline > 0 and now > deadline then
+  return {-1, string.format('%.0f', now)}
+end
 if ARGV[3] == '1' then
   redis.call('ZADD', KEYS[1], now_ms, me)
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - stale)
   redis.call('PEXPIRE', KEYS[1], stale + 1000)
 end
-local out = {redis.call('ZCARD', KEYS[1])}
+local out = {redis.call('ZCARD', KEYS[1]), string.format('%.0f', now)}
 for i = 2, #KEYS do
-  local a = 4 + (i - 2) * 4
+  local a = 5 + (i - 2) * 5
   local interval = tonumber(ARGV[a])
   local capacity = tonumber(ARGV[a + 1])
   local used = tonumber(ARGV[a + 2])
   local age = tonumber(ARGV[a + 3])
+  local known = tonumber(ARGV[a + 4])
+  -- At most empty: an instance's view can hold a lost bucket, not put it
+  -- in debt.
+  if known > now + capacity then known = now + capacity end
   local key = KEYS[i]
   local state = redis.call('HMGET', key, 't', 'w', 'm')
   -- Spent from the first admission on, not all now: the refill since then
   -- counts (what an outage held back is not a burst at its end). A bucket
-  -- Redis does not hold (never used, expired, or lost with Redis) was full
-  -- then.
+  -- Redis does not hold was full then (never used, or expired: full again),
+  -- unless an instance last saw it fuller than that (Redis lost it).
   local from = now - age
-  local tat = tonumber(state[1]) or from
+  local tat = tonumber(state[1]) or math.max(from, known)
   if tat < from then tat = from end
   local multi = tonumber(state[3]) or 0
   local writer = state[2]
-  if used > 0 then
+  -- A report writes; so does a bucket Redis lost that an instance saw in
+  -- use, so that every instance finds it again.
+  if used > 0 or (not state[1] and known > now) then
     tat = tat + used * interval
     -- Over-spend (shares read before others spent, or a degraded spell) is
     -- kept as debt and repaid, up to one more bucket's worth.

@@ -27,35 +27,51 @@ fn bucket_names_follow_id_and_limit_and_hide_both() {
 #[test]
 fn answers_are_parsed_or_refused() {
     use redis::Value;
+    let now = || Value::BulkString(b"1796218965111592".to_vec());
     let ok = [
         Value::Int(3),
+        now(),
         Value::BulkString(b"1500.250".to_vec()),
         Value::Int(1),
         Value::BulkString(b"0.000".to_vec()),
         Value::Int(0),
     ];
-    let (n, buckets) = parse_answer(&ok, 2).unwrap();
-    assert_eq!(n, 3);
     assert_eq!(
-        buckets,
-        vec![
-            FleetBucket {
-                level: 1_500_250,
-                shared: true
-            },
-            FleetBucket {
-                level: 0,
-                shared: false
-            }
-        ]
+        parse_answer(&ok, 2).unwrap(),
+        SyncAnswer::Applied {
+            redis_now: 1_796_218_965_111_592,
+            instances: 3,
+            buckets: vec![
+                FleetBucket {
+                    level: 1_500_250,
+                    shared: true
+                },
+                FleetBucket {
+                    level: 0,
+                    shared: false
+                }
+            ]
+        }
     );
-    assert_eq!(
-        parse_answer(&[Value::Int(0)], 0).unwrap().0,
-        1,
+    assert!(
+        matches!(
+            parse_answer(&[Value::Int(0), now()], 0).unwrap(),
+            SyncAnswer::Applied { instances: 1, .. }
+        ),
         "never 0 instances"
     );
+    assert_eq!(
+        parse_answer(&[Value::Int(-1), now()], 2).unwrap(),
+        SyncAnswer::Late {
+            redis_now: 1_796_218_965_111_592
+        },
+        "a late call carries no buckets, whatever was asked"
+    );
     assert!(parse_answer(&ok, 1).is_err());
-    assert!(parse_answer(&[Value::Int(1), Value::Int(5), Value::Int(0)], 1).is_err());
+    assert!(parse_answer(&[Value::Int(3)], 0).is_err(), "no time");
+    assert!(parse_answer(&[Value::Int(1), now(), Value::Int(5), Value::Int(0)], 1).is_err());
+    let nan = Value::BulkString(b"nan".to_vec());
+    assert!(parse_answer(&[Value::Int(1), nan], 0).is_err());
 }
 
 #[test]

@@ -178,6 +178,10 @@ pub struct Report {
     pub age: u64,
     /// Whether a request was refused since the last report.
     pub denied: bool,
+    /// When the fleet's bucket is full again as last read (this instance's
+    /// monotonic nanoseconds; 0 if never read): what Redis is told to start
+    /// from if it no longer holds the bucket (restarted, failed over).
+    pub fleet_tat: u64,
 }
 
 /// The fleet's answer for one bucket.
@@ -411,6 +415,7 @@ impl Limiter {
                 fleet_id: *b.fleet_id.get_or_init(|| name(entry.key(), b.limit)),
                 consumed,
                 denied,
+                fleet_tat,
             });
         }
         out
