@@ -85,9 +85,25 @@ pub type KeyId = Inline<{ crate::snapshot::MAX_ID_LEN }>;
 pub type IpText = Inline<46>;
 
 impl IpText {
-    /// The text of `ip`, formatted without the heap.
+    /// The text of `ip`, formatted without the heap (IPv4 by hand: the
+    /// formatting machinery costs more than the rest of this).
     pub fn of(ip: IpAddr) -> IpText {
         use std::io::Write;
+        if let IpAddr::V4(v4) = ip {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let mut digits = itoa::Buffer::new();
+                let text = digits.format(octet).as_bytes();
+                buf[n..n + text.len()].copy_from_slice(text);
+                n += text.len();
+            }
+            return IpText::new(std::str::from_utf8(&buf[..n]).unwrap_or("-"));
+        }
         let mut buf = [0u8; 46];
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
         let _ = write!(cursor, "{ip}");
@@ -207,6 +223,16 @@ mod tests {
             .unwrap();
         assert_eq!(IpText::of(v6).as_str(), v6.to_string());
         assert_eq!(IpText::of("10.0.0.1".parse().unwrap()).as_str(), "10.0.0.1");
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.168.0.9",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::of(parsed).as_str(), parsed.to_string(), "{ip}");
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn forwarded(client: Option<&str>, tls: bool) -> HeaderValue {
     let mut v = ValueBuf::new();
     v.push("for=");
     match client {
-        Some(ip) if ip.contains(':') => v.push("\"[").push(ip).push("]\""),
+        Some(ip) if ip.as_bytes().contains(&b':') => v.push("\"[").push(ip).push("]\""),
         Some(ip) => v.push(ip),
         None => v.push("unknown"),
     };
