@@ -696,7 +696,14 @@ def main():
     ap.add_argument("--before", type=Path, default=None,
                     help="another keygate binary, run as target keygate-before")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--perf", type=Path, default=None, metavar="DIR",
+                    help="record a CPU profile of each target's first round into "
+                         "DIR/TARGET.data (perf record -e cpu-clock on its pids); read "
+                         "with `perf report -i DIR/TARGET.data --no-children --sort symbol`; "
+                         "perf's own cost lands in that round's figures")
     args = ap.parse_args()
+    if args.perf and not shutil.which("perf"):
+        sys.exit("--perf needs perf: apt-get install linux-perf")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if unknown := set(targets) - set(ALL_TARGETS):
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
@@ -879,7 +886,18 @@ def main():
                 group = [proc.pid, *children_of(proc.pid)]
                 cpu0 = cpu_seconds(group)
                 redis0 = cpu_seconds([redis.pid]) if name == "keygate-cluster" else 0.0
+                recorder = None
+                if args.perf and rnd == 0:
+                    args.perf.mkdir(parents=True, exist_ok=True)
+                    recorder = procs.start("perf", [
+                        "perf", "record", "-q", "-e", "cpu-clock", "-F", "2999",
+                        "-p", ",".join(str(p) for p in group),
+                        "-o", str(args.perf / f"{name}.data")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 r = run_wrk(procs, args, ports[name], path, key, args.duration, load_cpus)
+                if recorder:
+                    recorder.send_signal(signal.SIGINT)
+                    recorder.wait(timeout=60)
                 used = cpu_seconds(group) - cpu0
                 if name == "keygate-cluster":
                     redis_cpu += cpu_seconds([redis.pid]) - redis0
