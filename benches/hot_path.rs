@@ -1,6 +1,8 @@
 //! The request hot path piece by piece: bearer parsing + SHA-256, route
 //! matching over 100 routes, the whole `decide` on a 10,000-key snapshot, and
-//! the limiter (uncontended, in a fleet, and two threads on one key).
+//! the limiter (uncontended, in a fleet, and two threads on one key), and
+//! what adding the contract's headers costs through Pingora's header API
+//! against a plain `http::HeaderMap` with names parsed once.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::gateway::Gateway;
@@ -140,9 +142,82 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
+/// The custom headers keygate adds to a proxied request and its answer
+/// (CONTRACT §3, §4): nine to the upstream, six to the client.
+const ADDED: [(&str, &str); 15] = [
+    ("x-request-id", "4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a"),
+    ("x-forwarded-for", "127.0.0.1"),
+    ("forwarded", "for=127.0.0.1;proto=http"),
+    ("x-forwarded-proto", "http"),
+    ("x-keygate-key-id", "k5000"),
+    ("x-keygate-key-type", "workspace"),
+    ("x-keygate-company", "acme"),
+    ("x-keygate-workspace", "ws_a"),
+    ("x-keygate-scopes", "read:all"),
+    ("x-request-id", "4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a"),
+    ("x-ratelimit-limit", "1000"),
+    ("x-ratelimit-remaining", "999"),
+    ("x-ratelimit-reset", "1"),
+    ("ratelimit-policy", "\"default\";q=1000;w=60"),
+    ("ratelimit", "\"default\";r=999;t=1"),
+];
+
+fn headers(c: &mut Criterion) {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use pingora::http::{RequestHeader, ResponseHeader};
+    // What Pingora's API does for each: parse the name into a new
+    // `HeaderName`, copy the value, insert into the value map and the case map.
+    c.bench_function("headers: 15 added through Pingora's insert_header", |b| {
+        b.iter_batched(
+            || {
+                let req = RequestHeader::build("GET", b"/api/v1/x", Some(16)).expect("head");
+                let resp = ResponseHeader::build(200, Some(16)).expect("head");
+                (req, resp)
+            },
+            |(mut req, mut resp)| {
+                for (name, value) in &ADDED[..9] {
+                    req.insert_header(*name, *value).expect("valid");
+                }
+                for (name, value) in &ADDED[9..] {
+                    resp.insert_header(*name, *value).expect("valid");
+                }
+                (req, resp)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // The floor: names parsed once, values shared, one map, no case map.
+    let names: Vec<HeaderName> = ADDED
+        .iter()
+        .map(|(n, _)| HeaderName::from_static(n))
+        .collect();
+    let values: Vec<HeaderValue> = ADDED
+        .iter()
+        .map(|(_, v)| HeaderValue::from_static(v))
+        .collect();
+    c.bench_function(
+        "headers: 15 added to an http::HeaderMap, static names",
+        |b| {
+            b.iter_batched(
+                || (HeaderMap::with_capacity(16), HeaderMap::with_capacity(16)),
+                |(mut req, mut resp)| {
+                    for i in 0..9 {
+                        req.insert(names[i].clone(), values[i].clone());
+                    }
+                    for i in 9..15 {
+                        resp.insert(names[i].clone(), values[i].clone());
+                    }
+                    (req, resp)
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = token_and_hash, route_match, decide_bench, limiter
+    targets = token_and_hash, route_match, decide_bench, limiter, headers
 }
 criterion_main!(benches);
