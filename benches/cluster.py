@@ -20,11 +20,15 @@ Runs (each --duration seconds unless said otherwise):
   burst        1 s of round-robin traffic, 3 s idle (buckets full again), then
                3x the burst at once, round robin: admitted against the burst,
                excess against the bound.
+  latency      --latency-rounds rounds of off, on and SIGSTOP (10 s runs),
+               interleaved: the median client p99 of each (one run's p99 moves
+               by 1.5x from run to run on a shared machine).
 
 Prints every figure and the goals next to them; exits 0 whatever they are
 (it measures, it does not gate). Stops everything it starts, by pid.
 
-  benches/cluster.py [--duration 30] [--rate 300] [--sync-ms 50]
+  benches/cluster.py [--duration 30] [--rate 300] [--sync-ms 50] [--runs ...]
+                     [--latency-rounds 5]
 """
 
 import argparse
@@ -292,6 +296,11 @@ def excess(results, window, rtt_s):
     return worst
 
 
+def p99_of(results):
+    """Client p99 (ms) of the answered requests."""
+    return pct([r[2] * 1000 for r in results if r[3] in (200, 429)], 0.99)
+
+
 def pct(values, p):
     if not values:
         return float("nan")
@@ -329,8 +338,11 @@ def main():
     ap.add_argument("--rate", type=float, default=3.0 * RATE, help="arrivals per second")
     ap.add_argument("--sync-ms", type=int, default=50)
     ap.add_argument("--binary", help="keygate binary (default: build the release one)")
-    ap.add_argument("--runs", default="off,on,sigstop,kill,skewed,burst",
+    ap.add_argument("--runs", default="off,on,sigstop,kill,skewed,burst,latency",
                     help="which runs, comma-separated (all by default)")
+    ap.add_argument("--latency-rounds", type=int, default=5,
+                    help="rounds of the latency run: off, on and SIGSTOP, 10 s each, "
+                         "interleaved so that the machine's drift hits all three (5)")
     args = ap.parse_args()
     if not shutil.which("redis-server"):
         raise SystemExit("redis-server is missing: apt-get install redis-server (./dev setup)")
@@ -350,7 +362,7 @@ def main():
               f"{args.rate:.0f} arrivals/s round robin, sync {args.sync_ms} ms, {d:.0f} s runs")
 
         runs = set(args.runs.split(","))
-        unknown = runs - {"off", "on", "sigstop", "kill", "skewed", "burst"}
+        unknown = runs - {"off", "on", "sigstop", "kill", "skewed", "burst", "latency"}
         if unknown:
             sys.exit(f"unknown runs: {', '.join(sorted(unknown))}")
         off = on = stop = kill = skew = None
@@ -364,10 +376,11 @@ def main():
 
         resync = {}
 
-        def outage(name, outage_s, begin, end):
-            """A run with Redis out for `outage_s` mid-run: `begin` takes it
-            out, `end` brings it back; then the time until every instance is
-            synced again."""
+        def outage(name, outage_s, begin, end, length=None):
+            """A run (of `length` s, --duration by default) with Redis out for
+            `outage_s` mid-run: `begin` takes it out, `end` brings it back;
+            then the time until every instance is synced again."""
+            d = length or args.duration
             fleet.start(cluster=True)
 
             def during(t0):
@@ -414,6 +427,29 @@ def main():
             burst = max(excess(results, w, rtt_s) for w in (0.05, 0.1, 0.5, 1.0))
             print(f"largest excess over any 50 ms to 1 s window: {burst:.1f} (bound {bound:.1f})")
 
+        latency = None
+        if "latency" in runs and args.latency_rounds > 0:
+            # p99 moves by 1.5x between identical runs on a shared machine:
+            # short runs, interleaved, and the median of each kind.
+            p99s = {"off": [], "on": [], "sigstop": [], "stopped": [], "running": []}
+            for _ in range(args.latency_rounds):
+                fleet.start(cluster=False)
+                p99s["off"].append(p99_of(drive(fleet, 10, args.rate)))
+                fleet.start(cluster=True)
+                p99s["on"].append(p99_of(drive(fleet, 10, args.rate)))
+                stopped = outage("l", 5, lambda: redis.signal(signal.SIGSTOP),
+                                 lambda: redis.signal(signal.SIGCONT), 10)
+                p99s["sigstop"].append(p99_of(stopped))
+                # The same run split: sent while Redis was stopped, or not.
+                during = [r for r in stopped if 2.5 <= r[1] < 7.5]
+                p99s["stopped"].append(p99_of(during))
+                p99s["running"].append(p99_of([r for r in stopped if r not in during]))
+            latency = {k: statistics.median(v) for k, v in p99s.items()}
+            print(f"\n## latency: {args.latency_rounds} interleaved rounds of off, on and "
+                  "SIGSTOP (5 s of 10 s), client p99 in ms")
+            for k, v in p99s.items():
+                print(f"{k:<8} median {latency[k]:.2f}  runs {' '.join(f'{x:.2f}' for x in v)}")
+
         print("\n## goals")
         if on:
             print(f"on: within 3% of ideal: {abs(on['admitted'] / on['ideal'] - 1) * 100:.1f}% off")
@@ -429,6 +465,11 @@ def main():
             print(f"skewed: {skew['admitted'] / skew['ideal']:.3f} of ideal")
         if burst is not None:
             print(f"burst: excess {burst:.1f} (goal <= bound {bound:.1f})")
+        if latency:
+            print(f"latency medians: on / off p99 = {latency['on'] / latency['off']:.2f}, "
+                  f"sigstop / on p99 = {latency['sigstop'] / latency['on']:.2f}, "
+                  f"within the SIGSTOP runs, stopped / running = "
+                  f"{latency['stopped'] / latency['running']:.2f} (goals <= 1.05)")
     finally:
         procs.stop_all()
         upstream.shutdown()
