@@ -266,64 +266,22 @@ fn an_upgrade_hands_every_listener_over_without_a_refused_connection_or_failed_r
     );
 }
 
-/// One request on a raw kept-alive connection: the status line and the
-/// `Connection` header of its answer, or `None` once the server closed it.
-fn raw_get(conn: &mut std::net::TcpStream, key: &str) -> Option<(String, String)> {
-    use std::io::Read;
-    let req = format!(
-        "GET /api/v1/company/raw HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\r\n"
-    );
-    conn.write_all(req.as_bytes()).ok()?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    while got.len() < head_end + 4 + length {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    let status = head.lines().next().unwrap_or_default().to_string();
-    let connection = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("connection:")
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    Some((status, connection))
-}
-
 #[test]
 fn a_kept_alive_connection_is_told_to_close_on_its_first_answer_after_the_hand_over() {
     let up = Upstream::start();
     let mut snap = Snapshot::new();
     let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
     let mut gw = Gateway::start(&config_with_upgrade_sock(up.addr), &snap.render());
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", gw.ports.http)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (status, connection) = raw_get(&mut conn, &key).expect("an answer before the hand-over");
-    assert!(status.contains(" 200 "), "{status}");
-    assert_eq!(connection, "keep-alive");
+    let request = head(
+        "GET",
+        "/api/v1/company/raw",
+        &[&format!("Authorization: Bearer {key}")],
+    );
+    let mut conn = Conn::connect(gw.ports.http);
+    assert!(conn.send(request.as_bytes()));
+    let before = conn.read_reply().expect("an answer before the hand-over");
+    assert_eq!(before.status, 200);
+    assert_eq!(before.header("connection"), Some("keep-alive"));
 
     let successor = Successor::start(&gw);
     successor.wait_for_line("upgrade: waiting for the listening sockets");
@@ -331,12 +289,15 @@ fn a_kept_alive_connection_is_told_to_close_on_its_first_answer_after_the_hand_o
     successor.wait_for_line("upgrade: took over every listener");
     // The old process still answers on the connection it holds, and says
     // so: the client goes to the new process before the old one stops.
-    let (status, connection) = raw_get(&mut conn, &key).expect("the old process answers");
-    assert!(status.contains(" 200 "), "{status}");
-    assert_eq!(connection, "close", "the first answer after the hand-over");
-    assert_eq!(
-        raw_get(&mut conn, &key),
-        None,
+    assert!(conn.send(request.as_bytes()));
+    let after = conn.read_reply().expect("the old process answers");
+    assert_eq!(after.status, 200);
+    assert!(
+        after.closes(),
+        "the first answer after the hand-over: {after:?}"
+    );
+    assert!(
+        conn.is_closed_within(Duration::from_secs(10)),
         "and the connection is closed"
     );
     let status = gw.wait_exit(Duration::from_secs(30));

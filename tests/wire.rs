@@ -694,6 +694,29 @@ fn tls_connections_without_a_client_hello_are_closed_and_the_listener_keeps_serv
     assert_no_secret_in(&fx.gw.log(), "the gateway log");
 }
 
+#[test]
+fn keepalive_timeout_zero_closes_every_connection_after_its_answer() {
+    let fx = plain_fixture("keepalive_timeout_secs = 0\n", |c| c);
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    for (what, request) in [
+        (
+            "an allowed request",
+            head("GET", "/api/v1/company/once", &[&auth]),
+        ),
+        ("a denied one", head("GET", "/api/v1/company/once", &[])),
+    ] {
+        let mut conn = Conn::connect(fx.gw.ports.http);
+        assert!(conn.send(request.as_bytes()));
+        let r = conn.read_reply().expect("an answer");
+        assert!(r.closes(), "{what}: {r:?}");
+        assert!(
+            conn.is_closed_within(Duration::from_secs(5)),
+            "{what}: the connection stays open"
+        );
+    }
+    fx.assert_serving();
+}
+
 // ----------------------------------------------------------------- HTTP/2 --
 
 #[test]

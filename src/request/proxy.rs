@@ -203,16 +203,6 @@ impl ProxyHttp for Proxy {
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         crate::request::downstream::head_received(session);
-        // Pingora decides keep-alive again once it has read a head (from the
-        // request's own `Connection`), so the decision taken before the read
-        // does not hold: while the listeners are handed over or the gateway
-        // drains, this answer says `Connection: close`, and a kept-alive
-        // client reconnects (to the new process) instead of sending its next
-        // request on a connection about to be dropped.
-        let lifecycle = &self.shared.lifecycle;
-        if lifecycle.is_handing_over() || lifecycle.is_draining() {
-            session.set_keepalive(None);
-        }
         if let Some(v) = session.req_header().headers.get(PROBE_HEADER)
             && v.as_bytes() == self.shared.probe.as_bytes()
         {
@@ -223,6 +213,20 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let gw = self.shared.state.load_full();
+        // Pingora decides keep-alive again once it has read a head (from the
+        // request's own `Connection`), so the close chosen before the read
+        // does not hold; it is chosen again here. While the listeners are
+        // handed over or the gateway drains, the answer says `Connection:
+        // close` and a kept-alive client reconnects (to the new process)
+        // instead of sending its next request on a connection about to be
+        // dropped; `keepalive_timeout_secs = 0` closes after every answer.
+        let lifecycle = &self.shared.lifecycle;
+        if lifecycle.is_handing_over()
+            || lifecycle.is_draining()
+            || gw.config.server.keepalive_timeout.is_none()
+        {
+            session.set_keepalive(None);
+        }
         session.set_read_timeout(Some(gw.config.server.body_timeout));
         session.set_write_timeout(Some(gw.config.server.send_timeout));
         ctx.request_id = headers::request_id(session.req_header().headers.get("x-request-id"));
