@@ -939,11 +939,14 @@ fn sigterm_removes_the_instance_from_the_members() {
 }
 
 /// A `rediss://` gateway on `redis`'s TLS port, trusting the CA file `ca`
-/// through `SSL_CERT_FILE`, as an operator with a private CA would.
+/// through `SSL_CERT_FILE`, as an operator with a private CA would. Its
+/// `timeout_ms` leaves a debug build on a loaded machine time for the TLS
+/// handshake: at the default 100 ms the first failure can be the connect's
+/// timeout rather than the certificate this test is about.
 fn tls_gateway(up: &Upstream, url: &str, ns: &str, snap: &Snapshot, ca: &Path) -> Gateway {
     let ca = ca.to_str().unwrap();
     let g = Gateway::spawn_env(
-        &config(up, url, ns, ""),
+        &config(up, url, ns, "timeout_ms = 3000"),
         &snap.render(),
         |_| {},
         "info",
