@@ -119,10 +119,6 @@ struct Bucket {
     inflight: AtomicU64,
     /// A request was refused since the last report.
     denied: AtomicBool,
-    /// Holds one of the fleet's last tokens (fewer than instances), handed
-    /// out because it refused; kept until spent, so that a client coming
-    /// back later, after more syncs, still finds it.
-    granted: AtomicBool,
     /// The fleet bucket's arrival time as last read, on this instance's
     /// clock; 0 until the first sync.
     fleet_tat: AtomicU64,
@@ -160,7 +156,6 @@ impl Bucket {
             pending_since: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             denied: AtomicBool::new(false),
-            granted: AtomicBool::new(false),
             fleet_tat: AtomicU64::new(0),
             fleet_id: OnceLock::new(),
         }
@@ -477,20 +472,13 @@ impl Limiter {
             let left = capacity.saturating_sub(answer.level) / interval;
             // Fewer whole tokens than instances: a share would be less than
             // one token everywhere and nobody could spend them. An instance
-            // that is refusing gets one, and keeps it until it spends it
-            // (or the fleet has none left): withdrawn at the next quiet
-            // sync, it would be out of reach of a client that waits its
-            // `Retry-After` before asking again.
-            let unspent = b.granted.load(Ordering::Relaxed) && report.consumed == 0 && pending == 0;
-            let grant = (report.denied || unspent) && left >= 1 && left < u64::from(instances);
-            b.granted.store(grant, Ordering::Relaxed);
-            if grant {
+            // that is refusing gets one.
+            if report.denied && left >= 1 && left < u64::from(instances) {
                 (cost, capacity - cost)
             } else {
                 (cost, answer.level)
             }
         } else {
-            b.granted.store(false, Ordering::Relaxed);
             (interval, answer.level)
         };
         b.cost.store(cost, Ordering::Relaxed);

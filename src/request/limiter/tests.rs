@@ -565,44 +565,6 @@ fn the_last_tokens_go_to_an_instance_that_is_refusing() {
 }
 
 #[test]
-fn a_token_handed_to_a_refusing_instance_is_kept_until_spent() {
-    let (_, l) = limiter(100);
-    l.set_fleet(Fleet::Synced { instances: 3 });
-    let k = key("k");
-    let lim = limit(10, 600, 10);
-    let two_left = FleetBucket {
-        level: 8 * 60 * NANOS_PER_SEC,
-        shared: true,
-    };
-    assert_eq!(drain(&l, &k, lim), 3);
-    l.apply(&report_of(&l, "k").unwrap(), two_left, 0);
-    // Quiet syncs (nothing admitted, nothing refused) keep the token.
-    for _ in 0..3 {
-        let r = report_of(&l, "k").unwrap();
-        assert!(!r.denied && r.consumed == 0, "{r:?}");
-        l.apply(&r, two_left, 0);
-    }
-    let one_left = FleetBucket {
-        level: 9 * 60 * NANOS_PER_SEC,
-        shared: true,
-    };
-    let empty = FleetBucket {
-        level: 10 * 60 * NANOS_PER_SEC,
-        shared: true,
-    };
-    // Spent, and nothing refused since: nothing is held back for it.
-    assert!(l.check(&k, lim).allowed, "the token is still there");
-    l.apply(&report_of(&l, "k").unwrap(), one_left, 0);
-    assert!(!l.check(&k, lim).allowed);
-    // Refused again: one more while the fleet has any left.
-    l.apply(&report_of(&l, "k").unwrap(), one_left, 0);
-    assert_eq!(drain(&l, &k, lim), 1);
-    // None left fleet-wide: no token, whoever is refusing.
-    l.apply(&report_of(&l, "k").unwrap(), empty, 0);
-    assert_eq!(drain(&l, &k, lim), 0);
-}
-
-#[test]
 fn a_failed_report_is_sent_again() {
     let (_, l) = limiter(100);
     l.set_fleet(Fleet::Synced { instances: 1 });
