@@ -582,11 +582,13 @@ fn a_limit_change_and_reload_resets_the_bucket_fleet_wide() {
             assert_eq!(g.reload_by_signal(), "success");
         }
     }
-    // Each changed key is a fresh, full bucket for the whole fleet.
+    // Each changed key is a fresh, full bucket for the whole fleet (the old
+    // one was empty). With 3 instances the last tokens of 4 are handed only
+    // to an instance refusing at its sync, so up to 2 may stay unspent here.
     for key in [&own, &default] {
         let admitted = exhaust(&fleet, key);
         assert!(
-            (4..=7).contains(&admitted),
+            (2..=7).contains(&admitted),
             "{admitted} admitted after the change to 4/60s"
         );
     }
