@@ -26,8 +26,7 @@ fn company_key(snap: &mut Snapshot, id: &str, rate_limit: &str) -> String {
         .add()
 }
 
-/// The standard config with `[cluster]` on `redis`, namespace `ns`.
-/// A gateway config with a `[cluster]` table. Unless the test sets its own,
+/// The standard config with `[cluster]` on `redis`, namespace `ns`. Unless the test sets its own,
 /// `timeout_ms` is 1000: at the default 100 ms a debug build on a loaded
 /// machine can miss a round trip now and then, and a test about something
 /// else would see the instance degraded. Tests about timeouts set it.
