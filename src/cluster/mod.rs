@@ -21,7 +21,7 @@ use crate::config::ClusterConfig;
 use crate::gateway::Gateway;
 use crate::model::limit::Limit;
 use crate::request::Shared;
-use crate::request::limiter::{Fleet, FleetBucket, Report};
+use crate::request::limiter::{Fleet, FleetBucket, Report, Share};
 use crate::snapshot::KeyIndex;
 use async_trait::async_trait;
 use link::{Link, LinkError};
@@ -252,6 +252,9 @@ impl ClusterService {
             let offset = link.clock_offset;
             let timeout_us = i64::try_from(link.config.timeout.as_micros()).unwrap_or(i64::MAX);
             let clock = &self.shared.clock;
+            // An answer that this instance alone uses a bucket holds for 3
+            // periods from here (the script's grant runs from later still).
+            let alone_until = clock.mono_nanos().saturating_add(3 * sync_ms * 1_000_000);
             let answer = link
                 .call("sync", async |mut conn| {
                     // On Redis's clock: when this instance gives up on the call.
@@ -289,7 +292,7 @@ impl ClusterService {
                 })
                 .await;
             let at = self.shared.clock.mono_nanos();
-            match answer.and_then(|a| parse_answer(&a, batch.len())) {
+            match answer.and_then(|a| parse_answer(&a, batch.len(), alone_until)) {
                 Ok(SyncAnswer::Late { redis_now }) => {
                     link.clock_offset = Some(redis_now - local_micros(at));
                     failure = Some(LinkError {
@@ -470,7 +473,13 @@ enum SyncAnswer {
     },
 }
 
-fn parse_answer(answer: &[redis::Value], buckets: usize) -> Result<SyncAnswer, LinkError> {
+/// `alone_until`: until when an answer that this instance alone uses a
+/// bucket holds.
+fn parse_answer(
+    answer: &[redis::Value],
+    buckets: usize,
+    alone_until: u64,
+) -> Result<SyncAnswer, LinkError> {
     let bad = || LinkError {
         kind: crate::telemetry::metrics::UpstreamErrorKind::Other,
         reason: "unexpected answer from the sync script".into(),
@@ -500,10 +509,15 @@ fn parse_answer(answer: &[redis::Value], buckets: usize) -> Result<SyncAnswer, L
     let mut out = Vec::with_capacity(buckets);
     for pair in answer[2..].chunks(2) {
         let level = number(&pair[0]).ok_or_else(bad)?;
-        let shared = int(&pair[1]).ok_or_else(bad)? == 1;
+        let share = match int(&pair[1]).ok_or_else(bad)? {
+            0 => Share::Alone { until: alone_until },
+            1 => Share::Shared,
+            2 => Share::Held,
+            _ => return Err(bad()),
+        };
         out.push(FleetBucket {
             level: (level.max(0.0) * 1000.0) as u64,
-            shared,
+            share,
         });
     }
     Ok(SyncAnswer::Applied {

@@ -7,7 +7,9 @@
 --              full, kept as is so that reports of the same spell arriving
 --              one after the other all draw on one refill), w = last instance that
 --              spent from it, m = until when (ms) it counts as shared by more
---              than one instance
+--              than one instance, o and e = the instance last told it spends
+--              alone (so may spend the whole remainder at full cost) and until
+--              when (ms) it may, unless it syncs first
 -- ARGV[1]      this instance's id (random, per process)
 -- ARGV[2]      this instance's sync period, ms (members are stale after 3)
 -- ARGV[3]      "1": count this call as the heartbeat
@@ -23,9 +25,12 @@
 --
 -- Returns {instances, now, level_1, shared_1, level_2, shared_2, ...}: now
 -- is Redis's time (µs, as text); level is how far (µs, as text) the bucket
--- is from full after this report; shared is 1 when another instance spent
--- from it lately. A call past its deadline returns {-1, now} and changes
--- nothing.
+-- is from full after this report; shared is 0 when this instance is the
+-- only one spending from it (it may spend the whole remainder, for 3 of its
+-- periods), 1 when another instance spent from it lately or the fleet has
+-- no record of it, 2 when moreover another instance was told it spends
+-- alone and has not synced since (this one keeps to what it holds). A call
+-- past its deadline returns {-1, now} and changes nothing.
 -- Every key written gets a TTL: a bucket's is the time it takes to refill
 -- (at least as long as it counts as shared).
 local clock = redis.call('TIME')
@@ -54,7 +59,7 @@ for i = 2, #KEYS do
   -- in debt.
   if known > now + capacity then known = now + capacity end
   local key = KEYS[i]
-  local state = redis.call('HMGET', key, 't', 'w', 'm')
+  local state = redis.call('HMGET', key, 't', 'w', 'm', 'o', 'e')
   -- Spent from the first admission on, not all now: the refill since then
   -- counts (what an outage held back is not a burst at its end). A bucket
   -- Redis does not hold was full then (never used, or expired: full again),
@@ -64,6 +69,9 @@ for i = 2, #KEYS do
   if tat < from then tat = from end
   local multi = tonumber(state[3]) or 0
   local writer = state[2]
+  -- No instance has spent from it that Redis knows of (new, refilled and
+  -- expired, or lost): others may be starting on it at this very moment.
+  local fresh = not writer
   -- A report writes; so does a bucket Redis lost that an instance saw in
   -- use, so that every instance finds it again.
   if used > 0 or (not state[1] and known > now) then
@@ -83,7 +91,21 @@ for i = 2, #KEYS do
   end
   if tat < now then tat = now end
   local shared = 0
-  if multi > now_ms or (writer and writer ~= me) then shared = 1 end
+  if fresh or multi > now_ms or writer ~= me then shared = 1 end
+  local owner = state[4]
+  if shared == 0 then
+    -- Alone: it may spend the whole remainder until it syncs again, or for
+    -- 3 of its periods; the key lives at least that long.
+    redis.call('HSET', key, 'o', me, 'e', now_ms + stale)
+    if redis.call('PTTL', key) < stale then redis.call('PEXPIRE', key, stale) end
+  elseif owner == me then
+    -- The instance told it was alone now knows it is not.
+    redis.call('HDEL', key, 'o', 'e')
+  elseif owner and (tonumber(state[5]) or 0) > now_ms then
+    -- Another instance may still be spending the remainder it was told was
+    -- its own: what Redis holds does not count it yet.
+    shared = 2
+  end
   out[#out + 1] = string.format('%.3f', tat - now)
   out[#out + 1] = shared
 end

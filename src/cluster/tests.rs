@@ -35,43 +35,59 @@ fn answers_are_parsed_or_refused() {
         Value::Int(1),
         Value::BulkString(b"0.000".to_vec()),
         Value::Int(0),
+        Value::BulkString(b"42.000".to_vec()),
+        Value::Int(2),
     ];
     assert_eq!(
-        parse_answer(&ok, 2).unwrap(),
+        parse_answer(&ok, 3, 77).unwrap(),
         SyncAnswer::Applied {
             redis_now: 1_796_218_965_111_592,
             instances: 3,
             buckets: vec![
                 FleetBucket {
                     level: 1_500_250,
-                    shared: true
+                    share: Share::Shared
                 },
                 FleetBucket {
                     level: 0,
-                    shared: false
+                    share: Share::Alone { until: 77 }
+                },
+                FleetBucket {
+                    level: 42_000,
+                    share: Share::Held
                 }
             ]
         }
     );
     assert!(
         matches!(
-            parse_answer(&[Value::Int(0), now()], 0).unwrap(),
+            parse_answer(&[Value::Int(0), now()], 0, 0).unwrap(),
             SyncAnswer::Applied { instances: 1, .. }
         ),
         "never 0 instances"
     );
     assert_eq!(
-        parse_answer(&[Value::Int(-1), now()], 2).unwrap(),
+        parse_answer(&[Value::Int(-1), now()], 2, 0).unwrap(),
         SyncAnswer::Late {
             redis_now: 1_796_218_965_111_592
         },
         "a late call carries no buckets, whatever was asked"
     );
-    assert!(parse_answer(&ok, 1).is_err());
-    assert!(parse_answer(&[Value::Int(3)], 0).is_err(), "no time");
-    assert!(parse_answer(&[Value::Int(1), now(), Value::Int(5), Value::Int(0)], 1).is_err());
+    assert!(parse_answer(&ok, 1, 0).is_err());
+    let three = |v: i64| {
+        [
+            Value::Int(1),
+            now(),
+            Value::BulkString(b"0".to_vec()),
+            Value::Int(v),
+        ]
+    };
+    assert!(parse_answer(&three(3), 1, 0).is_err(), "no such share");
+    assert!(parse_answer(&three(-1), 1, 0).is_err(), "no such share");
+    assert!(parse_answer(&[Value::Int(3)], 0, 0).is_err(), "no time");
+    assert!(parse_answer(&[Value::Int(1), now(), Value::Int(5), Value::Int(0)], 1, 0).is_err());
     let nan = Value::BulkString(b"nan".to_vec());
-    assert!(parse_answer(&[Value::Int(1), nan], 0).is_err());
+    assert!(parse_answer(&[Value::Int(1), nan], 0, 0).is_err());
 }
 
 #[test]

@@ -25,10 +25,14 @@
 //! reconciles with Redis off the request path: [`Limiter::collect`] hands it
 //! what was admitted since the last report, [`Limiter::apply`] sets the
 //! allowance from the fleet's answer. Between syncs a request costs the
-//! allowance `N·T` when other instances use the key too (so it refills at
-//! this instance's share of the rate), `T` when this instance is the only
-//! one; the rate-limit headers show the fleet's bucket as last read, minus
-//! what this instance admitted since.
+//! allowance `N·T` (so it refills at this instance's share of the rate),
+//! except while the fleet has lately told this instance it is the only one
+//! using the key: then `T`, so it may spend the whole remainder. That lapses
+//! three sync periods after the read that said so, so an instance whose
+//! syncs stall cannot keep spending a bucket others have started on; and an
+//! instance joining such a key keeps to what it holds until the sole user
+//! has heard of it (see `cluster/sync.lua`). The rate-limit headers show the
+//! fleet's bucket as last read, minus what this instance admitted since.
 
 use crate::config::OnUnavailable;
 use crate::model::limit::Limit;
@@ -108,9 +112,12 @@ struct Bucket {
     /// GCRA arrival time of this instance's bucket (its allowance in a fleet).
     tat: AtomicU64,
     limit: Limit,
-    /// What one request takes from `tat` while synced: `T`, or `N·T` when
-    /// other instances use the bucket too.
+    /// What one request takes from `tat` while synced: `N·T`, this
+    /// instance's share of the fleet's rate.
     cost: AtomicU64,
+    /// Until when (monotonic nanoseconds) this instance may spend the whole
+    /// remainder at `T`, as the only one using the bucket; 0 when not.
+    alone_until: AtomicU64,
     /// Requests admitted since the last report to the fleet.
     pending: AtomicU64,
     /// When the first of them was admitted (monotonic nanoseconds).
@@ -152,6 +159,7 @@ impl Bucket {
             tat: AtomicU64::new(now),
             limit,
             cost: AtomicU64::new(cost),
+            alone_until: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             pending_since: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
@@ -190,8 +198,27 @@ pub struct FleetBucket {
     /// Nanoseconds until the fleet's bucket is full again (its debt; may
     /// exceed the capacity when the fleet over-spent).
     pub level: u64,
-    /// Whether another instance used the bucket in the last sync periods.
-    pub shared: bool,
+    /// Who else spends from it.
+    pub share: Share,
+}
+
+/// Who spends from a fleet bucket, as one sync's answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// This instance alone: it may spend the whole remainder until `until`
+    /// (its monotonic nanoseconds), when it must have heard again.
+    Alone {
+        /// Three sync periods after the report was sent.
+        until: u64,
+    },
+    /// Others too (or the fleet has no record of the bucket yet): this
+    /// instance spends its share, `remaining / N`.
+    Shared,
+    /// Others too, and one of them may still be spending the remainder it
+    /// was told was its own, which the answer does not count yet: this
+    /// instance keeps to what it holds (at most its share) until that one
+    /// has synced.
+    Held,
 }
 
 /// The per-key token buckets.
@@ -309,7 +336,11 @@ impl Limiter {
         match fleet {
             Fleet::Alone => take(&b.tat, limit, interval, interval, now),
             Fleet::Synced { .. } => {
-                let cost = b.cost.load(Ordering::Relaxed);
+                let cost = if b.alone_until.load(Ordering::Relaxed) > now {
+                    interval
+                } else {
+                    b.cost.load(Ordering::Relaxed)
+                };
                 let own = take(&b.tat, limit, cost, interval, now);
                 let pending = if own.allowed {
                     b.count(now)
@@ -467,22 +498,35 @@ impl Limiter {
         // Now in `fleet_tat`: the headers stop adding them.
         b.settle(report.consumed);
         let pending = b.pending.load(Ordering::Acquire);
-        let (cost, level) = if answer.shared {
-            let cost = share_cost(limit, instances);
-            let left = capacity.saturating_sub(answer.level) / interval;
-            // Fewer whole tokens than instances: a share would be less than
-            // one token everywhere and nobody could spend them. An instance
-            // that is refusing gets one.
-            if report.denied && left >= 1 && left < u64::from(instances) {
-                (cost, capacity - cost)
-            } else {
-                (cost, answer.level)
+        let share = share_cost(limit, instances);
+        b.cost.store(share, Ordering::Relaxed);
+        match answer.share {
+            Share::Alone { until } => {
+                b.alone_until.store(until, Ordering::Relaxed);
+                b.tat
+                    .store(at + answer.level + pending * interval, Ordering::Release);
             }
-        } else {
-            (interval, answer.level)
-        };
-        b.cost.store(cost, Ordering::Relaxed);
-        b.tat.store(at + level + pending * cost, Ordering::Release);
+            Share::Shared => {
+                b.alone_until.store(0, Ordering::Relaxed);
+                let left = capacity.saturating_sub(answer.level) / interval;
+                // Fewer whole tokens than instances: a share would be less
+                // than one token everywhere and nobody could spend them. An
+                // instance that is refusing gets one.
+                let level = if report.denied && left >= 1 && left < u64::from(instances) {
+                    capacity - share
+                } else {
+                    answer.level
+                };
+                b.tat.store(at + level + pending * share, Ordering::Release);
+            }
+            Share::Held => {
+                b.alone_until.store(0, Ordering::Relaxed);
+                // Never more than the fleet's figure allows, nor than what
+                // this instance already held.
+                b.tat
+                    .fetch_max(at + answer.level + pending * share, Ordering::AcqRel);
+            }
+        }
     }
 }
 

@@ -458,7 +458,7 @@ fn a_sole_user_gets_the_whole_remaining_and_headers_show_the_fleet() {
         &r,
         FleetBucket {
             level: 6 * NANOS_PER_SEC,
-            shared: false,
+            share: Share::Alone { until: u64::MAX },
         },
         at,
     );
@@ -487,7 +487,7 @@ fn a_shared_bucket_admits_its_share_of_the_fleet_remaining() {
         &r,
         FleetBucket {
             level: 36 * NANOS_PER_SEC,
-            shared: true,
+            share: Share::Shared,
         },
         0,
     );
@@ -511,7 +511,7 @@ fn what_is_admitted_while_a_report_is_in_flight_is_taken_off_the_answer() {
         &r,
         FleetBucket {
             level: 6 * NANOS_PER_SEC,
-            shared: false,
+            share: Share::Alone { until: u64::MAX },
         },
         0,
     );
@@ -532,7 +532,7 @@ fn fleet_debt_refuses_until_repaid() {
         &r,
         FleetBucket {
             level: 13 * NANOS_PER_SEC,
-            shared: false,
+            share: Share::Alone { until: u64::MAX },
         },
         clock.mono_nanos(),
     );
@@ -544,24 +544,73 @@ fn fleet_debt_refuses_until_repaid() {
 }
 
 #[test]
-fn the_last_tokens_go_to_an_instance_that_is_refusing() {
+fn being_alone_on_a_bucket_lapses_unless_the_fleet_says_so_again() {
+    let (clock, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    let lim = limit(10, 60, 10);
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    let now = clock.mono_nanos();
+    l.apply(
+        &r,
+        FleetBucket {
+            level: 6 * NANOS_PER_SEC,
+            share: Share::Alone {
+                until: now + 150 * 1_000_000,
+            },
+        },
+        now,
+    );
+    assert!(l.check(&k, lim).allowed);
+    assert!(l.check(&k, lim).allowed);
+    // 7 tokens left, but the answer is 200 ms old: a request costs a share
+    // again (18 s of the 42 s left), as if others had started on the key.
+    clock.advance(ms(200));
+    assert_eq!(drain(&l, &k, lim), 2);
+}
+
+#[test]
+fn the_last_tokens_go_to_an_instance_that_is_refusing_unless_it_is_held() {
     let (_, l) = limiter(100);
     l.set_fleet(Fleet::Synced { instances: 3 });
     let k = key("k");
     let lim = limit(10, 600, 10);
+    // Its share of a new bucket, then a refusal.
     assert_eq!(drain(&l, &k, lim), 3);
     let r = report_of(&l, "k").unwrap();
     assert!(r.denied);
-    // 2 tokens left fleet-wide: a third of that is less than one.
+    // Redis counts 8 tokens spent: 2 left, a third of that less than one.
+    // Held (a sole user may still be spending what Redis does not count):
+    // no grant of a last token, nothing beyond the share already spent.
+    let eight = FleetBucket {
+        level: 8 * 60 * NANOS_PER_SEC,
+        share: Share::Held,
+    };
+    l.apply(&r, eight, 0);
+    assert_eq!(drain(&l, &k, lim), 0);
+    // Shared (the sole user has synced): the same figure grants one.
+    let r = report_of(&l, "k").unwrap();
+    let shared = FleetBucket {
+        share: Share::Shared,
+        ..eight
+    };
+    l.apply(&r, shared, 0);
+    assert_eq!(drain(&l, &k, lim), 1);
+    // Held never lends more than the fleet's figure either.
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    assert!(l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
     l.apply(
         &r,
         FleetBucket {
-            level: 8 * 60 * NANOS_PER_SEC,
-            shared: true,
+            level: 9 * 60 * NANOS_PER_SEC,
+            share: Share::Held,
         },
         0,
     );
-    assert_eq!(drain(&l, &k, lim), 1);
+    assert_eq!(drain(&l, &k, lim), 0, "1 token left, 2 shares held locally");
 }
 
 #[test]
@@ -621,10 +670,16 @@ fn without_a_fleet_nothing_is_kept_for_one() {
 }
 
 /// The fleet's bucket as `cluster/sync.lua` keeps it, on a virtual clock:
-/// the reference the simulation below reconciles three limiters with.
+/// the reference the simulations below reconcile three limiters with.
+#[derive(Default)]
 struct FleetModel {
     tat: u64,
-    writers: Vec<(usize, u64)>,
+    /// The last instance that spent from it.
+    writer: Option<usize>,
+    /// Until when it counts as shared.
+    multi: u64,
+    /// The instance last told it is alone, and until when.
+    owner: Option<(usize, u64)>,
 }
 
 impl FleetModel {
@@ -637,21 +692,44 @@ impl FleetModel {
         stale: u64,
     ) -> FleetBucket {
         let cap = lim.capacity();
+        let fresh = self.writer.is_none();
         self.tat = self.tat.max(now);
         if consumed > 0 {
             self.tat = (self.tat + consumed * lim.interval()).min(now + 2 * cap);
-            self.writers.retain(|&(w, _)| w != who);
-            self.writers.push((who, now));
+            if self.writer.is_some_and(|w| w != who) {
+                self.multi = now + stale.max(10 * NANOS_PER_SEC);
+            }
+            self.writer = Some(who);
         }
-        let shared = self
-            .writers
-            .iter()
-            .any(|&(w, at)| w != who && now.saturating_sub(at) <= stale);
+        let share = if !fresh && self.multi <= now && self.writer == Some(who) {
+            self.owner = Some((who, now + stale));
+            Share::Alone { until: now + stale }
+        } else if self.owner.is_some_and(|(o, _)| o == who) {
+            self.owner = None;
+            Share::Shared
+        } else if self.owner.is_some_and(|(_, until)| until > now) {
+            Share::Held
+        } else {
+            Share::Shared
+        };
         FleetBucket {
             level: self.tat - now,
-            shared,
+            share,
         }
     }
+}
+
+/// Three instances' limiters on one virtual clock, synced.
+fn fleet_of_three() -> (Arc<ManualClock>, Vec<Limiter>) {
+    let clock = ManualClock::at(1_800_000_000);
+    let limiters = (0..3)
+        .map(|_| {
+            let l = Limiter::new(clock.clone(), 100);
+            l.set_fleet(Fleet::Synced { instances: 3 });
+            l
+        })
+        .collect();
+    (clock, limiters)
 }
 
 #[test]
@@ -659,20 +737,10 @@ fn simulated_fleet_of_three_stays_within_the_share_bound() {
     // 100/s burst 100, sync every 50 ms, uneven traffic (70/20/10 %) at
     // 3x the limit, 10 virtual seconds: admitted ≈ burst + rate·t, and the
     // excess over it within (1 - 1/N)·(burst + rate·sync).
-    let clock = ManualClock::at(1_800_000_000);
+    let (clock, limiters) = fleet_of_three();
     let lim = limit(100, 1, 100);
-    let limiters: Vec<Limiter> = (0..3)
-        .map(|_| {
-            let l = Limiter::new(clock.clone(), 100);
-            l.set_fleet(Fleet::Synced { instances: 3 });
-            l
-        })
-        .collect();
     let k = key("k");
-    let mut fleet = FleetModel {
-        tat: 0,
-        writers: Vec::new(),
-    };
+    let mut fleet = FleetModel::default();
     let step = Duration::from_micros(1_000);
     let sync_every = 50;
     let mut admitted = 0u64;
@@ -716,6 +784,60 @@ fn simulated_fleet_of_three_stays_within_the_share_bound() {
 }
 
 #[test]
+fn a_sole_user_that_syncs_late_and_the_instances_joining_it_stay_within_the_bound() {
+    // 10/min burst 10, sync every 50 ms. Instance 0 uses the key alone until
+    // the fleet says so; then requests come round robin, one a millisecond,
+    // to all three. The others sync every 12 ms (early: new buckets,
+    // refusals); instance 0's next sync is 2 periods late. Admitted: at most
+    // the limit plus (1 - 1/N)·burst, all of it counted in the fleet once
+    // everyone has synced.
+    let (clock, limiters) = fleet_of_three();
+    let lim = limit(10, 60, 10);
+    let stale = 150 * 1_000_000;
+    let k = key("k");
+    let mut fleet = FleetModel::default();
+    let sync = |fleet: &mut FleetModel, who: usize| {
+        let now = clock.mono_nanos();
+        if let Some(r) = report_of(&limiters[who], "k") {
+            let answer = fleet.report(who, r.consumed, lim, now, stale);
+            limiters[who].apply(&r, answer, now);
+            answer.share
+        } else {
+            Share::Shared
+        }
+    };
+    assert!(limiters[0].check(&k, lim).allowed);
+    assert_eq!(sync(&mut fleet, 0), Share::Shared, "new to the fleet");
+    clock.advance(ms(50));
+    assert!(matches!(sync(&mut fleet, 0), Share::Alone { .. }));
+    let mut admitted = 1u64;
+    for t in 0..300u64 {
+        if limiters[(t % 3) as usize].check(&k, lim).allowed {
+            admitted += 1;
+        }
+        if t % 12 == 11 {
+            sync(&mut fleet, 1);
+            sync(&mut fleet, 2);
+        }
+        if t >= 100 && t % 50 == 0 {
+            sync(&mut fleet, 0);
+        }
+        clock.advance(ms(1));
+    }
+    let bound = 10.0 + (1.0 - 1.0 / 3.0) * 10.0;
+    assert!(
+        admitted as f64 <= bound,
+        "{admitted} admitted, bound {bound}"
+    );
+    assert!(admitted >= 10, "{admitted} admitted");
+    for who in 0..3 {
+        sync(&mut fleet, who);
+    }
+    let spent = (fleet.tat - clock.mono_nanos()) as f64 / lim.interval() as f64;
+    assert!((spent - admitted as f64).abs() < 0.1, "{spent} counted");
+}
+
+#[test]
 fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
     let (_, l) = limiter(100);
     l.set_fleet(Fleet::Synced { instances: 1 });
@@ -728,7 +850,7 @@ fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
         &first,
         FleetBucket {
             level: six,
-            shared: false,
+            share: Share::Alone { until: u64::MAX },
         },
         0,
     );
@@ -751,7 +873,7 @@ fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
         &third,
         FleetBucket {
             level: 6 * six,
-            shared: false,
+            share: Share::Alone { until: u64::MAX },
         },
         0,
     );
