@@ -286,7 +286,8 @@ impl ClusterService {
                             .arg(micros(r.limit.capacity()))
                             .arg(r.consumed)
                             .arg(micros(r.age))
-                            .arg(known);
+                            .arg(known)
+                            .arg(if r.wants_token { "1" } else { "0" });
                     }
                     call.invoke_async::<Vec<redis::Value>>(&mut conn).await
                 })
@@ -502,22 +503,28 @@ fn parse_answer(
     if first == -1 && answer.len() == 2 {
         return Ok(SyncAnswer::Late { redis_now });
     }
-    if answer.len() != 2 + 2 * buckets {
+    if answer.len() != 2 + 3 * buckets {
         return Err(bad());
     }
     let instances = first.clamp(1, i64::from(u32::MAX)) as u32;
     let mut out = Vec::with_capacity(buckets);
-    for pair in answer[2..].chunks(2) {
-        let level = number(&pair[0]).ok_or_else(bad)?;
-        let share = match int(&pair[1]).ok_or_else(bad)? {
+    for one in answer[2..].chunks(3) {
+        let level = number(&one[0]).ok_or_else(bad)?;
+        let share = match int(&one[1]).ok_or_else(bad)? {
             0 => Share::Alone { until: alone_until },
             1 => Share::Shared,
             2 => Share::Held,
             _ => return Err(bad()),
         };
+        let reserved = match int(&one[2]).ok_or_else(bad)? {
+            0 => false,
+            1 => true,
+            _ => return Err(bad()),
+        };
         out.push(FleetBucket {
             level: (level.max(0.0) * 1000.0) as u64,
             share,
+            reserved,
         });
     }
     Ok(SyncAnswer::Applied {

@@ -21,15 +21,19 @@
 --              the last report, µs since the first of them, and when the
 --              instance last read it would be full again (Redis time, µs; 0
 --              if never): where a bucket Redis lost (a restart, a failover)
---              starts again
+--              starts again, and "1" when the instance refused a request and
+--              holds no reserved token
 --
--- Returns {instances, now, level_1, shared_1, level_2, shared_2, ...}: now
+-- Returns {instances, now, level_1, shared_1, reserved_1, ...}: now
 -- is Redis's time (µs, as text); level is how far (µs, as text) the bucket
 -- is from full after this report; shared is 0 when this instance is the
 -- only one spending from it (it may spend the whole remainder, for 3 of its
 -- periods), 1 when another instance spent from it lately or the fleet has
 -- no record of it, 2 when moreover another instance was told it spends
--- alone and has not synced since (this one keeps to what it holds). A call
+-- alone and has not synced since (this one keeps to what it holds);
+-- reserved is 1 when one token was taken for this instance to spend later
+-- (fewer whole tokens are left than instances, so a share of them is less
+-- than one; the one that is refusing gets one, counted now, once). A call
 -- past its deadline returns {-1, now} and changes nothing.
 -- Every key written gets a TTL: a bucket's is the time it takes to refill
 -- (at least as long as it counts as shared).
@@ -47,14 +51,16 @@ if ARGV[3] == '1' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - stale)
   redis.call('PEXPIRE', KEYS[1], stale + 1000)
 end
-local out = {redis.call('ZCARD', KEYS[1]), string.format('%.0f', now)}
+local instances = redis.call('ZCARD', KEYS[1])
+local out = {instances, string.format('%.0f', now)}
 for i = 2, #KEYS do
-  local a = 5 + (i - 2) * 5
+  local a = 5 + (i - 2) * 6
   local interval = tonumber(ARGV[a])
   local capacity = tonumber(ARGV[a + 1])
   local used = tonumber(ARGV[a + 2])
   local age = tonumber(ARGV[a + 3])
   local known = tonumber(ARGV[a + 4])
+  local wants = ARGV[a + 5] == '1'
   -- At most empty: an instance's view can hold a lost bucket, not put it
   -- in debt.
   if known > now + capacity then known = now + capacity end
@@ -106,7 +112,19 @@ for i = 2, #KEYS do
     -- its own: what Redis holds does not count it yet.
     shared = 2
   end
+  local reserved = 0
+  if wants and shared == 1 then
+    local left = math.floor((now + capacity - tat) / interval)
+    if left >= 1 and left < instances then
+      tat = tat + interval
+      redis.call('HSET', key, 't', string.format('%.3f', tat))
+      local ttl = math.ceil((tat - now) / 1000)
+      if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+      reserved = 1
+    end
+  end
   out[#out + 1] = string.format('%.3f', tat - now)
   out[#out + 1] = shared
+  out[#out + 1] = reserved
 end
 return out

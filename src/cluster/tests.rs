@@ -33,10 +33,13 @@ fn answers_are_parsed_or_refused() {
         now(),
         Value::BulkString(b"1500.250".to_vec()),
         Value::Int(1),
+        Value::Int(1),
         Value::BulkString(b"0.000".to_vec()),
+        Value::Int(0),
         Value::Int(0),
         Value::BulkString(b"42.000".to_vec()),
         Value::Int(2),
+        Value::Int(0),
     ];
     assert_eq!(
         parse_answer(&ok, 3, 77).unwrap(),
@@ -46,15 +49,18 @@ fn answers_are_parsed_or_refused() {
             buckets: vec![
                 FleetBucket {
                     level: 1_500_250,
-                    share: Share::Shared
+                    share: Share::Shared,
+                    reserved: true
                 },
                 FleetBucket {
                     level: 0,
-                    share: Share::Alone { until: 77 }
+                    share: Share::Alone { until: 77 },
+                    reserved: false
                 },
                 FleetBucket {
                     level: 42_000,
-                    share: Share::Held
+                    share: Share::Held,
+                    reserved: false
                 }
             ]
         }
@@ -74,18 +80,34 @@ fn answers_are_parsed_or_refused() {
         "a late call carries no buckets, whatever was asked"
     );
     assert!(parse_answer(&ok, 1, 0).is_err());
-    let three = |v: i64| {
+    let one = |share: i64, reserved: i64| {
         [
             Value::Int(1),
             now(),
             Value::BulkString(b"0".to_vec()),
-            Value::Int(v),
+            Value::Int(share),
+            Value::Int(reserved),
         ]
     };
-    assert!(parse_answer(&three(3), 1, 0).is_err(), "no such share");
-    assert!(parse_answer(&three(-1), 1, 0).is_err(), "no such share");
+    assert!(parse_answer(&one(1, 0), 1, 0).is_ok());
+    assert!(parse_answer(&one(3, 0), 1, 0).is_err(), "no such share");
+    assert!(parse_answer(&one(-1, 0), 1, 0).is_err(), "no such share");
+    assert!(parse_answer(&one(1, 2), 1, 0).is_err(), "one token at most");
     assert!(parse_answer(&[Value::Int(3)], 0, 0).is_err(), "no time");
-    assert!(parse_answer(&[Value::Int(1), now(), Value::Int(5), Value::Int(0)], 1, 0).is_err());
+    assert!(
+        parse_answer(
+            &[
+                Value::Int(1),
+                now(),
+                Value::Int(5),
+                Value::Int(0),
+                Value::Int(0)
+            ],
+            1,
+            0
+        )
+        .is_err()
+    );
     let nan = Value::BulkString(b"nan".to_vec());
     assert!(parse_answer(&[Value::Int(1), nan], 0, 0).is_err());
 }

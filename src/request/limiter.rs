@@ -126,6 +126,9 @@ struct Bucket {
     inflight: AtomicU64,
     /// A request was refused since the last report.
     denied: AtomicBool,
+    /// Tokens the fleet reserved for this instance (counted there already):
+    /// spent when its own allowance refuses, and not reported again.
+    reserved: AtomicU64,
     /// The fleet bucket's arrival time as last read, on this instance's
     /// clock; 0 until the first sync.
     fleet_tat: AtomicU64,
@@ -164,6 +167,7 @@ impl Bucket {
             pending_since: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             denied: AtomicBool::new(false),
+            reserved: AtomicU64::new(0),
             fleet_tat: AtomicU64::new(0),
             fleet_id: OnceLock::new(),
         }
@@ -186,6 +190,9 @@ pub struct Report {
     pub age: u64,
     /// Whether a request was refused since the last report.
     pub denied: bool,
+    /// Whether it asks for one of the fleet's last tokens: it refused a
+    /// request and holds none reserved.
+    pub wants_token: bool,
     /// When the fleet's bucket is full again as last read (this instance's
     /// monotonic nanoseconds; 0 if never read): what Redis is told to start
     /// from if it no longer holds the bucket (restarted, failed over).
@@ -200,6 +207,9 @@ pub struct FleetBucket {
     pub level: u64,
     /// Who else spends from it.
     pub share: Share,
+    /// Whether one token was reserved for this instance (already in
+    /// `level`).
+    pub reserved: bool,
 }
 
 /// Who spends from a fleet bucket, as one sync's answer says.
@@ -341,9 +351,13 @@ impl Limiter {
                 } else {
                     b.cost.load(Ordering::Relaxed)
                 };
-                let own = take(&b.tat, limit, cost, interval, now);
+                let mut own = take(&b.tat, limit, cost, interval, now);
                 let pending = if own.allowed {
                     b.count(now)
+                } else if take_one(&b.reserved) {
+                    // Counted by the fleet when it was reserved.
+                    own.allowed = true;
+                    b.pending.load(Ordering::Acquire)
                 } else {
                     b.denied.store(true, Ordering::Relaxed);
                     self.wake.notify_one();
@@ -446,6 +460,7 @@ impl Limiter {
                 fleet_id: *b.fleet_id.get_or_init(|| name(entry.key(), b.limit)),
                 consumed,
                 denied,
+                wants_token: denied && b.reserved.load(Ordering::Acquire) == 0,
                 fleet_tat,
             });
         }
@@ -492,7 +507,9 @@ impl Limiter {
         };
         let limit = b.limit;
         let interval = limit.interval();
-        let capacity = limit.capacity();
+        if answer.reserved {
+            b.reserved.fetch_add(1, Ordering::AcqRel);
+        }
         b.fleet_tat
             .store((at + answer.level).max(1), Ordering::Release);
         // Now in `fleet_tat`: the headers stop adding them.
@@ -508,16 +525,8 @@ impl Limiter {
             }
             Share::Shared => {
                 b.alone_until.store(0, Ordering::Relaxed);
-                let left = capacity.saturating_sub(answer.level) / interval;
-                // Fewer whole tokens than instances: a share would be less
-                // than one token everywhere and nobody could spend them. An
-                // instance that is refusing gets one.
-                let level = if report.denied && left >= 1 && left < u64::from(instances) {
-                    capacity - share
-                } else {
-                    answer.level
-                };
-                b.tat.store(at + level + pending * share, Ordering::Release);
+                b.tat
+                    .store(at + answer.level + pending * share, Ordering::Release);
             }
             Share::Held => {
                 b.alone_until.store(0, Ordering::Relaxed);
@@ -528,6 +537,13 @@ impl Limiter {
             }
         }
     }
+}
+
+/// Takes one of `tokens` if there is one.
+fn take_one(tokens: &AtomicU64) -> bool {
+    tokens
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// What a request takes from this instance's share: `N·T`, so the share

@@ -459,6 +459,7 @@ fn a_sole_user_gets_the_whole_remaining_and_headers_show_the_fleet() {
         FleetBucket {
             level: 6 * NANOS_PER_SEC,
             share: Share::Alone { until: u64::MAX },
+            reserved: false,
         },
         at,
     );
@@ -488,6 +489,7 @@ fn a_shared_bucket_admits_its_share_of_the_fleet_remaining() {
         FleetBucket {
             level: 36 * NANOS_PER_SEC,
             share: Share::Shared,
+            reserved: false,
         },
         0,
     );
@@ -512,6 +514,7 @@ fn what_is_admitted_while_a_report_is_in_flight_is_taken_off_the_answer() {
         FleetBucket {
             level: 6 * NANOS_PER_SEC,
             share: Share::Alone { until: u64::MAX },
+            reserved: false,
         },
         0,
     );
@@ -533,6 +536,7 @@ fn fleet_debt_refuses_until_repaid() {
         FleetBucket {
             level: 13 * NANOS_PER_SEC,
             share: Share::Alone { until: u64::MAX },
+            reserved: false,
         },
         clock.mono_nanos(),
     );
@@ -559,6 +563,7 @@ fn being_alone_on_a_bucket_lapses_unless_the_fleet_says_so_again() {
             share: Share::Alone {
                 until: now + 150 * 1_000_000,
             },
+            reserved: false,
         },
         now,
     );
@@ -571,33 +576,30 @@ fn being_alone_on_a_bucket_lapses_unless_the_fleet_says_so_again() {
 }
 
 #[test]
-fn the_last_tokens_go_to_an_instance_that_is_refusing_unless_it_is_held() {
+fn a_held_instance_keeps_to_what_it_holds() {
     let (_, l) = limiter(100);
     l.set_fleet(Fleet::Synced { instances: 3 });
     let k = key("k");
     let lim = limit(10, 600, 10);
-    // Its share of a new bucket, then a refusal.
+    // Its share of a new bucket, spent; Redis counts 5 spent. Held (a sole
+    // user may still be spending what Redis does not count): nothing beyond
+    // the share already spent.
     assert_eq!(drain(&l, &k, lim), 3);
-    let r = report_of(&l, "k").unwrap();
-    assert!(r.denied);
-    // Redis counts 8 tokens spent: 2 left, a third of that less than one.
-    // Held (a sole user may still be spending what Redis does not count):
-    // no grant of a last token, nothing beyond the share already spent.
-    let eight = FleetBucket {
-        level: 8 * 60 * NANOS_PER_SEC,
+    let five = FleetBucket {
+        level: 5 * 60 * NANOS_PER_SEC,
         share: Share::Held,
+        reserved: false,
     };
-    l.apply(&r, eight, 0);
+    l.apply(&report_of(&l, "k").unwrap(), five, 0);
     assert_eq!(drain(&l, &k, lim), 0);
-    // Shared (the sole user has synced): the same figure grants one.
-    let r = report_of(&l, "k").unwrap();
+    // Once the sole user has synced: a third of the 5 left.
     let shared = FleetBucket {
         share: Share::Shared,
-        ..eight
+        ..five
     };
-    l.apply(&r, shared, 0);
+    l.apply(&report_of(&l, "k").unwrap(), shared, 0);
     assert_eq!(drain(&l, &k, lim), 1);
-    // Held never lends more than the fleet's figure either.
+    // Nor more than the fleet's figure allows.
     let (_, l) = limiter(100);
     l.set_fleet(Fleet::Synced { instances: 3 });
     assert!(l.check(&k, lim).allowed);
@@ -607,10 +609,43 @@ fn the_last_tokens_go_to_an_instance_that_is_refusing_unless_it_is_held() {
         FleetBucket {
             level: 9 * 60 * NANOS_PER_SEC,
             share: Share::Held,
+            reserved: false,
         },
         0,
     );
     assert_eq!(drain(&l, &k, lim), 0, "1 token left, 2 shares held locally");
+}
+
+#[test]
+fn a_token_the_fleet_reserved_is_kept_until_spent_and_counted_once() {
+    let (_, l) = limiter(100);
+    l.set_fleet(Fleet::Synced { instances: 3 });
+    let k = key("k");
+    let lim = limit(10, 600, 10);
+    assert_eq!(drain(&l, &k, lim), 3);
+    let r = report_of(&l, "k").unwrap();
+    assert!(r.denied && r.wants_token, "{r:?}");
+    // 2 were left, a third of that less than one: the fleet reserved one
+    // for this instance (counted: 9 spent).
+    let nine = |reserved| FleetBucket {
+        level: 9 * 60 * NANOS_PER_SEC,
+        share: Share::Shared,
+        reserved,
+    };
+    l.apply(&r, nine(true), 0);
+    // Quiet syncs keep it, and it asks for no other.
+    for _ in 0..3 {
+        let r = report_of(&l, "k").unwrap();
+        assert!(!r.denied && !r.wants_token && r.consumed == 0, "{r:?}");
+        l.apply(&r, nine(false), 0);
+    }
+    let o = l.check(&k, lim);
+    assert!(o.allowed);
+    assert_eq!(o.remaining, 1, "the fleet's figure: it was counted");
+    assert!(!l.check(&k, lim).allowed);
+    let r = report_of(&l, "k").unwrap();
+    assert_eq!(r.consumed, 0, "not counted twice");
+    assert!(r.wants_token, "spent: it may ask for another");
 }
 
 #[test]
@@ -683,19 +718,13 @@ struct FleetModel {
 }
 
 impl FleetModel {
-    fn report(
-        &mut self,
-        who: usize,
-        consumed: u64,
-        lim: Limit,
-        now: u64,
-        stale: u64,
-    ) -> FleetBucket {
-        let cap = lim.capacity();
+    /// One instance's report, in a fleet of three.
+    fn report(&mut self, who: usize, r: &Report, now: u64, stale: u64) -> FleetBucket {
+        let (interval, cap) = (r.limit.interval(), r.limit.capacity());
         let fresh = self.writer.is_none();
         self.tat = self.tat.max(now);
-        if consumed > 0 {
-            self.tat = (self.tat + consumed * lim.interval()).min(now + 2 * cap);
+        if r.consumed > 0 {
+            self.tat = (self.tat + r.consumed * interval).min(now + 2 * cap);
             if self.writer.is_some_and(|w| w != who) {
                 self.multi = now + stale.max(10 * NANOS_PER_SEC);
             }
@@ -712,9 +741,15 @@ impl FleetModel {
         } else {
             Share::Shared
         };
+        let left = (now + cap).saturating_sub(self.tat) / interval;
+        let reserved = r.wants_token && share == Share::Shared && (1..3).contains(&left);
+        if reserved {
+            self.tat += interval;
+        }
         FleetBucket {
             level: self.tat - now,
             share,
+            reserved,
         }
     }
 }
@@ -760,7 +795,7 @@ fn simulated_fleet_of_three_stays_within_the_share_bound() {
             for (who, l) in limiters.iter().enumerate() {
                 let now = clock.mono_nanos();
                 if let Some(r) = report_of(l, "k") {
-                    let answer = fleet.report(who, r.consumed, lim, now, 150 * 1_000_000);
+                    let answer = fleet.report(who, &r, now, 150 * 1_000_000);
                     l.apply(&r, answer, now);
                 }
             }
@@ -799,7 +834,7 @@ fn a_sole_user_that_syncs_late_and_the_instances_joining_it_stay_within_the_boun
     let sync = |fleet: &mut FleetModel, who: usize| {
         let now = clock.mono_nanos();
         if let Some(r) = report_of(&limiters[who], "k") {
-            let answer = fleet.report(who, r.consumed, lim, now, stale);
+            let answer = fleet.report(who, &r, now, stale);
             limiters[who].apply(&r, answer, now);
             answer.share
         } else {
@@ -851,6 +886,7 @@ fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
         FleetBucket {
             level: six,
             share: Share::Alone { until: u64::MAX },
+            reserved: false,
         },
         0,
     );
@@ -874,6 +910,7 @@ fn headers_count_what_a_report_in_flight_holds_until_its_answer() {
         FleetBucket {
             level: 6 * six,
             share: Share::Alone { until: u64::MAX },
+            reserved: false,
         },
         0,
     );
