@@ -204,9 +204,6 @@ fn a_key_used_on_one_gateway_then_on_all_stays_within_the_bound() {
         .collect();
     let fleet = start_fleet(3, &config(&up, &redis.url(), "spread", ""), &snap.render());
     wait_fleet(&fleet, 3);
-    for g in &fleet {
-        g.wait_cluster(true, 3);
-    }
     for key in &keys {
         assert_eq!(status(&fleet[0], key), 200);
         fleet[0].wait_synced();
@@ -224,9 +221,17 @@ fn a_key_used_on_one_gateway_then_on_all_stays_within_the_bound() {
     }
 }
 
-/// One call of the sync script as an instance makes it: `used` requests
-/// admitted on one 10/min bucket; the bucket's `(level µs, shared)`.
-fn sync_call(redis: &Redis, me: &str, sync_ms: u64, bucket: &str, used: u64) -> (f64, u8) {
+/// One call of the sync script as instance `me` makes it: `used` requests
+/// admitted on one 10/min bucket, and whether it asks for a last token; the
+/// bucket's `(level µs, shared, reserved)`.
+fn sync_call(
+    redis: &Redis,
+    me: &str,
+    sync_ms: u64,
+    bucket: &str,
+    used: u64,
+    wants: bool,
+) -> (f64, u8, u8) {
     let out = redis.cli(&[
         "EVAL",
         include_str!("../src/cluster/sync.lua"),
@@ -242,47 +247,110 @@ fn sync_call(redis: &Redis, me: &str, sync_ms: u64, bucket: &str, used: u64) -> 
         &used.to_string(),
         "0.000",
         "0",
+        if wants { "1" } else { "0" },
     ]);
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    (lines[2].parse().unwrap(), lines[3].parse().unwrap())
+    assert_eq!(lines.len(), 5, "{out}");
+    (
+        lines[2].parse().unwrap(),
+        lines[3].parse().unwrap(),
+        lines[4].parse().unwrap(),
+    )
 }
 
 #[test]
 fn the_sync_script_tells_a_sole_user_so_and_holds_the_others_until_it_has_heard() {
     let redis = Redis::start();
+    let call = |me, sync_ms, b, used| sync_call(&redis, me, sync_ms, b, used, false);
     let b = "script:b:one";
     // New to the fleet: shared, whoever reports it first.
-    let (level, shared) = sync_call(&redis, "a", 50, b, 1);
+    let (level, shared, _) = call("a", 50, b, 1);
     assert_eq!(shared, 1);
     assert!((5.9e6..=6.0e6).contains(&level), "{level}");
     // Seen alone: the whole remainder, for 3 periods.
-    assert_eq!(sync_call(&redis, "a", 50, b, 0).1, 0);
+    assert_eq!(call("a", 50, b, 0).1, 0);
     assert_eq!(redis.hget(b, "o").as_deref(), Some("a"));
     // Another instance starts on it: held (what a may be spending is not
     // counted yet), however often it asks, until a has synced.
-    let (level, shared) = sync_call(&redis, "b", 50, b, 2);
+    let (level, shared, _) = call("b", 50, b, 2);
     assert_eq!(shared, 2);
     assert!((17.9e6..=18.0e6).contains(&level), "{level}");
-    assert_eq!(sync_call(&redis, "b", 50, b, 0).1, 2);
+    assert_eq!(call("b", 50, b, 0).1, 2);
     // a hears it is not alone; from then on both spend shares.
-    let (level, shared) = sync_call(&redis, "a", 50, b, 3);
+    let (level, shared, _) = call("a", 50, b, 3);
     assert_eq!(shared, 1);
     assert!((35.9e6..=36.0e6).contains(&level), "{level}");
     assert_eq!(redis.hget(b, "o"), None);
-    assert_eq!(sync_call(&redis, "b", 50, b, 0).1, 1);
-    assert_eq!(sync_call(&redis, "a", 50, b, 0).1, 1, "shared for 10 s");
+    assert_eq!(call("b", 50, b, 0).1, 1);
+    assert_eq!(call("a", 50, b, 0).1, 1, "shared for 10 s");
 
     // A sole user that never syncs again holds the others 3 of its periods.
     let b = "script:b:two";
-    sync_call(&redis, "a", 20, b, 1);
+    call("a", 20, b, 1);
     let held_from = Instant::now();
-    assert_eq!(sync_call(&redis, "a", 20, b, 0).1, 0);
-    assert_eq!(sync_call(&redis, "b", 50, b, 1).1, 2);
+    assert_eq!(call("a", 20, b, 0).1, 0);
+    assert_eq!(call("b", 50, b, 1).1, 2);
     wait_for("the hold to lapse", Duration::from_secs(10), || {
-        (sync_call(&redis, "b", 50, b, 0).1 == 1).then_some(())
+        (call("b", 50, b, 0).1 == 1).then_some(())
     });
     assert!(held_from.elapsed() >= Duration::from_millis(60));
+}
+
+#[test]
+fn the_sync_script_reserves_the_last_tokens_one_each_for_refusing_instances() {
+    let redis = Redis::start();
+    let b = "script:b:last";
+    // Three instances (on a long period, so none drops out), 8 of 10 spent.
+    for me in ["b", "c"] {
+        sync_call(&redis, me, 1000, "script:b:other", 0, false);
+    }
+    sync_call(&redis, "a", 1000, b, 8, false);
+    // 2 left: a share would be less than one token everywhere. Each one
+    // that refuses and asks gets one, counted at once, while any is left.
+    let (level, shared, reserved) = sync_call(&redis, "b", 1000, b, 0, true);
+    assert_eq!((shared, reserved), (1, 1));
+    assert!((53.9e6..=54.0e6).contains(&level), "{level}");
+    assert_eq!(sync_call(&redis, "c", 1000, b, 0, true).2, 1);
+    let (level, _, reserved) = sync_call(&redis, "a", 1000, b, 0, true);
+    assert_eq!(reserved, 0, "none left");
+    assert!((59.9e6..=60.0e6).contains(&level), "{level}");
+    // Not while whole shares are left, nor while a sole user may be
+    // spending, nor for an instance that does not ask.
+    let b = "script:b:plenty";
+    sync_call(&redis, "a", 1000, b, 5, false);
+    assert_eq!(sync_call(&redis, "b", 1000, b, 0, true).2, 0, "5 left");
+    assert_eq!(sync_call(&redis, "b", 1000, b, 3, false).2, 0);
+    assert_eq!(sync_call(&redis, "c", 1000, b, 0, false).2, 0, "not asked");
+    let b = "script:b:held";
+    sync_call(&redis, "a", 1000, b, 1, false);
+    sync_call(&redis, "a", 1000, b, 7, false);
+    assert_eq!(sync_call(&redis, "a", 1000, b, 0, false).1, 0, "a alone");
+    let (_, shared, reserved) = sync_call(&redis, "b", 1000, b, 0, true);
+    assert_eq!((shared, reserved), (2, 0), "2 left, but held");
+}
+
+#[test]
+fn a_slow_client_going_round_the_fleet_gets_every_token_and_no_more() {
+    // One request at a time, each gateway in turn, every gateway synced in
+    // between: no share is ever stale, so the fleet admits exactly the
+    // limit. The last 2 of 4 are fewer than the 3 instances: each goes to a
+    // gateway that refused, to be spent when the client comes back.
+    let redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_slow", &limit(4, 600));
+    let fleet = start_fleet(3, &config(&up, &redis.url(), "slow", ""), &snap.render());
+    wait_fleet(&fleet, 3);
+    let mut admitted = Vec::new();
+    for i in 0..12 {
+        if status(&fleet[i % 3], &key) == 200 {
+            admitted.push(i);
+        }
+        for g in &fleet {
+            g.wait_synced();
+        }
+    }
+    assert_eq!(admitted.len(), 4, "admitted: requests {admitted:?}");
 }
 
 #[test]
@@ -694,12 +762,14 @@ fn a_limit_change_and_reload_resets_the_bucket_fleet_wide() {
         }
     }
     // Each changed key is a fresh, full bucket for the whole fleet (the old
-    // one was empty). With 3 instances the last tokens of 4 are handed only
-    // to an instance refusing at its sync, so up to 2 may stay unspent here.
+    // one was empty): all 4 tokens, plus at most what shares read before
+    // the others' reports hold, (1 - 1/3) * 4. The last tokens, fewer than
+    // instances, are reserved for the instances that refuse, so none is
+    // left out of reach.
     for key in [&own, &default] {
         let admitted = exhaust(&fleet, key);
         assert!(
-            (2..=7).contains(&admitted),
+            (4..=6).contains(&admitted),
             "{admitted} admitted after the change to 4/60s"
         );
     }
