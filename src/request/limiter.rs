@@ -126,9 +126,10 @@ struct Bucket {
     inflight: AtomicU64,
     /// A request was refused since the last report.
     denied: AtomicBool,
-    /// Tokens the fleet reserved for this instance (counted there already):
-    /// spent when its own allowance refuses, and not reported again.
-    reserved: AtomicU64,
+    /// The fleet reserved a token for this instance (counted there already):
+    /// spent when its own allowance refuses, and not reported again. One at
+    /// most: an instance asks only while it holds none.
+    reserved: AtomicBool,
     /// The fleet bucket's arrival time as last read, on this instance's
     /// clock; 0 until the first sync.
     fleet_tat: AtomicU64,
@@ -167,7 +168,7 @@ impl Bucket {
             pending_since: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
             denied: AtomicBool::new(false),
-            reserved: AtomicU64::new(0),
+            reserved: AtomicBool::new(false),
             fleet_tat: AtomicU64::new(0),
             fleet_id: OnceLock::new(),
         }
@@ -354,7 +355,11 @@ impl Limiter {
                 let mut own = take(&b.tat, limit, cost, interval, now);
                 let pending = if own.allowed {
                     b.count(now)
-                } else if take_one(&b.reserved) {
+                } else if b
+                    .reserved
+                    .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     // Counted by the fleet when it was reserved.
                     own.allowed = true;
                     b.pending.load(Ordering::Acquire)
@@ -460,7 +465,7 @@ impl Limiter {
                 fleet_id: *b.fleet_id.get_or_init(|| name(entry.key(), b.limit)),
                 consumed,
                 denied,
-                wants_token: denied && b.reserved.load(Ordering::Acquire) == 0,
+                wants_token: denied && !b.reserved.load(Ordering::Acquire),
                 fleet_tat,
             });
         }
@@ -508,7 +513,7 @@ impl Limiter {
         let limit = b.limit;
         let interval = limit.interval();
         if answer.reserved {
-            b.reserved.fetch_add(1, Ordering::AcqRel);
+            b.reserved.store(true, Ordering::Release);
         }
         b.fleet_tat
             .store((at + answer.level).max(1), Ordering::Release);
@@ -517,33 +522,20 @@ impl Limiter {
         let pending = b.pending.load(Ordering::Acquire);
         let share = share_cost(limit, instances);
         b.cost.store(share, Ordering::Relaxed);
-        match answer.share {
-            Share::Alone { until } => {
-                b.alone_until.store(until, Ordering::Relaxed);
-                b.tat
-                    .store(at + answer.level + pending * interval, Ordering::Release);
-            }
-            Share::Shared => {
-                b.alone_until.store(0, Ordering::Relaxed);
-                b.tat
-                    .store(at + answer.level + pending * share, Ordering::Release);
-            }
-            Share::Held => {
-                b.alone_until.store(0, Ordering::Relaxed);
-                // Never more than the fleet's figure allows, nor than what
-                // this instance already held.
-                b.tat
-                    .fetch_max(at + answer.level + pending * share, Ordering::AcqRel);
-            }
+        let (alone_until, cost) = match answer.share {
+            Share::Alone { until } => (until, interval),
+            Share::Shared | Share::Held => (0, share),
+        };
+        b.alone_until.store(alone_until, Ordering::Relaxed);
+        let tat = at + answer.level + pending * cost;
+        if answer.share == Share::Held {
+            // Never more than the fleet's figure allows, nor than what this
+            // instance already held.
+            b.tat.fetch_max(tat, Ordering::AcqRel);
+        } else {
+            b.tat.store(tat, Ordering::Release);
         }
     }
-}
-
-/// Takes one of `tokens` if there is one.
-fn take_one(tokens: &AtomicU64) -> bool {
-    tokens
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok()
 }
 
 /// What a request takes from this instance's share: `N·T`, so the share
