@@ -182,10 +182,7 @@ pub fn run(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     if options.upgrade {
-        tracing::info!(
-            upgrade_sock = %upgrade_sock.display(),
-            "upgrade: waiting for the listening sockets of the running gateway; send it SIGQUIT"
-        );
+        announce_when_waiting(upgrade_sock.clone());
     }
     // With --upgrade this receives the proxy listeners (Pingora exits 1 if
     // they do not come within 5 s); then the admin listener follows.
@@ -293,6 +290,26 @@ pub fn run(
     access_log.flush();
     crate::util::sys::flush_stdout();
     std::process::exit(0)
+}
+
+/// Says "send it SIGQUIT" once Pingora listens on the upgrade socket (it
+/// binds it inside `bootstrap`, which blocks until the sockets come): a
+/// SIGQUIT sent on an earlier line would find nobody waiting and leave the
+/// old gateway serving while this process gives up.
+fn announce_when_waiting(upgrade_sock: PathBuf) {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_listening(&upgrade_sock) {
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tracing::info!(
+            upgrade_sock = %upgrade_sock.display(),
+            "upgrade: waiting for the listening sockets of the running gateway; send it SIGQUIT"
+        );
+    });
 }
 
 struct NoCallbacks;
