@@ -155,7 +155,13 @@ fn slow_request_heads_and_bodies_are_cut_at_their_timeouts() {
     let line = fx.access_line("stalled-body");
     assert_eq!(line["path"], "/api/v1/company/upload", "{line}");
     assert_eq!(line["key_id"], "k_admin", "{line}");
-    let reply = reply.expect("an answer to the stalled body");
+    let reply = reply.unwrap_or_else(|| {
+        panic!(
+            "no answer to the stalled body (read ended with {:?}); logged {line}; gateway log:\n{}",
+            stalled.ended_with,
+            fx.gw.log()
+        )
+    });
     assert_denied(
         &reply,
         408,

@@ -103,6 +103,9 @@ pub fn assert_denied(r: &Reply, status: u16, code: &str, message: &str) {
 pub struct Conn {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
+    /// The error the connection ended with, if it ended with one (a reset
+    /// rather than a close), for failure messages.
+    pub ended_with: Option<std::io::ErrorKind>,
 }
 
 /// What a read attempt on a raw connection ended with.
@@ -122,6 +125,7 @@ impl Conn {
         Conn {
             stream,
             buf: Vec::new(),
+            ended_with: None,
         }
     }
 
@@ -146,7 +150,10 @@ impl Conn {
             {
                 ReadEnd::TimedOut
             }
-            Err(_) => ReadEnd::Closed,
+            Err(e) => {
+                self.ended_with = Some(e.kind());
+                ReadEnd::Closed
+            }
         }
     }
 
