@@ -223,7 +223,19 @@ impl Gateway {
     }
 
     pub fn wait_ready(&self) {
+        let pid = self.pid();
         wait_for("gateway /readyz", Duration::from_secs(30), || {
+            // A process that exited (a refused config, a busy port) is never
+            // ready: say why at once instead of at the deadline.
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let exited = state
+                .rsplit_once(')')
+                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+            assert!(
+                !exited,
+                "the gateway exited before it was ready:\n{}",
+                self.log()
+            );
             self.client
                 .get(self.admin_url("/readyz"))
                 .send()
