@@ -325,10 +325,11 @@ impl Reloader {
         let new = match built {
             Ok(g) => g,
             Err(problems) => {
-                metrics.reload_failure.inc();
                 for p in &problems.0 {
                     tracing::error!(trigger, problem = %p, "reload refused; still serving the previous config and keys");
                 }
+                // Counted once logged: whoever sees the count finds the reasons.
+                metrics.reload_failure.inc();
                 return Err(problems);
             }
         };
@@ -360,9 +361,6 @@ impl Reloader {
                 .collect();
             self.shared.limiter.retain_keys(|id| !removed.contains(id));
         }
-        metrics.reload_success.inc();
-        metrics.last_reload_success.set(now);
-        new.record_key_gauges(metrics, now);
         tracing::info!(
             trigger,
             loaded = %report.loaded,
@@ -385,6 +383,11 @@ impl Reloader {
             tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
         }
         crate::config::warnings::log(&new.config);
+        new.record_key_gauges(metrics, now);
+        // Counted once logged and the gauges set: whoever sees the count
+        // finds the report and the new figures.
+        metrics.last_reload_success.set(now);
+        metrics.reload_success.inc();
         // Never hold up the caller (POST /reload answers now) for slow requests.
         let spawned = std::thread::Builder::new()
             .name("keygate-retire".into())
