@@ -275,14 +275,16 @@ fn literal_segment() -> impl Strategy<Value = String> {
 }
 
 /// Any non-empty text that is not a dot segment and holds no `/`, `\` or NUL:
-/// what a `{workspace}`, `*` or `**` segment may decode to.
+/// what a `{workspace}`, `*` or `**` segment may decode to. A dot segment is
+/// judged on the part before its first `;` (`.;x` is one), as the gateway does.
 fn segment_text() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[A-Za-z0-9_.~-]{1,24}",
         1 => "\\PC{1,12}",
     ]
     .prop_filter("valid segment text", |s| {
-        !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
+        let head = s.split(';').next().unwrap_or_default();
+        !s.is_empty() && head != "." && head != ".." && !s.contains(['/', '\\', '\0'])
     })
 }
 
