@@ -21,6 +21,9 @@ Targets
                  Skipped with a message when redis-server is not installed.
   keygate-before with --before BIN: another keygate binary (an older build) on
                  the keygate target's config, to compare two builds in one run.
+  bare-before    with --bare-before BIN: another bare_proxy binary (e.g. built
+                 with another profile), so a build change is measured on the
+                 bare proxy too and keygate/bare compared within one run.
   haproxy        HAProxy (Debian's), one thread, key auth the HAProxy way: a
                  10,000-entry map file of key -> key id, 401 on a
                  miss, a stick table per key id with a rate limit never
@@ -70,7 +73,7 @@ request is the figure that holds.
 
 Usage:  benches/load.py [--duration 10] [--rounds 3] [--connections 32]
                         [--keys 10000] [--pin split|none] [--threads 1]
-                        [--targets ...]
+                        [--targets ...] [--before BIN] [--bare-before BIN]
         Default run (all 8 targets): about 4.5 minutes after the build.
         Loopback only; every process started is stopped by its pid; the temp
         dir is removed.
@@ -664,6 +667,8 @@ def report(args, results, notes):
             pair(kg, peer)
     pair("keygate-cluster", "keygate")
     pair("keygate", "keygate-before")
+    pair("keygate-before", "bare-before")
+    pair("bare", "bare-before")
     pair("bare", "nginx")
     pair("pingap", "bare")
     print()
@@ -695,6 +700,8 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--before", type=Path, default=None,
                     help="another keygate binary, run as target keygate-before")
+    ap.add_argument("--bare-before", type=Path, default=None,
+                    help="another bare_proxy binary, run as target bare-before")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--perf", type=Path, default=None, metavar="DIR",
                     help="record a CPU profile of each target's first round into "
@@ -714,6 +721,10 @@ def main():
             ap.error(f"--before {args.before}: no such binary")
         targets.insert(targets.index("keygate") + 1 if "keygate" in targets else 0,
                        "keygate-before")
+    if args.bare_before is not None:
+        if not args.bare_before.is_file():
+            ap.error(f"--bare-before {args.bare_before}: no such binary")
+        targets.insert(targets.index("bare") + 1 if "bare" in targets else 0, "bare-before")
     expected = len(targets) * (args.rounds * args.duration + args.warmup)
     if expected > 300:
         log(f"warning: the load alone takes about {expected} s")
@@ -772,15 +783,17 @@ def main():
             redis, redis_port = start_redis(procs, redis_server, tmp, load_cpus)
 
         ports, pids, logs = {}, {}, {}
-        if "bare" in targets:
-            ports["bare"] = free_port()
-            p = procs.start("bare", [str(bare_bin), "--listen", f"127.0.0.1:{ports['bare']}",
-                                     "--upstream", f"127.0.0.1:{up_port}",
-                                     "--threads", str(threads)],
+        for name, binary in (("bare", bare_bin), ("bare-before", args.bare_before)):
+            if name not in targets:
+                continue
+            ports[name] = free_port()
+            p = procs.start(name, [str(binary), "--listen", f"127.0.0.1:{ports[name]}",
+                                   "--upstream", f"127.0.0.1:{up_port}",
+                                   "--threads", str(threads)],
                             cpus=target_cpus, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "bare.err", "wb"))
-            wait_status(p, ports["bare"], path, 200, auth)
-            pids["bare"] = p
+                            stderr=open(tmp / f"{name}.err", "wb"))
+            wait_status(p, ports[name], path, 200, auth)
+            pids[name] = p
         for name, level, enforce, binary in (
             ("keygate", "info", "on", keygate_bin),
             ("keygate-nolog", "warn", "on", keygate_bin),
@@ -864,7 +877,7 @@ def main():
         # unknown key are 401 (bare and a shadow route: 200 anyway).
         unknown = {"Authorization": f"Bearer {random_key()}"}
         for name in targets:
-            want = 200 if name in ("bare", "keygate-shadow") else 401
+            want = 200 if name in ("bare", "bare-before", "keygate-shadow") else 401
             for what, headers in (("no key", None), ("an unknown key", unknown)):
                 got = http_status(ports[name], path, headers)
                 if got != want:
