@@ -234,7 +234,10 @@ pub enum Share {
 
 /// The per-key token buckets.
 pub struct Limiter {
-    buckets: DashMap<Arc<str>, Bucket>,
+    /// foldhash (hashbrown's default, seeded per process) rather than
+    /// SipHash: ids come from the operator's snapshot, and a bucket is only
+    /// made for an authenticated key, so clients cannot choose what is hashed.
+    buckets: DashMap<Arc<str>, Bucket, hashbrown::DefaultHashBuilder>,
     max_buckets: AtomicU64,
     clock: Arc<dyn Clock>,
     last_sweep: AtomicU64,
@@ -247,7 +250,7 @@ impl Limiter {
     /// An empty limiter holding at most `max_buckets` buckets.
     pub fn new(clock: Arc<dyn Clock>, max_buckets: usize) -> Self {
         Limiter {
-            buckets: DashMap::new(),
+            buckets: DashMap::with_hasher(hashbrown::DefaultHashBuilder::default()),
             max_buckets: AtomicU64::new(max_buckets as u64),
             clock,
             last_sweep: AtomicU64::new(0),
