@@ -716,15 +716,13 @@ def main():
         ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.threads < 1:
         ap.error("--threads must be at least 1")
-    if args.before is not None:
-        if not args.before.is_file():
-            ap.error(f"--before {args.before}: no such binary")
-        targets.insert(targets.index("keygate") + 1 if "keygate" in targets else 0,
-                       "keygate-before")
-    if args.bare_before is not None:
-        if not args.bare_before.is_file():
-            ap.error(f"--bare-before {args.bare_before}: no such binary")
-        targets.insert(targets.index("bare") + 1 if "bare" in targets else 0, "bare-before")
+    for flag, binary, name, after in (("--before", args.before, "keygate-before", "keygate"),
+                                      ("--bare-before", args.bare_before, "bare-before", "bare")):
+        if binary is None:
+            continue
+        if not binary.is_file():
+            ap.error(f"{flag} {binary}: no such binary")
+        targets.insert(targets.index(after) + 1 if after in targets else 0, name)
     expected = len(targets) * (args.rounds * args.duration + args.warmup)
     if expected > 300:
         log(f"warning: the load alone takes about {expected} s")
