@@ -187,7 +187,51 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
     );
     let ip = IpText::of(ip);
     let n = allocations_during(|| {
-        std::hint::black_box(headers::forwarded(Some(ip.as_str()), true));
+        let mut values = headers::Values::with_capacity(64);
+        std::hint::black_box(headers::forwarded(&mut values, Some(ip.as_str()), true).unwrap());
+        std::hint::black_box(values.of("k_company").unwrap());
     });
-    assert_eq!(n, 1, "Forwarded: one HeaderValue");
+    assert_eq!(n, 2, "two values: one buffer and its shared owner");
+
+    // Both heads as Pingora hands them over, parsed with their names' case.
+    let mut upstream_req = pingora::http::RequestHeader::build("GET", b"/api/v1/x", None).unwrap();
+    for (n, v) in [
+        ("Host", "example.com"),
+        ("User-Agent", "t"),
+        ("Authorization", "x"),
+    ] {
+        upstream_req.insert_header(n, v).unwrap();
+    }
+    let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+    for (n, v) in [("Content-Type", "text/plain"), ("Content-Length", "2")] {
+        resp.insert_header(n, v).unwrap();
+    }
+    ctx.client = Some(ip);
+    ctx.key_slot = Some(slot);
+    ctx.request_id = http::HeaderValue::from_static("client-chosen-id");
+    ctx.rate = Some(keygate::request::limiter::Outcome {
+        allowed: true,
+        limit: keygate::model::limit::Limit::DEFAULT,
+        remaining: 5,
+        reset_secs: 7,
+        retry_after_secs: 1,
+        unavailable: false,
+    });
+    let n = allocations_during(|| {
+        headers::for_upstream(&mut upstream_req, &ctx, &gw).unwrap();
+    });
+    // X-Forwarded-For, Forwarded, the key id and the company are values
+    // made for this request, all in one buffer (2); the map grows once (its
+    // index and its entries, 2) to make room for all that is added. Names
+    // are statics: no allocation.
+    assert_eq!(n, 2 + 2, "{n} allocations adding the upstream's headers");
+    assert_eq!(upstream_req.headers["x-keygate-key-id"], "k_company");
+    assert!(!upstream_req.headers.contains_key("authorization"));
+    let n = allocations_during(|| {
+        headers::for_client(&mut resp, &ctx).unwrap();
+    });
+    // Five rate-limit values in one buffer (2); the request id is shared,
+    // and the response's map had room.
+    assert_eq!(n, 2, "{n} allocations adding the client's headers");
+    assert_eq!(resp.headers["x-ratelimit-remaining"], "5");
 }

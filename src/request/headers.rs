@@ -1,15 +1,104 @@
 //! What the upstream and the client are told besides the request and the
 //! answer themselves: the reserved headers removed from what the client sent,
 //! identity and forwarding headers for the upstream, request ids, and the
-//! rate-limit headers. Names are `'static`, values are built on the stack.
+//! rate-limit headers. Names are parsed once (statics), values are built on
+//! the stack, and both heads are edited in their plain `http` header map
+//! ([`edit_request`], [`edit_response`]).
 
 use crate::gateway::Gateway;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
-use http::HeaderValue;
+use bytes::BytesMut;
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::Result;
+use pingora::prelude::{ErrorType, OrErr, Result};
+
+/// The names of the headers keygate adds, parsed once; each static is the
+/// header it is named for.
+#[allow(missing_docs)]
+pub mod name {
+    use http::HeaderName;
+
+    pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    pub static X_KEYGATE_SHADOW: HeaderName = HeaderName::from_static("x-keygate-shadow");
+    pub static X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+    pub static X_KEYGATE_KEY_TYPE: HeaderName = HeaderName::from_static("x-keygate-key-type");
+    pub static X_KEYGATE_COMPANY: HeaderName = HeaderName::from_static("x-keygate-company");
+    pub static X_KEYGATE_WORKSPACE: HeaderName = HeaderName::from_static("x-keygate-workspace");
+    pub static X_KEYGATE_SCOPES: HeaderName = HeaderName::from_static("x-keygate-scopes");
+    pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+    pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+}
+
+/// The most headers keygate adds to one head: room for them is made once.
+const ADDED: usize = 10;
+
+/// Runs `edit` on the header map of `req` itself, then puts the head back
+/// together with its request-target and HTTP/2 end-of-stream choice intact.
+///
+/// Pingora's `insert_header` parses every name into a newly allocated
+/// `HeaderName` and inserts it into a second map that keeps each name's case
+/// as sent; editing the `http` parts takes one insert per header with names
+/// parsed once. The case map goes with it: the upstream gets header names
+/// lowercased (the standard ones title-cased), as it would over HTTP/2 and as
+/// Envoy and HAProxy send them. Field names are case-insensitive (RFC 9110
+/// §5.1).
+pub fn edit_request(
+    req: &mut RequestHeader,
+    edit: impl FnOnce(&mut HeaderMap) -> Result<()>,
+) -> Result<()> {
+    // A target the URI cannot carry as sent (not UTF-8, absolute form) is
+    // kept apart by Pingora and lost by the parts: it is set again.
+    let raw = {
+        let target = req.raw_path();
+        let from_uri = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
+        (Some(target) != from_uri).then(|| target.to_vec())
+    };
+    let end_stream = req.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
+    parts.headers.reserve(ADDED);
+    let edited = edit(&mut parts.headers);
+    let mut rebuilt = RequestHeader::from(parts);
+    if let Some(raw) = raw {
+        rebuilt.set_raw_path(&raw)?;
+    }
+    if let Some(end_stream) = end_stream {
+        rebuilt.set_send_end_stream(end_stream);
+    }
+    *req = rebuilt;
+    edited
+}
+
+/// [`edit_request`] for a response head: runs `edit` on its header map and
+/// keeps the upstream's reason phrase. Names reach the client lowercased
+/// (the standard ones title-cased), as over HTTP/2.
+pub fn edit_response(
+    resp: &mut ResponseHeader,
+    edit: impl FnOnce(&mut HeaderMap) -> Result<()>,
+) -> Result<()> {
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
+    parts.headers.reserve(ADDED);
+    let edited = edit(&mut parts.headers);
+    let mut rebuilt = ResponseHeader::from(parts);
+    if reason.is_some() {
+        rebuilt.set_reason_phrase(reason.as_deref())?;
+    }
+    *resp = rebuilt;
+    edited
+}
 
 /// Headers the client may not set for the upstream: identity (`x-keygate-*`),
 /// request id and forwarding headers (a backend trusting `X-Real-IP`,
@@ -68,53 +157,47 @@ pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
-/// A small header value assembled on the stack.
-struct ValueBuf {
-    buf: [u8; 96],
-    len: usize,
-}
+/// The header values of one head, written one after another into one
+/// buffer and handed out as shared slices of it: two allocations for all of
+/// them (the buffer and its shared owner) instead of one or two for each.
+pub struct Values(BytesMut);
 
-impl ValueBuf {
-    fn new() -> Self {
-        ValueBuf {
-            buf: [0; 96],
-            len: 0,
-        }
+impl Values {
+    /// Room for `bytes` of values before the buffer has to grow.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Values(BytesMut::with_capacity(bytes))
     }
 
-    fn push(&mut self, s: &str) -> &mut Self {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+    /// Appends text to the value being written.
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
         self
     }
 
-    fn push_u64(&mut self, mut n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        // Digits are ASCII.
-        self.push(std::str::from_utf8(&digits[i..]).unwrap_or("0"))
+    /// Appends a number in decimal to the value being written.
+    pub fn push_u64(&mut self, n: u64) -> &mut Self {
+        self.push(itoa::Buffer::new().format(n))
     }
 
-    fn value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.buf[..self.len])
-            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    /// The value written since the last one. UTF-8 passes as it is; a
+    /// control character (never in what keygate writes, possible in a
+    /// snapshot's company name) fails the request rather than reach a peer
+    /// altered.
+    pub fn take(&mut self) -> Result<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.0.split().freeze())
+            .or_err(ErrorType::InvalidHTTPHeader, "not a valid header value")
+    }
+
+    /// `s` alone as the next value.
+    pub fn of(&mut self, s: &str) -> Result<HeaderValue> {
+        self.push(s).take()
     }
 }
 
 /// The RFC 7239 `Forwarded` value, saying what `x-forwarded-for` and
 /// `x-forwarded-proto` say: `for=203.0.113.7;proto=https`, an IPv6 address
 /// quoted and bracketed, `for=unknown` without an IP peer.
-pub fn forwarded(client: Option<&str>, tls: bool) -> HeaderValue {
-    let mut v = ValueBuf::new();
+pub fn forwarded(v: &mut Values, client: Option<&str>, tls: bool) -> Result<HeaderValue> {
     v.push("for=");
     match client {
         Some(ip) if ip.as_bytes().contains(&b':') => v.push("\"[").push(ip).push("]\""),
@@ -122,82 +205,98 @@ pub fn forwarded(client: Option<&str>, tls: bool) -> HeaderValue {
         None => v.push("unknown"),
     };
     v.push(if tls { ";proto=https" } else { ";proto=http" });
-    v.value()
+    v.take()
 }
 
 /// Adds the five rate-limit headers of an authorized request.
-pub fn rate_limit(h: &mut ResponseHeader, o: &Outcome) -> Result<()> {
-    h.insert_header(
-        "x-ratelimit-limit",
-        HeaderValue::from(o.limit.requests.get()),
-    )?;
-    h.insert_header("x-ratelimit-remaining", HeaderValue::from(o.remaining))?;
-    h.insert_header("x-ratelimit-reset", HeaderValue::from(o.reset_secs))?;
-    let mut policy = ValueBuf::new();
-    policy
-        .push("\"default\";q=")
-        .push_u64(o.limit.requests.get().into())
+pub fn rate_limit(h: &mut HeaderMap, o: &Outcome) -> Result<()> {
+    let mut v = Values::with_capacity(160);
+    let limit = u64::from(o.limit.requests.get());
+    h.insert(name::X_RATELIMIT_LIMIT.clone(), v.push_u64(limit).take()?);
+    h.insert(
+        name::X_RATELIMIT_REMAINING.clone(),
+        v.push_u64(o.remaining).take()?,
+    );
+    h.insert(
+        name::X_RATELIMIT_RESET.clone(),
+        v.push_u64(o.reset_secs).take()?,
+    );
+    v.push("\"default\";q=")
+        .push_u64(limit)
         .push(";w=")
         .push_u64(o.limit.per_secs.get().into());
-    h.insert_header("ratelimit-policy", policy.value())?;
-    let mut now = ValueBuf::new();
-    now.push("\"default\";r=")
+    h.insert(name::RATELIMIT_POLICY.clone(), v.take()?);
+    v.push("\"default\";r=")
         .push_u64(o.remaining)
         .push(";t=")
         .push_u64(o.reset_secs);
-    h.insert_header("ratelimit", now.value())?;
+    h.insert(name::RATELIMIT.clone(), v.take()?);
     Ok(())
+}
+
+/// The upstream's answer for the client: the request id and, on an
+/// enforced keyed route, the rate-limit headers.
+pub fn for_client(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    edit_response(resp, |h| {
+        h.insert(name::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        match &ctx.rate {
+            Some(rate) => rate_limit(h, rate),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Rewrites the upstream request: client copies of reserved headers out,
 /// `Authorization` out unless configured, identity and forwarding in.
 pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<()> {
-    if req.headers.keys().any(|n| is_reserved(n.as_str())) {
-        let reserved: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|n| is_reserved(n.as_str()))
-            .cloned()
-            .collect();
-        for name in reserved {
-            req.remove_header(&name);
+    edit_request(req, |h| {
+        if h.keys().any(|n| is_reserved(n.as_str())) {
+            let reserved: Vec<HeaderName> = h
+                .keys()
+                .filter(|n| is_reserved(n.as_str()))
+                .cloned()
+                .collect();
+            for name in reserved {
+                h.remove(&name);
+            }
         }
-    }
-    if !gw.config.upstream_headers.forward_authorization {
-        req.remove_header(&AUTHORIZATION);
-    }
-    req.insert_header("x-request-id", ctx.request_id.clone())?;
-    let client = ctx.client.as_ref().map(|c| c.as_str());
-    if let Some(ip) = client {
-        req.insert_header("x-forwarded-for", ip)?;
-    }
-    req.insert_header("forwarded", forwarded(client, ctx.tls))?;
-    let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-    req.insert_header("x-forwarded-proto", proto)?;
-    if let Some(reason) = ctx.shadow {
-        req.insert_header(
-            "x-keygate-shadow",
-            HeaderValue::from_static(reason.as_str()),
-        )?;
-    }
-    // `decide` names a key only on keyed routes.
-    if let Some(slot) = ctx.key_slot {
-        let key = gw.policy.keys.record(slot);
-        req.insert_header("x-keygate-key-id", key.id())?;
-        req.insert_header(
-            "x-keygate-key-type",
-            HeaderValue::from_static(key.key_type.as_str()),
-        )?;
-        req.insert_header("x-keygate-company", &*key.company)?;
-        if let Some(ws) = &ctx.workspace {
-            req.insert_header("x-keygate-workspace", &**ws)?;
+        if !gw.config.upstream_headers.forward_authorization {
+            h.remove(AUTHORIZATION);
         }
-        req.insert_header(
-            "x-keygate-scopes",
-            HeaderValue::from_static(key.scopes.header_value()),
-        )?;
-    }
-    Ok(())
+        h.insert(name::X_REQUEST_ID.clone(), ctx.request_id.clone());
+        let mut v = Values::with_capacity(512);
+        let client = ctx.client.as_ref().map(|c| c.as_str());
+        if let Some(ip) = client {
+            h.insert(name::X_FORWARDED_FOR.clone(), v.of(ip)?);
+        }
+        h.insert(name::FORWARDED.clone(), forwarded(&mut v, client, ctx.tls)?);
+        let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+        h.insert(name::X_FORWARDED_PROTO.clone(), proto);
+        if let Some(reason) = ctx.shadow {
+            h.insert(
+                name::X_KEYGATE_SHADOW.clone(),
+                HeaderValue::from_static(reason.as_str()),
+            );
+        }
+        // `decide` names a key only on keyed routes.
+        if let Some(slot) = ctx.key_slot {
+            let key = gw.policy.keys.record(slot);
+            h.insert(name::X_KEYGATE_KEY_ID.clone(), v.of(key.id())?);
+            h.insert(
+                name::X_KEYGATE_KEY_TYPE.clone(),
+                HeaderValue::from_static(key.key_type.as_str()),
+            );
+            h.insert(name::X_KEYGATE_COMPANY.clone(), v.of(&key.company)?);
+            if let Some(ws) = &ctx.workspace {
+                h.insert(name::X_KEYGATE_WORKSPACE.clone(), v.of(ws)?);
+            }
+            h.insert(
+                name::X_KEYGATE_SCOPES.clone(),
+                HeaderValue::from_static(key.scopes.header_value()),
+            );
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -234,12 +333,11 @@ mod tests {
 
     #[test]
     fn forwarded_says_what_x_forwarded_says() {
-        assert_eq!(
-            forwarded(Some("10.1.2.3"), false),
-            "for=10.1.2.3;proto=http"
-        );
-        assert_eq!(forwarded(Some("::1"), true), "for=\"[::1]\";proto=https");
-        assert_eq!(forwarded(None, true), "for=unknown;proto=https");
+        let mut v = Values::with_capacity(64);
+        let mut f = |client, tls| forwarded(&mut v, client, tls).unwrap();
+        assert_eq!(f(Some("10.1.2.3"), false), "for=10.1.2.3;proto=http");
+        assert_eq!(f(Some("::1"), true), "for=\"[::1]\";proto=https");
+        assert_eq!(f(None, true), "for=unknown;proto=https");
     }
 
     #[test]
@@ -261,8 +359,84 @@ mod tests {
     }
 
     #[test]
+    fn an_edited_request_keeps_its_target_method_and_headers() {
+        let targets: [&[u8]; 4] = [
+            b"/a/b?c=d",
+            b"/caf\xc3\xa9/\xff?x",
+            b"http://example.com/abs?q",
+            b"*",
+        ];
+        for target in targets {
+            let mut req = RequestHeader::build("POST", target, None).unwrap();
+            req.insert_header("X-Client", "kept").unwrap();
+            req.insert_header("x-remove", "gone").unwrap();
+            req.set_version(http::Version::HTTP_10);
+            edit_request(&mut req, |h| {
+                h.remove("x-remove");
+                h.insert(name::X_REQUEST_ID.clone(), HeaderValue::from_static("id"));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(req.raw_path(), target, "{target:?}");
+            assert_eq!(req.method, http::Method::POST);
+            assert_eq!(req.version, http::Version::HTTP_10);
+            assert_eq!(req.headers["x-client"], "kept");
+            assert_eq!(req.headers["x-request-id"], "id");
+            assert!(!req.headers.contains_key("x-remove"));
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            assert!(wire.contains("x-client: kept\r\n"), "{wire}");
+        }
+    }
+
+    #[test]
+    fn a_failed_edit_still_leaves_the_request_whole() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.insert_header("x-a", "1").unwrap();
+        let e = edit_request(&mut req, |h| {
+            h.insert(
+                name::X_FORWARDED_FOR.clone(),
+                Values::with_capacity(8).of("a\nb")?,
+            );
+            Ok(())
+        });
+        assert!(e.is_err());
+        assert_eq!(req.raw_path(), b"/x");
+        assert_eq!(req.headers["x-a"], "1");
+        assert!(!req.headers.contains_key("x-forwarded-for"));
+        let mut v = Values::with_capacity(4);
+        assert_eq!(v.of("Müller").unwrap().as_bytes(), "Müller".as_bytes());
+        assert_eq!(v.push("a").push_u64(0).push_u64(42).take().unwrap(), "a042");
+        assert_eq!(v.push_u64(u64::MAX).take().unwrap(), "18446744073709551615");
+    }
+
+    #[test]
+    fn an_edited_response_keeps_its_status_and_reason() {
+        for (status, reason) in [
+            (200, None),
+            (299, Some("Custom")),
+            (404, Some("Gone Fishing")),
+        ] {
+            let mut resp = ResponseHeader::build(status, None).unwrap();
+            resp.set_reason_phrase(reason).unwrap();
+            resp.insert_header("Content-Type", "text/plain").unwrap();
+            edit_response(&mut resp, |h| {
+                h.insert(name::X_REQUEST_ID.clone(), HeaderValue::from_static("id"));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(resp.status.as_u16(), status);
+            let expected = reason.or(resp.status.canonical_reason());
+            assert_eq!(resp.get_reason_phrase(), expected);
+            assert_eq!(resp.headers["content-type"], "text/plain");
+            assert_eq!(resp.headers["x-request-id"], "id");
+        }
+    }
+
+    #[test]
     fn rate_limit_headers_carry_the_figures() {
-        let mut h = ResponseHeader::build(200, None).unwrap();
+        let mut h = HeaderMap::new();
         let o = Outcome {
             allowed: true,
             limit: Limit::from_raw(100, 60, Some(20)).unwrap(),
@@ -272,7 +446,7 @@ mod tests {
             unavailable: false,
         };
         rate_limit(&mut h, &o).unwrap();
-        let get = |n: &str| h.headers.get(n).unwrap().to_str().unwrap().to_string();
+        let get = |n: &str| h.get(n).unwrap().to_str().unwrap().to_string();
         assert_eq!(get("x-ratelimit-limit"), "100");
         assert_eq!(get("x-ratelimit-remaining"), "0");
         assert_eq!(get("x-ratelimit-reset"), "18446744073709551615");

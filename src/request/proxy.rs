@@ -299,10 +299,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.clone())?;
-        if let Some(rate) = &ctx.rate {
-            headers::rate_limit(upstream_response, rate)?;
-        }
+        headers::for_client(upstream_response, ctx)?;
         ctx.outcome = Ending::Proxied;
         ctx.settle();
         Ok(())
