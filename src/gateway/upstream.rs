@@ -165,12 +165,26 @@ impl Upstream {
         &self,
         tried: &[pingora::protocols::l4::socket::SocketAddr],
     ) -> Option<Box<HttpPeer>> {
-        let backend = self
-            .lb
-            .select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
-                healthy && !tried.contains(&b.addr)
-            })?;
-        let mut peer = HttpPeer::new(&backend, self.config.tls, self.sni.clone());
+        let selected;
+        let backend = match self.servers.as_slice() {
+            // One server, the common case: nothing to choose, and Pingora's
+            // selection would hash it twice and build a set to do so.
+            [only] => {
+                if !self.lb.backends().ready(only) || tried.contains(&only.addr) {
+                    return None;
+                }
+                only
+            }
+            _ => {
+                selected =
+                    self.lb
+                        .select_with(b"", self.servers.len().max(1) * 2, |b, healthy| {
+                            healthy && !tried.contains(&b.addr)
+                        })?;
+                &selected
+            }
+        };
+        let mut peer = HttpPeer::new(backend, self.config.tls, self.sni.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
         o.read_timeout = Some(self.config.read_timeout);
