@@ -21,6 +21,7 @@ pub mod name {
     use http::HeaderName;
 
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub static X_KEYGATE_PROBE: HeaderName = HeaderName::from_static(crate::request::PROBE_HEADER);
     pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");

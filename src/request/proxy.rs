@@ -203,7 +203,10 @@ impl ProxyHttp for Proxy {
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         crate::request::downstream::head_received(session);
-        if let Some(v) = session.req_header().headers.get(PROBE_HEADER)
+        if let Some(v) = session
+            .req_header()
+            .headers
+            .get(&headers::name::X_KEYGATE_PROBE)
             && v.as_bytes() == self.shared.probe.as_bytes()
         {
             ctx.outcome = Ending::Probe;
@@ -229,7 +232,11 @@ impl ProxyHttp for Proxy {
         }
         session.set_read_timeout(Some(gw.config.server.body_timeout));
         session.set_write_timeout(Some(gw.config.server.send_timeout));
-        ctx.request_id = headers::request_id(session.req_header().headers.get("x-request-id"));
+        let sent_id = session
+            .req_header()
+            .headers
+            .get(&headers::name::X_REQUEST_ID);
+        ctx.request_id = headers::request_id(sent_id);
         ctx.client = client_ip(session);
         ctx.tls = is_tls(session);
         let denial = self.admit(session, ctx, &gw);
