@@ -1,8 +1,9 @@
 //! The request hot path piece by piece: bearer parsing + SHA-256, route
 //! matching over 100 routes, the whole `decide` on a 10,000-key snapshot, and
 //! the limiter (uncontended, in a fleet, and two threads on one key), and
-//! what adding the contract's headers costs through Pingora's header API
-//! against a plain `http::HeaderMap` with names parsed once.
+//! what adding the contract's headers costs: through Pingora's header API,
+//! the way keygate adds them (`headers::for_upstream` and `for_client` on
+//! the heads' own maps), and into a plain `http::HeaderMap` as the floor.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::gateway::Gateway;
@@ -162,18 +163,35 @@ const ADDED: [(&str, &str); 15] = [
     ("ratelimit", "\"default\";r=999;t=1"),
 ];
 
+/// A request and an answer head as Pingora parses them: names' case kept,
+/// the headers wrk and a small upstream send.
+fn parsed_heads() -> (pingora::http::RequestHeader, pingora::http::ResponseHeader) {
+    let mut req =
+        pingora::http::RequestHeader::build("GET", b"/api/v1/workspaces/ws_a/posts/1", None)
+            .expect("head");
+    for (n, v) in [("Host", "127.0.0.1:8080"), ("Authorization", "Bearer x")] {
+        req.insert_header(n, v).expect("valid");
+    }
+    let mut resp = pingora::http::ResponseHeader::build(200, None).expect("head");
+    for (n, v) in [
+        ("Server", "nginx"),
+        ("Date", "Thu, 03 Dec 2026 09:00:00 GMT"),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "3"),
+        ("Connection", "keep-alive"),
+    ] {
+        resp.insert_header(n, v).expect("valid");
+    }
+    (req, resp)
+}
+
 fn headers(c: &mut Criterion) {
     use http::{HeaderMap, HeaderName, HeaderValue};
-    use pingora::http::{RequestHeader, ResponseHeader};
     // What Pingora's API does for each: parse the name into a new
     // `HeaderName`, copy the value, insert into the value map and the case map.
     c.bench_function("headers: 15 added through Pingora's insert_header", |b| {
         b.iter_batched(
-            || {
-                let req = RequestHeader::build("GET", b"/api/v1/x", Some(16)).expect("head");
-                let resp = ResponseHeader::build(200, Some(16)).expect("head");
-                (req, resp)
-            },
+            parsed_heads,
             |(mut req, mut resp)| {
                 for (name, value) in &ADDED[..9] {
                     req.insert_header(*name, *value).expect("valid");
@@ -181,6 +199,40 @@ fn headers(c: &mut Criterion) {
                 for (name, value) in &ADDED[9..] {
                     resp.insert_header(*name, *value).expect("valid");
                 }
+                (req, resp)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // keygate's way: the heads taken apart into their `http` maps, names
+    // static, values built into one buffer, Authorization removed.
+    let (_dir, gw, key) = gateway(10, 100);
+    let header = format!("Bearer {key}");
+    let method = http::Method::GET;
+    let req = Request {
+        method: &method,
+        path: "/api/v1/workspaces/ws_a/posts/1",
+        authorization: Authorization::One(header.as_bytes()),
+        tls: false,
+    };
+    let keygate::request::decide::Decision::Allow(allow) = decide(&req, &gw.policy, 1_800_000_000)
+    else {
+        panic!("the bench key is allowed");
+    };
+    let lifecycle = Arc::new(keygate::request::Lifecycle::default());
+    let mut ctx = keygate::request::ctx::Ctx::new(lifecycle.enter());
+    ctx.request_id = keygate::request::headers::new_request_id();
+    ctx.client = Some(keygate::request::ctx::IpText::of([127, 0, 0, 1].into()));
+    ctx.route = Some(allow.route);
+    ctx.key_slot = allow.key.map(|(slot, _)| slot);
+    ctx.workspace = Some("ws_a".into());
+    ctx.rate = Some(Limiter::new(Arc::new(SystemClock::new()), 100).check("k50", Limit::DEFAULT));
+    c.bench_function("headers: 15 added the way keygate adds them", |b| {
+        b.iter_batched(
+            parsed_heads,
+            |(mut req, mut resp)| {
+                keygate::request::headers::for_upstream(&mut req, &ctx, &gw).expect("added");
+                keygate::request::headers::for_client(&mut resp, &ctx).expect("added");
                 (req, resp)
             },
             criterion::BatchSize::SmallInput,
