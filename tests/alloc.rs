@@ -118,12 +118,12 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
 
 /// The rest of an allowed request's work outside Pingora: the precheck, the
 /// request id, the client address, what a request keeps once the upstream
-/// answers (`Ctx::settle`) allocate nothing; each header value keygate
-/// builds on the stack costs exactly the one allocation of the
-/// `HeaderValue` Pingora's header map takes ownership of. What still
-/// allocates per request is Pingora's: its request and response header maps
-/// and their case maps (`insert_header` copies each name), the `Box` of the
-/// context, and the upstream connection's buffers.
+/// answers (`Ctx::settle`) allocate nothing; the header values keygate
+/// builds for a head share one buffer (two allocations for all of them),
+/// and adding its headers grows a head's map at most once; names are
+/// statics. What still allocates per request is Pingora's: the heads it
+/// parses and their case maps, the `Box` of the context, and the upstream
+/// connection's buffers.
 #[test]
 fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
     use keygate::request::ctx::{Ctx, IpText, KeyId};
