@@ -197,6 +197,55 @@ fn dead_server_is_marked_unhealthy_and_skipped_without_errors() {
     );
 }
 
+/// One server, health-checked and failing its check: refused at once as
+/// unavailable, and the request never reaches it (the one-server pick still
+/// asks its health).
+#[test]
+fn a_lone_server_marked_down_is_not_tried() {
+    let live = Upstream::start();
+    let sick = Upstream::start();
+    sick.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    let mut snap = Snapshot::new();
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
+    let extra = format!(
+        "[[upstreams]]\nname = \"lone\"\nservers = [\"{}\"]\nhealth_check = {{ path = \"/healthz\", interval_secs = 1 }}\n",
+        sick.addr
+    );
+    let route = "[[routes]]\nname = \"lone\"\npath = \"/lone/**\"\nupstream = \"lone\"\nauth = \"company\"\n";
+    let gw = Gateway::start(&standard_config(live.addr, &extra, route), &snap.render());
+    wait_for(
+        "the health check to mark the lone server down",
+        Duration::from_secs(15),
+        || {
+            let v: serde_json::Value = gw
+                .client
+                .get(gw.admin_url("/readyz"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            let lone = v["upstreams"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == "lone")?
+                .clone();
+            (lone["servers"][0]["healthy"] == false).then_some(())
+        },
+    );
+    assert_json_error(
+        gw.get("/lone/x", Some(&key)),
+        502,
+        "BAD_GATEWAY",
+        "Upstream lone is unavailable",
+    );
+    let urls: Vec<String> = sick.seen().into_iter().map(|s| s.url).collect();
+    assert!(!urls.is_empty(), "the health check reached the server");
+    assert!(
+        urls.iter().all(|u| u == "/healthz"),
+        "only the health check reaches a server marked down: {urls:?}"
+    );
+}
+
 #[test]
 fn round_robin_spreads_requests_and_a_refused_connect_is_retried_elsewhere() {
     let a = Upstream::start();

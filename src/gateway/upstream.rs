@@ -168,9 +168,12 @@ impl Upstream {
         let selected;
         let backend = match self.servers.as_slice() {
             // One server, the common case: nothing to choose, and Pingora's
-            // selection would hash it twice and build a set to do so.
+            // selection would hash it twice and build a set to do so. Without
+            // a health check nothing ever marks it down, so its readiness
+            // (a SipHash and a map lookup) is not looked up either.
             [only] => {
-                if !self.lb.backends().ready(only) || tried.contains(&only.addr) {
+                let down = self.config.health_check.is_some() && !self.lb.backends().ready(only);
+                if down || tried.contains(&only.addr) {
                     return None;
                 }
                 only
