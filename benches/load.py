@@ -3,8 +3,9 @@
 
 Every target forwards to the same upstream (nginx, one worker, `return 200
 "ok"`, keep-alive) and is driven by wrk with the same key, path, connection
-count and duration, round by round (bare, keygate, keygate-nolog, nginx, bare,
-...), so drift on a shared machine hits every target alike.
+count and duration, round by round, the order reversed every other round
+(bare, keygate, nginx, then nginx, keygate, bare, ...), so drift on a shared
+machine and the place in a round hit every target alike.
 
 Targets
   bare           examples/bare_proxy.rs: Pingora forwarding only, 1 thread.
@@ -56,7 +57,11 @@ unknown key get 401 (bare and keygate-shadow: 200, as they pass everything).
 Prints, per target, the median over rounds of req/s, p50, p99 and the CPU the
 target used per request (the least noisy figure on a shared machine), then the
 ratios keygate/bare, keygate/nginx, keygate/haproxy, keygate/pingap,
-keygate-cluster/keygate, ...
+keygate-cluster/keygate, ... of those medians, each CPU/req ratio followed by
+the lowest and highest of the same ratio taken within each round: a difference
+inside that range is not one the run can tell from the machine's noise. Two copies of one binary (`--before`
+pointing at the keygate being measured) show how far apart identical builds
+land on the machine at hand.
 
 Pinning (the same for every target): by default the target runs on CPU 0 and
 wrk, the upstream and redis-server on CPU 1, so on a 2-core machine the load
@@ -656,10 +661,16 @@ def report(args, results, notes):
             return f"{rows[a][field] / rows[b][field]:.2f}x"
         return "-"
 
+    def rounds(a, b, field):
+        """The lowest and highest ratio a/b of `field` within one round."""
+        each = [x[field] / y[field] for x, y in zip(results[a], results[b]) if y[field] > 0]
+        return f"(rounds {min(each):.2f}..{max(each):.2f})" if len(each) > 1 else ""
+
     def pair(a, b):
         if a in rows and b in rows:
             print(f"{a + '/' + b + ':':<26} req/s {ratio(a, b, 'rps'):>6}  "
-                  f"p99 {ratio(a, b, 'p99'):>6}  CPU/req {ratio(a, b, 'cpu_us'):>6}")
+                  f"p99 {ratio(a, b, 'p99'):>6}  CPU/req {ratio(a, b, 'cpu_us'):>6} "
+                  f"{rounds(a, b, 'cpu_us')}")
 
     for kg in ("keygate", "keygate-nolog", "keygate-shadow", "keygate-cluster",
                "keygate-before"):
@@ -892,7 +903,7 @@ def main():
         results = {name: [] for name in targets}
         redis_cpu = 0.0
         for rnd in range(args.rounds):
-            for name in targets:
+            for name in (targets if rnd % 2 == 0 else targets[::-1]):
                 proc = pids[name]
                 group = [proc.pid, *children_of(proc.pid)]
                 cpu0 = cpu_seconds(group)
