@@ -288,7 +288,6 @@ pub fn run(
         }),
     });
     access_log.flush();
-    crate::util::sys::flush_stdout();
     std::process::exit(0)
 }
 
@@ -419,7 +418,6 @@ impl ShutdownSignalWatch for Signals {
                 _ = int.recv() => {
                     tracing::info!("SIGINT: exiting now");
                     self.access_log.flush();
-                    crate::util::sys::flush_stdout();
                     std::process::exit(0)
                 }
             }
@@ -457,6 +455,5 @@ fn exit_when_drained(
         tracing::info!("drained; exiting");
     }
     access_log.flush();
-    crate::util::sys::flush_stdout();
     std::process::exit(0);
 }

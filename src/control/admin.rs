@@ -247,6 +247,10 @@ impl Handler {
         metrics
             .untracked
             .inc_by(untracked.saturating_sub(metrics.untracked.get()));
+        let dropped = self.shared.access_log.dropped();
+        metrics
+            .log_dropped
+            .inc_by(dropped.saturating_sub(metrics.log_dropped.get()));
         Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",

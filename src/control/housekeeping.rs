@@ -1,5 +1,5 @@
-//! Periodic work off the request path: access-log batches, upstream health
-//! checks and the sweep of idle rate-limit buckets.
+//! Periodic work off the request path: upstream health checks and the sweep
+//! of idle rate-limit buckets (the log's thread writes its own batches).
 
 use crate::request::Shared;
 use async_trait::async_trait;
@@ -8,8 +8,8 @@ use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Periodic work off the request path: access-log batches, upstream health
-/// checks and the sweep of idle rate-limit buckets.
+/// Periodic work off the request path: upstream health checks and the sweep
+/// of idle rate-limit buckets.
 pub struct Housekeeping {
     pub(crate) shared: Arc<Shared>,
 }
@@ -21,13 +21,9 @@ impl BackgroundService for Housekeeping {
         let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.changed() => {
-                    self.shared.access_log.flush();
-                    return;
-                }
+                _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
-            self.shared.access_log.flush();
             let gw = self.shared.state.load_full();
             let now = self.shared.clock.unix_secs().max(0) as u64;
             for upstream in &gw.upstreams {

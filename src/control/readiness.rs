@@ -71,7 +71,7 @@ impl BackgroundService for Readiness {
                     // task, not the process: exit so a supervisor restarts us
                     // rather than leave a gateway whose admin looks alive.
                     tracing::error!(%listen, "listener is not keygate's after 30 s; exiting");
-                    crate::util::sys::flush_stdout();
+                    crate::telemetry::sink::flush();
                     std::process::exit(1);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -80,6 +80,8 @@ impl BackgroundService for Readiness {
         self.lifecycle.set_ready();
         tracing::info!(plain = ?self.plain, tls = ?self.tls, "ready");
         if let Some(m) = &self.message {
+            // After the log lines before it, "ready" among them.
+            crate::telemetry::sink::flush();
             println!("{m}");
             crate::util::sys::flush_stdout();
         }

@@ -5,17 +5,20 @@
 //! `Authorization` value: it is built from the decision's outcome, not from
 //! request headers, and the path is logged without its query string.
 //!
-//! Access lines in JSON are formatted by hand into a shared buffer and written
-//! in batches by [`AccessLog::flush`] (every 100 ms, when 64 KiB pile up, and
-//! at exit): one `write(2)` per batch instead of per request, which was a
-//! tenth of the gateway's CPU per request. The trade-off: a process killed by
-//! SIGKILL loses the last 100 ms of access lines. Operational events go
-//! through `tracing` unbuffered.
+//! Access lines in JSON are formatted by hand into stdout's buffer
+//! ([`super::sink`]), which its own thread writes in batches (every 100 ms,
+//! when 64 KiB pile up, and at exit): one `write(2)` per batch instead of per
+//! request, which was a tenth of the gateway's CPU per request, and none on a
+//! request's thread, so a stdout that blocks never holds up a request.
+//! Operational events go through `tracing` into the same buffer and are
+//! written at once. The trade-off: a process killed by SIGKILL loses the last
+//! 100 ms of access lines.
 
+use super::sink::Sink;
 use crate::util::clock::Clock;
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -131,8 +134,10 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::from_str("info").unwrap_or_default());
     let guard = Guard;
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stdout)
+        .with_writer(super::sink::Events)
         .with_target(true);
+    super::sink::stdout().set_json(format == LogFormat::Json);
+    super::sink::flush_at_exit();
     let layer = match format {
         LogFormat::Json => layer
             .json()
@@ -182,23 +187,25 @@ pub struct AccessRecord<'a> {
     pub duration_ms: f64,
 }
 
-/// Batches of access-log lines, flushed to stdout.
+/// Access-log lines, appended to stdout's buffer.
 pub struct AccessLog {
     format: LogFormat,
     clock: Arc<dyn Clock>,
-    pending: Mutex<Vec<u8>>,
+    sink: Arc<Sink>,
 }
 
-/// Pending bytes that trigger an immediate flush.
-const FLUSH_AT: usize = 64 * 1024;
-
 impl AccessLog {
-    /// An access log in the process's log format.
+    /// An access log in the process's log format, on stdout.
     pub fn new(format: LogFormat, clock: Arc<dyn Clock>) -> Self {
+        Self::to(format, clock, Arc::clone(super::sink::stdout()))
+    }
+
+    /// An access log into `sink`.
+    pub fn to(format: LogFormat, clock: Arc<dyn Clock>, sink: Arc<Sink>) -> Self {
         AccessLog {
             format,
             clock,
-            pending: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+            sink,
         }
     }
 
@@ -210,30 +217,18 @@ impl AccessLog {
         if self.format == LogFormat::Text {
             return access(r);
         }
-        let full = {
-            let mut buf = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            write_json_line(&mut buf, r, self.clock.unix_micros());
-            buf.len() >= FLUSH_AT
-        };
-        if full {
-            self.flush();
-        }
+        let unix_micros = self.clock.unix_micros();
+        self.sink.push(|buf| write_json_line(buf, r, unix_micros));
     }
 
-    /// Writes out whatever is pending.
+    /// Lines dropped because stdout took no writes for too long.
+    pub fn dropped(&self) -> u64 {
+        self.sink.dropped()
+    }
+
+    /// Writes out whatever is pending, on this thread.
     pub fn flush(&self) {
-        let batch = {
-            let mut buf = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if buf.is_empty() {
-                return;
-            }
-            std::mem::replace(&mut *buf, Vec::with_capacity(FLUSH_AT * 2))
-        };
-        // Whole lines under stdout's lock, so they never interleave with
-        // other log lines mid-line.
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&batch);
-        let _ = out.flush();
+        self.sink.flush();
     }
 }
 
@@ -319,7 +314,7 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
-fn timestamp(buf: &mut Vec<u8>, unix_micros: i64) {
+pub(crate) fn timestamp(buf: &mut Vec<u8>, unix_micros: i64) {
     let (secs, micros) = (
         unix_micros.div_euclid(1_000_000),
         unix_micros.rem_euclid(1_000_000),

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// `keygate_rate_limit_untracked_requests_total`: requests served without
     /// a bucket because the map was full of active ones.
     pub untracked: IntCounter,
+    /// `keygate_log_lines_dropped_total`: log lines lost because stdout took
+    /// no writes while 32 MiB of them waited.
+    pub log_dropped: IntCounter,
     /// `keygate_state_generations`: loaded states still in memory (the live
     /// one, plus old ones that in-flight work still holds).
     pub generations: IntGauge,
@@ -227,6 +230,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static counter is valid: {e}"));
         register(&registry, Box::new(untracked.clone()));
+        let log_dropped = IntCounter::new(
+            "keygate_log_lines_dropped_total",
+            "Log lines dropped because stdout took no writes while 32 MiB of lines waited.",
+        )
+        .unwrap_or_else(|e| unreachable!("static counter is valid: {e}"));
+        register(&registry, Box::new(log_dropped.clone()));
         let generations = IntGauge::new(
             "keygate_state_generations",
             "Loaded gateway states in memory: the live one plus old ones still held by in-flight requests.",
@@ -291,6 +300,7 @@ impl Metrics {
             last_reload_success,
             buckets,
             untracked,
+            log_dropped,
             generations,
         }
     }

@@ -49,9 +49,7 @@ impl Clock for SystemClock {
     }
 
     fn unix_micros(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64)
+        unix_micros_now()
     }
 }
 
@@ -60,6 +58,13 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Wall-clock microseconds since the epoch (0 before 1970).
+pub fn unix_micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// A clock moved by hand, for tests and benches.

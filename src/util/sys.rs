@@ -78,3 +78,13 @@ pub fn reachable(a: std::net::SocketAddr) -> std::net::SocketAddr {
         other => other,
     }
 }
+
+/// Runs `f` when the process exits through `exit(3)`: `std::process::exit`
+/// anywhere, Pingora's included, or a return from `main`. Returns whether
+/// it was registered.
+#[allow(unsafe_code)]
+pub fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: atexit only records the function pointer; `f` is a plain
+    // `extern "C"` function that runs on the exiting thread.
+    unsafe { libc::atexit(f) == 0 }
+}

@@ -1,5 +1,6 @@
 //! Slow peers: slowloris clients, slow heads and bodies, clients vanishing
-//! mid-body, upstreams that reset mid-response or never answer.
+//! mid-body, upstreams that reset mid-response or never answer, and a stdout
+//! nobody reads.
 
 use super::*;
 use std::io::{Read, Write};
@@ -372,4 +373,71 @@ fn upstream_never_answering_is_504_and_logged() {
     fx.up.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
     fx.assert_serving();
     fx.assert_no_secrets_logged();
+}
+
+/// Nobody reads the gateway's stdout (a stalled log shipper keeps the pipe
+/// full): requests are served all the same, and every access line arrives
+/// once the pipe is read again.
+#[test]
+fn a_stdout_nobody_reads_holds_up_no_request() {
+    let up = Upstream::start();
+    let mut gw = Gateway::prepare(
+        &standard_config(up.addr, "", ""),
+        &Snapshot::new().render(),
+        |_| {},
+        "info",
+        &[],
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    gw.launch_with_stdout(std::process::Stdio::from(writer));
+    gw.wait_ready();
+    // Several times what the pipe (64 KiB) and one batch (64 KiB) hold:
+    // a request thread that wrote its lines itself would stop here.
+    const N: usize = 2000;
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..N {
+        let r = client.get(gw.url("/healthz")).send();
+        let status = r.map(|r| r.status().as_u16());
+        assert!(
+            matches!(status, Ok(200)),
+            "request {i} of {N} with stdout unread: {status:?}"
+        );
+    }
+    // Now read: every line is there, none was dropped.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut chunk = [0u8; 64 * 1024];
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            if tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let count = |out: &[u8]| {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| l.contains(r#""message":"request""#) && l.contains(r#""route":"health""#))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&out) < N && Instant::now() < deadline {
+        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    assert_eq!(count(&out), N, "every access line reaches stdout");
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("log lines were dropped"), "nothing dropped");
+    assert!(
+        text.contains(r#""message":"ready""#),
+        "operational lines too"
+    );
+    drop(gw);
+    drain.join().unwrap();
 }

@@ -145,6 +145,19 @@ impl Gateway {
         rust_log: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
+        let mut g = Self::prepare(config, keys_toml, write, rust_log, env);
+        g.launch();
+        g
+    }
+
+    /// The gateway's folder and files, with no process started yet.
+    pub fn prepare(
+        config: &str,
+        keys_toml: &str,
+        write: impl FnOnce(&Path),
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path());
         let ports = Ports {
@@ -158,7 +171,7 @@ impl Gateway {
             .replace("{admin}", &ports.admin.to_string());
         std::fs::write(dir.path().join("keygate.toml"), config).unwrap();
         std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
-        let mut g = Gateway {
+        Gateway {
             dir,
             ports,
             child: None,
@@ -168,29 +181,36 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        g.launch();
-        g
+        }
     }
 
     /// Starts (or restarts) the process on the existing files.
     pub fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = self.open_log();
+        self.launch_with_stdout(Stdio::from(log.try_clone().unwrap()));
+    }
+
+    /// Like `launch`, with stdout sent to `stdout` (stderr to the log file).
+    pub fn launch_with_stdout(&mut self, stdout: Stdio) {
         let child = Command::new(BIN)
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", &self.rust_log)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
+            .stdout(stdout)
+            .stderr(Stdio::from(self.open_log()))
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    fn open_log(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap()
     }
 
     pub fn config_path(&self) -> PathBuf {
