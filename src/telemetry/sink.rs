@@ -32,6 +32,8 @@ pub struct Sink {
     dropped: AtomicU64,
     json: AtomicBool,
     writer: Once,
+    /// No writer thread could be started: whoever fills a batch writes it.
+    inline: AtomicBool,
 }
 
 struct Pending {
@@ -99,6 +101,7 @@ impl Sink {
             dropped: AtomicU64::new(0),
             json: AtomicBool::new(true),
             writer: Once::new(),
+            inline: AtomicBool::new(false),
         })
     }
 
@@ -130,7 +133,10 @@ impl Sink {
                 .name("keygate-log".into())
                 .spawn(move || write_until_dropped(&sink));
             if let Err(e) = spawned {
-                eprintln!("keygate: cannot start the log writer thread ({e}); logs are written every 64 KiB and at exit");
+                self.inline.store(true, Ordering::Relaxed);
+                eprintln!(
+                    "keygate: cannot start the log writer thread ({e}); log lines are written by the threads that make them"
+                );
             }
         });
         let mut p = lock(&self.pending);
@@ -144,7 +150,11 @@ impl Sink {
         let wake = p.urgent || p.buf.len() >= FLUSH_AT;
         drop(p);
         if wake {
-            self.wake.notify_one();
+            if self.inline.load(Ordering::Relaxed) {
+                self.flush();
+            } else {
+                self.wake.notify_one();
+            }
         }
         true
     }
