@@ -3,7 +3,8 @@
 //! the limiter (uncontended, in a fleet, and two threads on one key), and
 //! what adding the contract's headers costs: through Pingora's header API,
 //! the way keygate adds them (`headers::for_upstream` and `for_client` on
-//! the heads' own maps), and into a plain `http::HeaderMap` as the floor.
+//! the heads' own maps), and into a plain `http::HeaderMap` as the floor;
+//! and one access-log line into the log's buffer.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate::gateway::Gateway;
@@ -267,9 +268,44 @@ fn headers(c: &mut Criterion) {
     );
 }
 
+/// One proxied request's access line, formatted into the buffer that the
+/// log's own thread writes out (here to nowhere).
+fn access_log(c: &mut Criterion) {
+    use keygate::telemetry::log::{AccessLog, AccessRecord, LogFormat};
+    use keygate::telemetry::sink::{CAP, Sink};
+    use tracing_subscriber::layer::SubscriberExt;
+    // `record` writes only what `RUST_LOG` lets through: let it through.
+    let _quiet = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new("info")),
+    );
+    let log = AccessLog::to(
+        LogFormat::Json,
+        Arc::new(SystemClock::new()),
+        Sink::new(Box::new(std::io::sink()), CAP),
+    );
+    let record = AccessRecord {
+        request_id: "ee6558b60253e5c5dbde6c914b6c62d0",
+        client: "203.0.113.7",
+        method: "GET",
+        path: "/api/v1/workspaces/ws_a/posts/42",
+        route: "posts",
+        status: 200,
+        outcome: "proxied",
+        key_id: Some("key_00042"),
+        company: Some("acme"),
+        workspace: Some("ws_a"),
+        upstream: Some("api"),
+        shadow: None,
+        duration_ms: 0.412,
+    };
+    c.bench_function("access log: one JSON line into the log's buffer", |b| {
+        b.iter(|| log.record(black_box(&record)))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = token_and_hash, route_match, decide_bench, limiter, headers
+    targets = token_and_hash, route_match, decide_bench, limiter, headers, access_log
 }
 criterion_main!(benches);
