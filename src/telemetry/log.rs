@@ -16,6 +16,7 @@
 
 use super::sink::Sink;
 use crate::util::clock::Clock;
+use crate::util::text::{digits, rfc3339_micros};
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -241,7 +242,7 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
         json_str(buf, value);
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
-    timestamp(buf, unix_micros);
+    rfc3339_micros(buf, unix_micros);
     buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
     field(buf, "request_id", r.request_id);
     field(buf, "client", r.client);
@@ -270,14 +271,6 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
     buf.push(b'.');
     digits(buf, micros % 1000, 3);
     buf.extend_from_slice(b",\"target\":\"keygate::access\"}\n");
-}
-
-/// `n` in decimal, zero-padded to at least `width` digits.
-fn digits(buf: &mut Vec<u8>, n: u64, width: usize) {
-    let mut text = itoa::Buffer::new();
-    let text = text.format(n);
-    buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
-    buf.extend_from_slice(text.as_bytes());
 }
 
 /// A JSON string: copied as is when nothing needs escaping (the usual case:
@@ -311,31 +304,6 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
         }
     }
     buf.push(b'"');
-}
-
-/// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
-pub(crate) fn timestamp(buf: &mut Vec<u8>, unix_micros: i64) {
-    let (secs, micros) = (
-        unix_micros.div_euclid(1_000_000),
-        unix_micros.rem_euclid(1_000_000),
-    );
-    let dt =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let year = u64::try_from(dt.year()).unwrap_or(0);
-    digits(buf, year, 4);
-    for (sep, n) in [
-        (b'-', dt.month() as u8),
-        (b'-', dt.day()),
-        (b'T', dt.hour()),
-        (b':', dt.minute()),
-        (b':', dt.second()),
-    ] {
-        buf.push(sep);
-        digits(buf, u64::from(n), 2);
-    }
-    buf.push(b'.');
-    digits(buf, u64::try_from(micros).unwrap_or(0), 6);
-    buf.push(b'Z');
 }
 
 /// Writes one access-log line through `tracing` (text format).
@@ -416,22 +384,6 @@ mod tests {
         assert_eq!(
             v["timestamp"], "2026-11-18T11:06:40.000000Z",
             "the injected time"
-        );
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_micros() {
-        let mut buf = Vec::new();
-        timestamp(&mut buf, 1_795_000_000_123_456);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "2026-11-18T11:06:40.123456Z"
-        );
-        let mut buf = Vec::new();
-        timestamp(&mut buf, 1_796_218_965_000_007);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "2026-12-02T13:42:45.000007Z"
         );
     }
 

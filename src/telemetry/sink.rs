@@ -193,14 +193,14 @@ impl Sink {
         let message = "stdout took no writes for too long: log lines were dropped";
         if self.json.load(Ordering::Relaxed) {
             line.extend_from_slice(b"{\"timestamp\":\"");
-            super::log::timestamp(&mut line, micros);
+            crate::util::text::rfc3339_micros(&mut line, micros);
             line.extend_from_slice(b"\",\"level\":\"WARN\",\"message\":\"");
             line.extend_from_slice(message.as_bytes());
             line.extend_from_slice(b"\",\"dropped\":");
             line.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             line.extend_from_slice(b",\"target\":\"keygate::log\"}\n");
         } else {
-            super::log::timestamp(&mut line, micros);
+            crate::util::text::rfc3339_micros(&mut line, micros);
             line.extend_from_slice(b"  WARN keygate::log: ");
             line.extend_from_slice(message.as_bytes());
             line.extend_from_slice(b" dropped=");

@@ -1,6 +1,7 @@
-//! Clock and OS helpers, used everywhere and using nothing of keygate's.
+//! Clock, OS and text helpers, used everywhere and using nothing of keygate's.
 
 pub mod clock;
 pub(crate) mod handover;
 pub(crate) mod probe;
 pub mod sys;
+pub mod text;
