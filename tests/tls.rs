@@ -139,6 +139,33 @@ fn certificates_are_re_read_on_reload_and_a_bad_one_is_refused() {
     assert!(first.client(gw.ports.https).get(&url).send().is_err());
 }
 
+/// Waits until `/readyz` shows server `address` of upstream `upstream` as
+/// unhealthy; returns that `/readyz` answer.
+fn wait_marked_down(gw: &Gateway, upstream: &str, address: &str) -> serde_json::Value {
+    wait_for(
+        &format!("the health check to mark {address} of {upstream} down"),
+        Duration::from_secs(15),
+        || {
+            let v: serde_json::Value = gw
+                .client
+                .get(gw.admin_url("/readyz"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            let server = v["upstreams"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == upstream)?["servers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["address"] == address)?
+                .clone();
+            (server["healthy"] == false).then_some(v)
+        },
+    )
+}
+
 #[test]
 fn dead_server_is_marked_unhealthy_and_skipped_without_errors() {
     let live = Upstream::start();
@@ -151,30 +178,7 @@ fn dead_server_is_marked_unhealthy_and_skipped_without_errors() {
     );
     let route = "[[routes]]\nname = \"pool\"\npath = \"/pool/**\"\nupstream = \"pool\"\nauth = \"company\"\n";
     let gw = Gateway::start(&standard_config(live.addr, &extra, route), &snap.render());
-    let readyz = wait_for(
-        "the health check to mark the dead server",
-        Duration::from_secs(15),
-        || {
-            let v: serde_json::Value = gw
-                .client
-                .get(gw.admin_url("/readyz"))
-                .send()
-                .ok()?
-                .json()
-                .ok()?;
-            let pool = v["upstreams"]
-                .as_array()?
-                .iter()
-                .find(|u| u["name"] == "pool")?
-                .clone();
-            let dead = pool["servers"]
-                .as_array()?
-                .iter()
-                .find(|s| s["address"] == format!("127.0.0.1:{dead_port}"))?
-                .clone();
-            (dead["healthy"] == false).then_some(v)
-        },
-    );
+    let readyz = wait_marked_down(&gw, "pool", &format!("127.0.0.1:{dead_port}"));
     assert_eq!(
         readyz["status"], "ready",
         "one unhealthy server does not make the gateway unready"
@@ -213,25 +217,7 @@ fn a_lone_server_marked_down_is_not_tried() {
     );
     let route = "[[routes]]\nname = \"lone\"\npath = \"/lone/**\"\nupstream = \"lone\"\nauth = \"company\"\n";
     let gw = Gateway::start(&standard_config(live.addr, &extra, route), &snap.render());
-    wait_for(
-        "the health check to mark the lone server down",
-        Duration::from_secs(15),
-        || {
-            let v: serde_json::Value = gw
-                .client
-                .get(gw.admin_url("/readyz"))
-                .send()
-                .ok()?
-                .json()
-                .ok()?;
-            let lone = v["upstreams"]
-                .as_array()?
-                .iter()
-                .find(|u| u["name"] == "lone")?
-                .clone();
-            (lone["servers"][0]["healthy"] == false).then_some(())
-        },
-    );
+    wait_marked_down(&gw, "lone", &sick.addr.to_string());
     assert_json_error(
         gw.get("/lone/x", Some(&key)),
         502,
