@@ -15,7 +15,7 @@ use crate::gateway::policy::Route;
 use crate::model::denial::Denial;
 use crate::model::denial::ShadowReason;
 use crate::model::key::{BearerError, KeyDigest, KeyType, bearer_token};
-use crate::model::pattern::{SplitPath, check_path};
+use crate::model::pattern::SplitPath;
 use crate::snapshot::KeyRecord;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -76,17 +76,16 @@ pub enum Decision<'a> {
 pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'a> {
     let deny = |route, denial| Decision::Deny { route, denial };
     // Row 1.
-    if check_path(req.path).is_err() {
+    let Ok(split) = SplitPath::checked(req.path) else {
         return deny(None, Denial::BadPath);
-    }
+    };
     // Row 2.
-    let Some((idx, route, bound)) = SplitPath::new(req.path).and_then(|split| {
-        policy
-            .routes
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.pattern.matches_split(&split).map(|m| (i, r, m.workspace)))
-    }) else {
+    let Some((idx, route, bound)) = policy
+        .routes
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| r.pattern.matches_split(&split).map(|m| (i, r, m.workspace)))
+    else {
         return deny(
             None,
             Denial::NoRoute {
