@@ -235,29 +235,29 @@ impl AccessLog {
 
 /// One access line in the same shape `tracing`'s JSON formatter gives.
 fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
-    fn field(buf: &mut Vec<u8>, name: &str, value: &str) {
-        buf.extend_from_slice(b",\"");
-        buf.extend_from_slice(name.as_bytes());
-        buf.extend_from_slice(b"\":");
+    /// `name` is the field's whole lead-in, `,"name":`, so each field is
+    /// one copy of it and one of its value.
+    fn field(buf: &mut Vec<u8>, name: &[u8], value: &str) {
+        buf.extend_from_slice(name);
         json_str(buf, value);
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
     rfc3339_micros(buf, unix_micros);
     buf.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
-    field(buf, "request_id", r.request_id);
-    field(buf, "client", r.client);
-    field(buf, "method", r.method);
-    field(buf, "path", r.path);
-    field(buf, "route", r.route);
+    field(buf, b",\"request_id\":", r.request_id);
+    field(buf, b",\"client\":", r.client);
+    field(buf, b",\"method\":", r.method);
+    field(buf, b",\"path\":", r.path);
+    field(buf, b",\"route\":", r.route);
     buf.extend_from_slice(b",\"status\":");
     digits(buf, u64::from(r.status), 1);
-    field(buf, "outcome", r.outcome);
+    field(buf, b",\"outcome\":", r.outcome);
     for (name, value) in [
-        ("key_id", r.key_id),
-        ("company", r.company),
-        ("workspace", r.workspace),
-        ("upstream", r.upstream),
-        ("shadow", r.shadow),
+        (&b",\"key_id\":"[..], r.key_id),
+        (b",\"company\":", r.company),
+        (b",\"workspace\":", r.workspace),
+        (b",\"upstream\":", r.upstream),
+        (b",\"shadow\":", r.shadow),
     ] {
         if let Some(v) = value {
             field(buf, name, v);
@@ -273,16 +273,29 @@ fn write_json_line(buf: &mut Vec<u8>, r: &AccessRecord<'_>, unix_micros: i64) {
     buf.extend_from_slice(b",\"target\":\"keygate::access\"}\n");
 }
 
+/// The bytes [`json_str`] copies as they are. 0xE2 starts U+2028/U+2029
+/// (E2 80 A8/A9): a string holding it takes the careful path.
+static PLAIN: [bool; 256] = {
+    let mut plain = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        plain[b] = false;
+        b += 1;
+    }
+    plain[b'"' as usize] = false;
+    plain[b'\\' as usize] = false;
+    plain[0x7f] = false;
+    plain[0xE2] = false;
+    plain
+};
+
 /// A JSON string: copied as is when nothing needs escaping (the usual case:
 /// ids, names, paths). Beyond what JSON requires, DEL and the line and
 /// paragraph separators U+2028/U+2029 are escaped too: log shippers and
 /// JavaScript readers split lines on them, and a client chooses the path.
 fn json_str(buf: &mut Vec<u8>, s: &str) {
-    // 0xE2 starts U+2028/U+2029 (E2 80 A8/A9); anything starting with it
-    // takes the careful path.
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f && b != 0xE2)
-    {
+    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
+        buf.reserve(s.len() + 2);
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');
