@@ -193,15 +193,17 @@ impl Proxy {
 
 #[async_trait]
 impl ProxyHttp for Proxy {
-    type CTX = Ctx;
+    /// Boxed: Pingora moves the context with each future that holds it
+    /// (three times a request), and 8 bytes move faster than 450.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.shared.lifecycle.enter())
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(self.shared.lifecycle.enter()))
     }
 
     /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
     /// written and the request ends here; `Ok(false)`: proxy it.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::request::downstream::head_received(session);
         if let Some(v) = session
             .req_header()
@@ -262,7 +264,11 @@ impl ProxyHttp for Proxy {
 
     /// The next healthy server of the route's upstream, skipping those that
     /// already failed to connect for this request.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let upstream = ctx
             .gateway
             .as_deref()
@@ -289,7 +295,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         let gw = ctx
             .gateway
@@ -304,7 +310,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         headers::for_client(upstream_response, ctx)?;
         ctx.outcome = Ending::Proxied;
@@ -318,7 +324,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(upstream) = ctx
@@ -341,7 +347,12 @@ impl ProxyHttp for Proxy {
 
     /// Classifies the failure, counts it, and writes its answer when nothing
     /// has been sent to the client yet. `error_code` 0: no answer.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         self.load(ctx);
         let upstream = match (&ctx.settled, &ctx.gateway) {
             (Some(settled), _) => Some(Arc::clone(&settled.upstream)),
@@ -392,7 +403,7 @@ impl ProxyHttp for Proxy {
 
     /// `true` silences Pingora's error line: a client hanging up or stalling
     /// mid-request is routine, and its access-log line says `client_error`.
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
         // Runs after `fail_to_proxy`, which has classified the failure.
         ctx.outcome == Ending::ClientError
             || (error.esource() == &ErrorSource::Downstream
@@ -403,7 +414,7 @@ impl ProxyHttp for Proxy {
     }
 
     /// Counts the request and writes its access-log line.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         if ctx.outcome == Ending::Probe {
             return;
         }
