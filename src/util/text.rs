@@ -9,29 +9,30 @@ pub fn digits(buf: &mut Vec<u8>, n: u64, width: usize) {
     buf.extend_from_slice(text.as_bytes());
 }
 
-/// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`.
+/// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`:
+/// fixed width, so its digits are written in place and copied once.
 pub fn rfc3339_micros(buf: &mut Vec<u8>, unix_micros: i64) {
+    fn put(out: &mut [u8], mut n: u32) {
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
     let (secs, micros) = (
         unix_micros.div_euclid(1_000_000),
         unix_micros.rem_euclid(1_000_000),
     );
     let dt =
         time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let year = u64::try_from(dt.year()).unwrap_or(0);
-    digits(buf, year, 4);
-    for (sep, n) in [
-        (b'-', dt.month() as u8),
-        (b'-', dt.day()),
-        (b'T', dt.hour()),
-        (b':', dt.minute()),
-        (b':', dt.second()),
-    ] {
-        buf.push(sep);
-        digits(buf, u64::from(n), 2);
-    }
-    buf.push(b'.');
-    digits(buf, u64::try_from(micros).unwrap_or(0), 6);
-    buf.push(b'Z');
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    put(&mut text[0..4], u32::try_from(dt.year()).unwrap_or(0));
+    put(&mut text[5..7], u32::from(dt.month() as u8));
+    put(&mut text[8..10], u32::from(dt.day()));
+    put(&mut text[11..13], u32::from(dt.hour()));
+    put(&mut text[14..16], u32::from(dt.minute()));
+    put(&mut text[17..19], u32::from(dt.second()));
+    put(&mut text[20..26], u32::try_from(micros).unwrap_or(0));
+    buf.extend_from_slice(&text);
 }
 
 #[cfg(test)]
@@ -51,6 +52,18 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "2026-12-02T13:42:45.000007Z"
+        );
+        let mut buf = Vec::new();
+        rfc3339_micros(&mut buf, -1);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "1969-12-31T23:59:59.999999Z"
+        );
+        let mut buf = Vec::new();
+        rfc3339_micros(&mut buf, 253_402_300_799_999_999);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "9999-12-31T23:59:59.999999Z"
         );
     }
 }
