@@ -5,8 +5,12 @@ Pingora proxy (and, with --before, against another keygate build).
 A load run (benches/load.py) measures time, and on a shared machine one run
 cannot tell a change under about 5% from noise. This counts the user-space
 instructions each target executes for a fixed number of requests, which does
-not depend on what else the machine is doing: two runs agree to well under 1%,
-so a change of a few hundred instructions a request shows. It is the
+not depend on what else the machine is doing. Over one connection (the
+default) every request takes the same path through the event loop, and two
+runs of the same build agree to about 0.05% (±40 instructions a request):
+a change of a hundred instructions shows. More connections let the event
+loop batch wake-ups, as under load, and the figure then moves by about 1%
+from run to run. It is the
 instrument for keygate's own cost; load.py stays the one for req/s, latency
 and CPU (the kernel's share, which callgrind does not see, included).
 
@@ -29,7 +33,7 @@ report prints that share apart and the ratios with and without it.
 differ most between keygate and bare (symbol names only; where inlining puts
 keygate's code inside Pingora's functions it is counted there).
 
-Usage:  benches/instructions.py [--requests 4000] [--connections 8]
+Usage:  benches/instructions.py [--requests 4000] [--connections 1]
                                 [--keys 10000] [--before BIN] [--top 0]
                                 [--no-build] [--keep DIR]
         About a minute after the build. Loopback only; every process started
@@ -163,7 +167,7 @@ def stop(procs, p):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--keys", type=int, default=10000)
     ap.add_argument("--before", type=Path, default=None,
                     help="another keygate binary, measured on the same config")
@@ -177,6 +181,10 @@ def main():
     if args.requests < 100 or not 1 <= args.connections <= args.requests:
         sys.exit("--requests must be at least 100 and --connections 1..requests")
 
+    if args.before is not None:
+        args.before = args.before.resolve()
+        if not args.before.is_file():
+            sys.exit(f"--before {args.before}: no such file")
     ensure_valgrind()
     nginx = load.find_tool("nginx")
     if not nginx:
