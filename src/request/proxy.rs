@@ -17,6 +17,7 @@ use crate::request::{PROBE_HEADER, Shared, headers};
 use crate::telemetry::log::AccessRecord;
 use crate::telemetry::metrics::UpstreamErrorKind;
 use async_trait::async_trait;
+use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -36,13 +37,38 @@ impl Proxy {
     }
 }
 
-/// The facts of a request head [`precheck`] reads.
-fn head_facts(session: &Session) -> HeadFacts {
+/// What keygate reads of a request head, found in one pass over its fields:
+/// a lookup by name hashes the name, once per header looked for, while a
+/// client sends a handful of fields.
+struct HeadScan<'a> {
+    /// What [`precheck`] reads.
+    facts: HeadFacts,
+    /// The first `x-keygate-probe` value.
+    probe: Option<&'a HeaderValue>,
+    /// The first `x-request-id` value.
+    request_id: Option<&'a HeaderValue>,
+}
+
+fn scan_head(session: &Session) -> HeadScan<'_> {
     let req = session.req_header();
-    let transfer_encoding = req.headers.contains_key(TRANSFER_ENCODING);
+    let (mut transfer_encoding, mut content_length) = (false, false);
+    let (mut probe, mut request_id) = (None, None);
+    let mut fields = 0;
+    for (n, v) in &req.headers {
+        fields += n.as_str().len() + v.len() + 4;
+        if *n == TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if *n == CONTENT_LENGTH {
+            content_length = true;
+        } else if *n == headers::name::X_KEYGATE_PROBE {
+            probe = probe.or(Some(v));
+        } else if *n == headers::name::X_REQUEST_ID {
+            request_id = request_id.or(Some(v));
+        }
+    }
     // Pingora drops `Content-Length` when a `Transfer-Encoding` is present:
     // only then is the raw head consulted.
-    let content_length = req.headers.contains_key(CONTENT_LENGTH)
+    content_length = content_length
         || (transfer_encoding
             && session.as_http1().is_some_and(|h1| {
                 h1.get_headers_raw_bytes()
@@ -52,16 +78,15 @@ fn head_facts(session: &Session) -> HeadFacts {
                     })
             }));
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
-    let fields: usize = req
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    HeadFacts {
-        fields: req.headers.len(),
-        bytes: line + fields,
-        transfer_encoding,
-        content_length,
+    HeadScan {
+        facts: HeadFacts {
+            fields: req.headers.len(),
+            bytes: line + fields,
+            transfer_encoding,
+            content_length,
+        },
+        probe,
+        request_id,
     }
 }
 
@@ -112,13 +137,19 @@ impl Proxy {
 
     /// Runs the decision and the limiter on a request of `gw`: `None` to
     /// proxy it, or the denial to answer with.
-    fn admit(&self, session: &Session, ctx: &mut Ctx, gw: &Gateway) -> Option<Denial> {
+    fn admit(
+        &self,
+        session: &Session,
+        facts: &HeadFacts,
+        ctx: &mut Ctx,
+        gw: &Gateway,
+    ) -> Option<Denial> {
         let limits = &gw.config.server;
         let head = HeadLimits {
             max_bytes: limits.max_header_bytes,
             max_fields: limits.max_headers,
         };
-        if let Some(denial) = precheck(&head_facts(session), head) {
+        if let Some(denial) = precheck(facts, head) {
             return Some(denial);
         }
         let req = session.req_header();
@@ -205,18 +236,19 @@ impl ProxyHttp for Proxy {
     /// written and the request ends here; `Ok(false)`: proxy it.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::request::downstream::head_received(session);
-        if let Some(v) = session
-            .req_header()
-            .headers
-            .get(&headers::name::X_KEYGATE_PROBE)
-            && v.as_bytes() == self.shared.probe.as_bytes()
+        let head = scan_head(session);
+        if head
+            .probe
+            .is_some_and(|v| v.as_bytes() == self.shared.probe.as_bytes())
         {
             ctx.outcome = Ending::Probe;
             let mut resp = ResponseHeader::build(204, Some(1))?;
-            resp.insert_header(PROBE_HEADER, v.clone())?;
+            resp.insert_header(PROBE_HEADER, self.shared.probe.as_str())?;
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         }
+        let facts = head.facts;
+        ctx.request_id = headers::request_id(head.request_id);
         let gw = self.shared.state.load_full();
         // Pingora decides keep-alive again once it has read a head (from the
         // request's own `Connection`), so the close chosen before the read
@@ -234,14 +266,9 @@ impl ProxyHttp for Proxy {
         }
         session.set_read_timeout(Some(gw.config.server.body_timeout));
         session.set_write_timeout(Some(gw.config.server.send_timeout));
-        let sent_id = session
-            .req_header()
-            .headers
-            .get(&headers::name::X_REQUEST_ID);
-        ctx.request_id = headers::request_id(sent_id);
         ctx.client = client_ip(session);
         ctx.tls = is_tls(session);
-        let denial = self.admit(session, ctx, &gw);
+        let denial = self.admit(session, &facts, ctx, &gw);
         if let Some(reason) = ctx.shadow {
             gw.route_metrics(ctx.route).shadow(reason);
         }
