@@ -1,6 +1,8 @@
 //! Numbers and times written straight into a byte buffer, for the log lines
 //! keygate formats by hand.
 
+use std::cell::Cell;
+
 /// `n` in decimal, zero-padded to at least `width` digits.
 pub fn digits(buf: &mut Vec<u8>, n: u64, width: usize) {
     let mut text = itoa::Buffer::new();
@@ -10,7 +12,8 @@ pub fn digits(buf: &mut Vec<u8>, n: u64, width: usize) {
 }
 
 /// RFC 3339 UTC with microseconds, like `2026-11-24T15:04:35.123456Z`:
-/// fixed width, so its digits are written in place and copied once.
+/// fixed width, so its digits are written in place and copied once. The
+/// date and time of day are worked out once a second per thread.
 pub fn rfc3339_micros(buf: &mut Vec<u8>, unix_micros: i64) {
     fn put(out: &mut [u8], mut n: u32) {
         for d in out.iter_mut().rev() {
@@ -18,20 +21,33 @@ pub fn rfc3339_micros(buf: &mut Vec<u8>, unix_micros: i64) {
             n /= 10;
         }
     }
+    thread_local! {
+        /// The last second written and its text up to the fraction.
+        static SECOND: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
+    }
     let (secs, micros) = (
         unix_micros.div_euclid(1_000_000),
         unix_micros.rem_euclid(1_000_000),
     );
-    let dt =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let mut text = *b"0000-00-00T00:00:00.000000Z";
-    put(&mut text[0..4], u32::try_from(dt.year()).unwrap_or(0));
-    put(&mut text[5..7], u32::from(dt.month() as u8));
-    put(&mut text[8..10], u32::from(dt.day()));
-    put(&mut text[11..13], u32::from(dt.hour()));
-    put(&mut text[14..16], u32::from(dt.minute()));
-    put(&mut text[17..19], u32::from(dt.second()));
-    put(&mut text[20..26], u32::try_from(micros).unwrap_or(0));
+    let (head, fraction) = text.split_at_mut(20);
+    SECOND.with(|second| match second.get() {
+        (s, cached) if s == secs => head.copy_from_slice(&cached),
+        _ => {
+            let dt = time::OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            put(&mut head[0..4], u32::try_from(dt.year()).unwrap_or(0));
+            put(&mut head[5..7], u32::from(dt.month() as u8));
+            put(&mut head[8..10], u32::from(dt.day()));
+            put(&mut head[11..13], u32::from(dt.hour()));
+            put(&mut head[14..16], u32::from(dt.minute()));
+            put(&mut head[17..19], u32::from(dt.second()));
+            let mut cached = [0; 20];
+            cached.copy_from_slice(head);
+            second.set((secs, cached));
+        }
+    });
+    put(&mut fraction[..6], u32::try_from(micros).unwrap_or(0));
     buf.extend_from_slice(&text);
 }
 
@@ -52,6 +68,14 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "2026-12-02T13:42:45.000007Z"
+        );
+        // The same second again, and the next: the cached part follows.
+        let mut buf = Vec::new();
+        rfc3339_micros(&mut buf, 1_796_218_965_999_999);
+        rfc3339_micros(&mut buf, 1_796_218_966_000_000);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "2026-12-02T13:42:45.999999Z2026-12-02T13:42:46.000000Z"
         );
         let mut buf = Vec::new();
         rfc3339_micros(&mut buf, -1);
