@@ -203,10 +203,13 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
     ] {
         upstream_req.insert_header(n, v).unwrap();
     }
-    let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
-    for (n, v) in [("Content-Type", "text/plain"), ("Content-Length", "2")] {
-        resp.insert_header(n, v).unwrap();
-    }
+    let response = || {
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [("Content-Type", "text/plain"), ("Content-Length", "2")] {
+            resp.insert_header(n, v).unwrap();
+        }
+        resp
+    };
     ctx.client = Some(ip);
     ctx.key_slot = Some(slot);
     ctx.request_id = http::HeaderValue::from_static("client-chosen-id");
@@ -228,11 +231,27 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
     assert_eq!(n, 2 + 2, "{n} allocations adding the upstream's headers");
     assert_eq!(upstream_req.headers["x-keygate-key-id"], "k_company");
     assert!(!upstream_req.headers.contains_key("authorization"));
+    // The first answer under a limit on a thread makes the two values that
+    // depend on the limit alone, in one buffer (2) kept for the next.
+    let mut first = response();
+    let n = allocations_during(|| {
+        headers::for_client(&mut first, &ctx).unwrap();
+    });
+    assert_eq!(
+        n,
+        2 + 2,
+        "{n} allocations adding the first client's headers"
+    );
+    let mut resp = response();
     let n = allocations_during(|| {
         headers::for_client(&mut resp, &ctx).unwrap();
     });
-    // Five rate-limit values in one buffer (2); the request id is shared,
-    // and the response's map had room.
+    // Three rate-limit values in one buffer (2); the request id and the two
+    // values of the limit are shared, and the response's map had room.
     assert_eq!(n, 2, "{n} allocations adding the client's headers");
     assert_eq!(resp.headers["x-ratelimit-remaining"], "5");
+    assert_eq!(
+        resp.headers["x-ratelimit-limit"],
+        first.headers["x-ratelimit-limit"]
+    );
 }

@@ -6,6 +6,7 @@
 //! ([`edit_request`], [`edit_response`]).
 
 use crate::gateway::Gateway;
+use crate::model::limit::Limit;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
 use bytes::BytesMut;
@@ -13,6 +14,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{ErrorType, OrErr, Result};
+use std::cell::RefCell;
 
 /// The names of the headers keygate adds, parsed once; each static is the
 /// header it is named for.
@@ -209,11 +211,34 @@ pub fn forwarded(v: &mut Values, client: Option<&str>, tls: bool) -> Result<Head
     v.take()
 }
 
-/// Adds the five rate-limit headers of an authorized request.
+/// Adds the five rate-limit headers of an authorized request. The two that
+/// depend on the limit alone are kept for the last limit seen on this
+/// thread: most requests of a gateway share one.
 pub fn rate_limit(h: &mut HeaderMap, o: &Outcome) -> Result<()> {
-    let mut v = Values::with_capacity(160);
-    let limit = u64::from(o.limit.requests.get());
-    h.insert(name::X_RATELIMIT_LIMIT.clone(), v.push_u64(limit).take()?);
+    thread_local! {
+        static LAST: RefCell<Option<(Limit, HeaderValue, HeaderValue)>> =
+            const { RefCell::new(None) };
+    }
+    let mut v = Values::with_capacity(96);
+    let (limit, policy) = LAST.with_borrow_mut(|last| -> Result<_> {
+        match last {
+            Some((l, limit, policy)) if *l == o.limit => Ok((limit.clone(), policy.clone())),
+            _ => {
+                let mut fixed = Values::with_capacity(64);
+                let requests = u64::from(o.limit.requests.get());
+                let limit = fixed.push_u64(requests).take()?;
+                fixed
+                    .push("\"default\";q=")
+                    .push_u64(requests)
+                    .push(";w=")
+                    .push_u64(o.limit.per_secs.get().into());
+                let policy = fixed.take()?;
+                *last = Some((o.limit, limit.clone(), policy.clone()));
+                Ok((limit, policy))
+            }
+        }
+    })?;
+    h.insert(name::X_RATELIMIT_LIMIT.clone(), limit);
     h.insert(
         name::X_RATELIMIT_REMAINING.clone(),
         v.push_u64(o.remaining).take()?,
@@ -222,11 +247,7 @@ pub fn rate_limit(h: &mut HeaderMap, o: &Outcome) -> Result<()> {
         name::X_RATELIMIT_RESET.clone(),
         v.push_u64(o.reset_secs).take()?,
     );
-    v.push("\"default\";q=")
-        .push_u64(limit)
-        .push(";w=")
-        .push_u64(o.limit.per_secs.get().into());
-    h.insert(name::RATELIMIT_POLICY.clone(), v.take()?);
+    h.insert(name::RATELIMIT_POLICY.clone(), policy);
     v.push("\"default\";r=")
         .push_u64(o.remaining)
         .push(";t=")
@@ -303,7 +324,6 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::limit::Limit;
 
     #[test]
     fn reserved_headers_fold_case_and_underscores() {
@@ -453,5 +473,22 @@ mod tests {
         assert_eq!(get("x-ratelimit-reset"), "18446744073709551615");
         assert_eq!(get("ratelimit-policy"), "\"default\";q=100;w=60");
         assert_eq!(get("ratelimit"), "\"default\";r=0;t=18446744073709551615");
+        // The next request under another limit, then under the first again.
+        let other = Outcome {
+            limit: Limit::from_raw(7, 1, None).unwrap(),
+            remaining: 6,
+            reset_secs: 1,
+            ..o
+        };
+        for (o, limit, policy) in [
+            (&other, "7", "\"default\";q=7;w=1"),
+            (&o, "100", "\"default\";q=100;w=60"),
+        ] {
+            let mut h = HeaderMap::new();
+            rate_limit(&mut h, o).unwrap();
+            assert_eq!(h["x-ratelimit-limit"], limit);
+            assert_eq!(h["ratelimit-policy"], policy);
+            assert_eq!(h["x-ratelimit-remaining"], o.remaining.to_string().as_str());
+        }
     }
 }
