@@ -29,12 +29,20 @@ Valgrind does not offer the CPU's SHA extensions to the program, so SHA-256
 request that the real CPU, with SHA-NI, does in a fraction of that. The
 report prints that share apart and the ratios with and without it.
 
+Targets (--targets, bare always among them): bare and keygate as above;
+keygate-shadow, its route in `enforce = "shadow"`; keygate-cluster, with a
+`[cluster]` table (sync_ms = 50) on a redis-server of its own (free port,
+no persistence). The cluster's syncs run on a timer, so under valgrind,
+which serves far fewer requests a second, their share of a request is
+larger than at full speed: read that figure as an upper bound.
+
 --top N prints the N functions whose exclusive instructions per request
 differ most between keygate and bare (symbol names only; where inlining puts
 keygate's code inside Pingora's functions it is counted there).
 
 Usage:  benches/instructions.py [--requests 4000] [--connections 1]
-                                [--keys 10000] [--before BIN] [--top 0]
+                                [--targets bare,keygate] [--keys 10000]
+                                [--before BIN] [--top 0]
                                 [--no-build] [--keep DIR]
         About a minute after the build. Loopback only; every process started
         is stopped by its pid; the temp dir is removed unless --keep.
@@ -60,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402  (the targets' set-up is load.py's)
 
 SHA_COMPRESS = "sha2::sha256::compress256"
+TARGETS = ["bare", "keygate", "keygate-shadow", "keygate-cluster"]
 
 
 def ensure_valgrind():
@@ -129,14 +138,17 @@ def total(out_file):
     return int(m.group(1))
 
 
-def measure(procs, name, argv, port, ready, path, key, args, tmp, **kw):
-    """Instructions per request of one target, and its per-function counts."""
+def measure(procs, name, argv, port, ready, path, key, args, tmp, started=None, **kw):
+    """Instructions per request of one target, and its per-function counts;
+    `started(proc)` runs once it answers `ready`."""
     out = tmp / f"{name}.callgrind"
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
           f"--callgrind-out-file={out}"]
     p = procs.start(name, vg + argv, **kw)
     try:
         load.wait_status(p, *ready, timeout=120)
+        if started is not None:
+            started(p)
         send(port, path, key, args.requests // 4, args.connections)
         callgrind(p.pid, "-i", "on")
         send(port, path, key, args.requests, args.connections)
@@ -169,6 +181,8 @@ def main():
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--keys", type=int, default=10000)
+    ap.add_argument("--targets", default="bare,keygate",
+                    help="comma-separated, from: " + ", ".join(TARGETS))
     ap.add_argument("--before", type=Path, default=None,
                     help="another keygate binary, measured on the same config")
     ap.add_argument("--top", type=int, default=0,
@@ -181,7 +195,12 @@ def main():
     if args.requests < 100 or not 1 <= args.connections <= args.requests:
         sys.exit("--requests must be at least 100 and --connections 1..requests")
 
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or "bare" not in targets:
+        sys.exit(f"--targets: unknown {unknown}" if unknown else "--targets must include bare")
     if args.before is not None:
+        targets.append("keygate-before")
         args.before = args.before.resolve()
         if not args.before.is_file():
             sys.exit(f"--before {args.before}: no such file")
@@ -218,20 +237,39 @@ def main():
                             "--upstream", f"127.0.0.1:{up_port}"],
             port, (port, path, 200, auth), path, key, args, tmp,
             stdout=subprocess.DEVNULL, stderr=open(tmp / "bare.err", "wb"))
-        for name, binary in (("keygate", keygate_bin), ("keygate-before", args.before)):
-            if binary is None:
+        redis_port = None
+        if "keygate-cluster" in targets:
+            redis_server = load.find_tool("redis-server")
+            if redis_server is None:
+                sys.exit("keygate-cluster: redis-server is not installed "
+                         "(e.g. `apt-get install redis-server`)")
+            _, redis_port = load.start_redis(procs, redis_server, tmp, None)
+        for name, binary, enforce in (("keygate", keygate_bin, "on"),
+                                      ("keygate-shadow", keygate_bin, "shadow"),
+                                      ("keygate-cluster", keygate_bin, "on"),
+                                      ("keygate-before", args.before, "on")):
+            if name not in targets:
                 continue
             d = tmp / name
             d.mkdir()
             shutil.copy(tmp / "keys.json", d / "keys.json")
             port, admin = load.free_port(), load.free_port()
-            load.write_keygate_config(d / "keygate.toml", port, admin, up_port)
+            cluster = None
+            if name == "keygate-cluster":
+                cluster = (redis_port, f"keygate-instr-{os.getpid()}")
+            load.write_keygate_config(d / "keygate.toml", port, admin, up_port,
+                                      enforce=enforce, cluster=cluster)
             env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
             env["RUST_LOG"] = "info"
+            started = None
+            if cluster is not None:
+                def started(p, admin=admin):
+                    load.wait_cluster_up(p, admin, timeout=120)
             results[name] = measure(
                 procs, name, [str(binary), "run", "--config", str(d / "keygate.toml")],
-                port, (admin, "/readyz", 200), path, key, args, tmp, cwd=d, env=env,
-                stdout=open(d / "stdout.log", "wb"), stderr=open(d / "stderr.log", "wb"))
+                port, (admin, "/readyz", 200), path, key, args, tmp, started=started,
+                cwd=d, env=env, stdout=open(d / "stdout.log", "wb"),
+                stderr=open(d / "stderr.log", "wb"))
             lines = load.count_lines(d / "stdout.log")
             # Warm-up, the requests counted, and the start-up probes.
             if lines < args.requests:
@@ -251,15 +289,19 @@ def main():
     for name, (per_req, _) in results.items():
         print(f"  {name:16} {per_req:9,.0f}   of which SHA-256 in software: {sha[name]:6,.0f}")
     base = results["bare"][0]
-    for name in ("keygate", "keygate-before"):
+    for name in TARGETS[1:] + ["keygate-before"]:
         if name in results:
             n = results[name][0]
             print(f"{name} / bare: {n / base:.3f}x ({(n - sha[name]) / base:.3f}x "
                   "without the SHA-256 done in software)")
-    if "keygate-before" in results:
+    if "keygate-before" in results and "keygate" in results:
         a, b = results["keygate"][0], results["keygate-before"][0]
         print(f"keygate / keygate-before: {a / b:.3f}x ({a - b:+,.0f} a request)")
-    if args.top:
+    for name in ("keygate-shadow", "keygate-cluster"):
+        if name in results and "keygate" in results:
+            a, b = results[name][0], results["keygate"][0]
+            print(f"{name} / keygate: {a / b:.3f}x ({a - b:+,.0f} a request)")
+    if args.top and "keygate" in results:
         a, b = results["bare"][1], results["keygate"][1]
         rows = sorted(set(a) | set(b), key=lambda k: -abs(b.get(k, 0) - a.get(k, 0)))
         print(f"\nexclusive instructions per request, keygate - bare (top {args.top}):")
