@@ -19,7 +19,7 @@ use crate::util::clock::Clock;
 use crate::util::text::{digits, rfc3339_micros};
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -193,6 +193,10 @@ pub struct AccessLog {
     format: LogFormat,
     clock: Arc<dyn Clock>,
     sink: Arc<Sink>,
+    /// Whether `RUST_LOG` lets `keygate::access` through, asked once: the
+    /// filter is set at start and never changes, and asking `tracing` runs
+    /// it for every line.
+    enabled: OnceLock<bool>,
 }
 
 impl AccessLog {
@@ -207,12 +211,16 @@ impl AccessLog {
             format,
             clock,
             sink,
+            enabled: OnceLock::new(),
         }
     }
 
     /// Records one request (if `RUST_LOG` lets `keygate::access` through).
     pub fn record(&self, r: &AccessRecord<'_>) {
-        if !tracing::enabled!(target: "keygate::access", tracing::Level::INFO) {
+        let enabled = self
+            .enabled
+            .get_or_init(|| tracing::enabled!(target: "keygate::access", tracing::Level::INFO));
+        if !*enabled {
             return;
         }
         if self.format == LogFormat::Text {
