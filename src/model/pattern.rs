@@ -257,11 +257,7 @@ pub struct BadPath;
 /// `%5C`), NUL (raw or `%00`), malformed escapes, escapes that decode to invalid
 /// UTF-8, and anything not starting with `/` (asterisk- and authority-form).
 pub fn check_path(path: &str) -> Result<(), BadPath> {
-    let rest = path.strip_prefix('/').ok_or(BadPath)?;
-    for seg in segments(rest) {
-        check_segment(seg)?;
-    }
-    Ok(())
+    SplitPath::checked(path).map(drop)
 }
 
 /// The `/`-separated segments of `rest`, found byte by byte: request paths

@@ -57,36 +57,29 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_micros() {
-        let mut buf = Vec::new();
-        rfc3339_micros(&mut buf, 1_795_000_000_123_456);
+        let text = |micros: &[i64]| {
+            let mut buf = Vec::new();
+            for &m in micros {
+                rfc3339_micros(&mut buf, m);
+            }
+            String::from_utf8(buf).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            text(&[1_795_000_000_123_456]),
             "2026-11-18T11:06:40.123456Z"
         );
-        let mut buf = Vec::new();
-        rfc3339_micros(&mut buf, 1_796_218_965_000_007);
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            text(&[1_796_218_965_000_007]),
             "2026-12-02T13:42:45.000007Z"
         );
         // The same second again, and the next: the cached part follows.
-        let mut buf = Vec::new();
-        rfc3339_micros(&mut buf, 1_796_218_965_999_999);
-        rfc3339_micros(&mut buf, 1_796_218_966_000_000);
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            text(&[1_796_218_965_999_999, 1_796_218_966_000_000]),
             "2026-12-02T13:42:45.999999Z2026-12-02T13:42:46.000000Z"
         );
-        let mut buf = Vec::new();
-        rfc3339_micros(&mut buf, -1);
+        assert_eq!(text(&[-1]), "1969-12-31T23:59:59.999999Z");
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "1969-12-31T23:59:59.999999Z"
-        );
-        let mut buf = Vec::new();
-        rfc3339_micros(&mut buf, 253_402_300_799_999_999);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            text(&[253_402_300_799_999_999]),
             "9999-12-31T23:59:59.999999Z"
         );
     }
