@@ -717,6 +717,53 @@ fn keepalive_timeout_zero_closes_every_connection_after_its_answer() {
     fx.assert_serving();
 }
 
+#[test]
+fn a_kept_alive_connection_is_closed_silently_once_idle_for_the_keepalive_timeout() {
+    let fx = plain_fixture(
+        "header_timeout_ms = 500\nkeepalive_timeout_secs = 1\n",
+        |c| c,
+    );
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    let mut conn = Conn::connect(fx.port());
+    // Four requests 700 ms apart: each answer restarts the idle clock, and a
+    // head's own deadline (500 ms) runs from its first byte, not from the
+    // answer before it. The connection outlives the keep-alive timeout.
+    let opened = Instant::now();
+    for n in 0..4 {
+        if n > 0 {
+            // The idle gap is the scenario, not a wait for the gateway.
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        assert!(
+            conn.send(head("GET", "/api/v1/company/kept", &[&auth]).as_bytes()),
+            "request {n}: the connection was closed"
+        );
+        let r = conn
+            .read_reply()
+            .unwrap_or_else(|| panic!("request {n}: closed instead of answered"));
+        assert_eq!(r.status, 200, "request {n}: {r:?}");
+        assert!(!r.closes(), "request {n}: {r:?}");
+    }
+    assert!(opened.elapsed() > Duration::from_millis(1900));
+    // Then nothing: closed without a byte, about a second after the answer.
+    let since = Instant::now();
+    let closing = read_until_closed(&mut conn.stream, since, since + Duration::from_secs(4));
+    assert_eq!(closing.end, End::Eof, "idle connection: {closing:?}");
+    assert!(
+        closing.bytes.is_empty(),
+        "idle connection was sent {:?}",
+        String::from_utf8_lossy(&closing.bytes)
+    );
+    assert!(
+        closing.after >= Duration::from_millis(900),
+        "closed after {:?}, before the 1 s keep-alive timeout",
+        closing.after
+    );
+    assert_eq!(fx.up.count(), 4);
+    fx.assert_serving();
+    fx.assert_no_error_logged();
+}
+
 // ----------------------------------------------------------------- HTTP/2 --
 
 #[test]
