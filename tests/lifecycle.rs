@@ -175,6 +175,26 @@ fn check_reports_ok_or_every_error() {
         "{stdout}"
     );
     assert!(stdout.contains("unknown upstream \"b\""), "{stdout}");
+
+    // The snapshot the refused config names is checked too: its errors are
+    // among every error.
+    std::fs::write(dir.path().join("keys.toml"), "[[keys]]\nid = \"k1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("keygate.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 4, "{stdout}");
+    assert!(
+        errors[3].contains("keys.toml:1: missing field `name`"),
+        "{stdout}"
+    );
 }
 
 /// A config that loads but holds likely mistakes: `check` prints a

@@ -499,11 +499,31 @@ impl Config {
         Validator {
             path,
             text,
-            dir: path.parent().unwrap_or(Path::new(".")),
+            dir: dir_of(path),
             problems: Problems(Vec::new()),
         }
         .validate(raw)
     }
+
+    /// The key snapshot that config text read from `path` names, valid or
+    /// not the rest of it, as long as it is TOML of the config's shape:
+    /// where a config is refused, its snapshot's problems are reported
+    /// beside its own.
+    pub fn snapshot_path(path: &Path, text: &str) -> Option<PathBuf> {
+        let raw: raw::Config = toml::from_str(text).ok()?;
+        let named = raw.keys.and_then(|k| k.into_inner().snapshot);
+        Some(snapshot_file(dir_of(path), named.as_deref()))
+    }
+}
+
+/// The folder relative paths in the config at `path` start from.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The snapshot file `[keys] snapshot` names (`keys.toml` if unset).
+fn snapshot_file(dir: &Path, named: Option<&str>) -> PathBuf {
+    dir.join(named.unwrap_or("keys.toml"))
 }
 
 struct Validator<'a> {
@@ -868,7 +888,7 @@ impl Validator<'_> {
             workspace_prefix,
             watch_secs,
         } = raw;
-        let snapshot = self.resolve(snapshot.as_deref().unwrap_or("keys.toml"));
+        let snapshot = snapshot_file(self.dir, snapshot.as_deref());
         if crate::model::format::SnapshotFormat::of(&snapshot).is_none() {
             self.err(
                 line,
