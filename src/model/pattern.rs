@@ -260,6 +260,24 @@ pub fn check_path(path: &str) -> Result<(), BadPath> {
     SplitPath::checked(path).map(drop)
 }
 
+/// The path a request is routed and checked by, from its request-target as
+/// sent and the path the HTTP parser made of it: an origin-form target
+/// (`/...`) and an absolute-form `http://` or `https://` one give the parsed
+/// path; any other target comes back whole (asterisk-form, a bare
+/// `admin/users`, an opaque `x:/admin`), and row 1 refuses it for not
+/// starting with `/`. Pingora stores such a target as the path `/` but sends
+/// it upstream as it came, where a lenient backend may read it as a path the
+/// routes never saw.
+pub fn routed_path<'a>(target: &'a [u8], parsed: &'a str) -> &'a str {
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    if target.first() == Some(&b'/') || scheme(b"http://") || scheme(b"https://") {
+        parsed
+    } else {
+        // Not UTF-8 (the parser refuses those before this): refused too.
+        std::str::from_utf8(target).unwrap_or("")
+    }
+}
+
 /// The `/`-separated segments of `rest`, found byte by byte: request paths
 /// are short, and `str::split` spends a search call on each segment.
 fn segments(rest: &str) -> impl Iterator<Item = &str> {
@@ -386,6 +404,30 @@ mod tests {
 
     fn p(s: &str) -> Pattern {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_origin_and_http_absolute_targets_route_by_their_parsed_path() {
+        for (target, parsed, routed) in [
+            ("/admin/users?x=1", "/admin/users", "/admin/users"),
+            ("http://a/admin/users", "/admin/users", "/admin/users"),
+            ("HTTPS://a", "/", "/"),
+            ("admin/users", "/", "admin/users"),
+            ("x:/admin/users", "/", "x:/admin/users"),
+            ("foo:bar://host/admin", "/", "foo:bar://host/admin"),
+            ("http:/admin", "/", "http:/admin"),
+            ("*", "*", "*"),
+            ("", "/", ""),
+        ] {
+            let got = routed_path(target.as_bytes(), parsed);
+            assert_eq!(got, routed, "{target:?}");
+            assert_eq!(
+                check_path(got).is_ok(),
+                routed.starts_with('/'),
+                "{target:?}"
+            );
+        }
+        assert_eq!(routed_path(b"adm\xffin", "/"), "");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use crate::config::Enforcement;
 use crate::gateway::Gateway;
 use crate::model::denial::Denial;
+use crate::model::pattern::routed_path;
 use crate::request::ctx::{Ctx, Ending, IpText};
 use crate::request::decide::{Authorization, Decision, Request, decide, rate_limited};
 use crate::request::failure::{self, Facts, Failure, Kind, Side};
@@ -161,7 +162,7 @@ impl Proxy {
         };
         let request = Request {
             method: &req.method,
-            path: req.uri.path(),
+            path: routed_path(req.raw_path(), req.uri.path()),
             authorization,
             tls: ctx.tls,
         };
@@ -480,7 +481,7 @@ impl ProxyHttp for Proxy {
             request_id: ctx.request_id(),
             client: ctx.client.as_ref().map_or("-", |c| c.as_str()),
             method: req.method.as_str(),
-            path: req.uri.path(),
+            path: routed_path(req.raw_path(), req.uri.path()),
             route: route.unwrap_or(crate::telemetry::metrics::UNMATCHED),
             status,
             outcome: ctx.outcome.label(e.is_some()),

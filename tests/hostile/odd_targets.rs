@@ -116,3 +116,54 @@ fn asterisk_and_authority_form_targets_never_reach_the_upstream() {
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
+
+/// Pingora reads a target that is neither origin- nor absolute-form (`admin`
+/// without its slash, `x:/admin`) as the path `/` but forwards it as sent: a
+/// public catch-all would pass it, keyless, to a backend that may read it as
+/// `/api/v1/company/...`. Row 1 refuses it, and the log shows it as sent.
+#[test]
+fn targets_without_a_leading_slash_are_400_even_under_a_public_catch_all() {
+    let up = Upstream::start();
+    let addr = up.addr;
+    let public = "[[routes]]\nname = \"public\"\npath = \"/**\"\nupstream = \"api\"\nauth = \"none\"\nscope = \"none\"\n";
+    let fx = fixture_with_config(up, standard_config(addr, "", public));
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    let path = "Invalid request path";
+    // `http:` without `//` is Pingora's to refuse (its authority check).
+    for (n, (target, auth, message)) in [
+        ("api/v1/company/keys/x", None, path),
+        ("api/v1/company/keys/x", Some(auth.as_str()), path),
+        ("x:/api/v1/company/keys/x", None, path),
+        ("foo:bar://host/api/v1/company/keys/x", None, path),
+        ("keys", None, path),
+        ("http:/api/v1/company/keys/x", None, "Invalid request"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("odd-target-{n}");
+        let id_header = format!("X-Request-Id: {id}");
+        let mut headers: Vec<&str> = auth.into_iter().collect();
+        headers.push(&id_header);
+        headers.push("Connection: close");
+        let r = exchange(fx.port(), head("GET", target, &headers).as_bytes())
+            .unwrap_or_else(|| panic!("{target}: closed"));
+        assert_denied(&r, 400, "BAD_REQUEST", message);
+        if message == path {
+            let line = fx.access_line(&id);
+            assert_eq!(line["path"], target, "{line}");
+            assert_eq!(line["status"], 400, "{line}");
+        }
+    }
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    // Control: the catch-all serves origin-form targets keyless.
+    let r = exchange(
+        fx.port(),
+        head("GET", "/anything", &["Connection: close"]).as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(fx.up.last().url, "/anything");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
