@@ -354,12 +354,26 @@ fn admin_token_guards_keys_and_reload_but_not_probes() {
             .unwrap();
         assert_eq!(r.status(), 200, "{method} {path}");
     }
-    for path in ["/metrics", "/healthz", "/readyz"] {
+    // Every answer names its request: the client's sane id, or a new one.
+    for path in ["/metrics", "/healthz", "/readyz", "/keys"] {
+        let r = gw.client.get(gw.admin_url(path)).send().unwrap();
         assert_eq!(
-            gw.client.get(gw.admin_url(path)).send().unwrap().status(),
-            200,
+            r.status(),
+            if path == "/keys" { 401 } else { 200 },
             "{path}"
         );
+        let id = r.headers()["x-request-id"].to_str().unwrap();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}: {id:?}"
+        );
+        let r = gw
+            .client
+            .get(gw.admin_url(path))
+            .header("x-request-id", "probe-7")
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-request-id"], "probe-7", "{path}");
     }
 }
 
