@@ -153,27 +153,13 @@ fn three_gateways_share_one_limit_exactly() {
                 s => panic!("request {i}: status {s}"),
             }
         }
-        assert!(
-            (10..=17).contains(&admitted),
-            "{admitted} of 30 admitted for a fleet limit of 10"
-        );
         // An instance that refused may hold the one token the fleet
-        // reserved for it, counted in Redis when reserved: its next request
-        // spends it. Once everyone has synced, one more request to each
-        // settles every reservation (the bucket has no whole token left to
-        // reserve again), and after the next sync the fleet bucket holds
-        // every admitted request and nothing else.
-        for g in &fleet {
-            g.wait_synced();
-        }
-        for (n, g) in fleet.iter().enumerate() {
-            let r = g.get(PATH, Some(key));
-            match r.status().as_u16() {
-                200 => admitted += 1,
-                429 => assert_429(r, 10),
-                s => panic!("instance {n} after the sync: status {s}"),
-            }
-        }
+        // reserved for it, counted in Redis when reserved, or get it at its
+        // next sync: its next request spends it. So, until they agree:
+        // everyone syncs, then each instance gets one more request. Then the
+        // fleet bucket holds every admitted request and nothing else, and
+        // the fleet has admitted its limit, plus at most what the other
+        // instances' shares held between syncs.
         for g in &fleet {
             g.wait_synced();
         }
@@ -183,7 +169,33 @@ fn three_gateways_share_one_limit_exactly() {
             .filter(|b| !known.contains(b))
             .collect();
         assert_eq!(new.len(), 1, "{new:?}");
-        assert_eq!(fleet_tokens_used(&redis, &new[0], 6.0), admitted);
+        let mut round = 0;
+        loop {
+            let used = fleet_tokens_used(&redis, &new[0], 6.0);
+            if used == admitted {
+                break;
+            }
+            round += 1;
+            assert!(
+                round <= 5,
+                "{used} tokens counted by the fleet, {admitted} admitted"
+            );
+            for (n, g) in fleet.iter().enumerate() {
+                let r = g.get(PATH, Some(key));
+                match r.status().as_u16() {
+                    200 => admitted += 1,
+                    429 => assert_429(r, 10),
+                    s => panic!("instance {n}, round {round}: status {s}"),
+                }
+            }
+            for g in &fleet {
+                g.wait_synced();
+            }
+        }
+        assert!(
+            (10..=17).contains(&admitted),
+            "{admitted} admitted for a fleet limit of 10"
+        );
     }
     assert_eq!(redis.keys("share:b:*").len(), 3);
 
