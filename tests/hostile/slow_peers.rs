@@ -247,6 +247,7 @@ fn broken_upstream(plans: Vec<Vec<u8>>) -> (std::net::SocketAddr, std::thread::J
             let mut chunk = [0u8; 4096];
             while find(&buf, b"\r\n\r\n").is_none() {
                 match s.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Ok(0) | Err(_) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
@@ -412,7 +413,12 @@ fn a_stdout_nobody_reads_holds_up_no_request() {
     let drain = std::thread::spawn(move || {
         let mut reader = reader;
         let mut chunk = [0u8; 64 * 1024];
-        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+        loop {
+            let n = match reader.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(n @ 1..) => n,
+                _ => break,
+            };
             if tx.send(chunk[..n].to_vec()).is_err() {
                 break;
             }

@@ -136,7 +136,14 @@ impl Conn {
 
     pub fn fill(&mut self) -> ReadEnd {
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
+        // A signal landing during the read (EINTR) is no end: read again.
+        let read = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => break read,
+            }
+        };
+        match read {
             Ok(0) => ReadEnd::Closed,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
