@@ -14,11 +14,7 @@
 //!   `[server] header_timeout_ms`. A late head with bytes already sent is
 //!   answered 408 (JSON), counted and logged as `client_error`; a connection
 //!   that sent nothing is closed silently. The proxy marks the head as
-//!   received with [`head_received`]. A kept-alive connection waiting for
-//!   its next request longer than `keepalive_timeout_secs` is closed
-//!   silently too; the one timer of the stream times it, moved on with each
-//!   request, where Pingora's own keep-alive timeout would register and drop
-//!   a timer for every request.
+//!   received with [`head_received`].
 //! - HTTP/1 heads that Pingora's parser refuses (ambiguous framing, obs-fold,
 //!   bare CR, more than 256 fields, a non-UTF-8 target, `CONNECT`): Pingora
 //!   writes an empty 400 (405 for `CONNECT`) before any keygate code runs.
@@ -55,7 +51,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -94,9 +90,6 @@ struct HeadClock {
     received: AtomicU32,
     /// What the stream answered by itself, for the connection to count and log.
     refusal: Mutex<Option<Refusal>>,
-    /// How long the connection may wait for its next request, in
-    /// milliseconds (0: as long as it likes).
-    idle_ms: AtomicU64,
 }
 
 impl HeadClock {
@@ -107,18 +100,6 @@ impl HeadClock {
     fn received(&self) {
         let n = self.request.load(Ordering::Relaxed);
         self.received.store(n, Ordering::Relaxed);
-    }
-
-    fn set_idle(&self, idle: Option<Duration>) {
-        let ms = idle.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.idle_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Option<Duration> {
-        match self.idle_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
     }
 
     fn head_pending(&self) -> bool {
@@ -138,8 +119,6 @@ struct Http1Watch {
     clock: Arc<HeadClock>,
     /// The request the deadline below belongs to, and the deadline.
     armed: Option<(u32, Instant)>,
-    /// The request a kept-alive connection waits for, and until when.
-    idle: Option<(u32, Instant)>,
     /// Whether the request being read has sent a byte yet.
     began: bool,
     /// keygate's own answer, replacing Pingora's, and how much of it is out.
@@ -224,18 +203,13 @@ enum Watch {
 }
 
 /// A client connection whose reads fail with `TimedOut` once the request
-/// head (HTTP/1) or header block (HTTP/2) being read is late, which ends
-/// (reads nothing) once a kept-alive HTTP/1 connection has waited too long
-/// for its next request, and which writes keygate's answer in place of
-/// Pingora's refusals.
+/// head (HTTP/1) or header block (HTTP/2) being read is late, and which
+/// writes keygate's answer in place of Pingora's refusals.
 pub struct ClientStream {
     inner: Stream,
     watch: Watch,
     timeout: Duration,
-    /// The timer of the deadline, made when a read first has to wait and
-    /// kept for the connection: moving it later costs next to nothing.
-    /// Left armed past a head that came in, it may wake the connection once
-    /// for nothing.
+    /// The timer of the deadline, made only when a read has to wait.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -248,7 +222,6 @@ impl ClientStream {
             watch: Watch::Http1(Http1Watch {
                 clock,
                 armed: Some((first, Instant::now() + timeout)),
-                idle: None,
                 began: false,
                 answer: None,
             }),
@@ -295,8 +268,11 @@ impl ClientStream {
         };
         let request = w.clock.request.load(Ordering::Relaxed);
         if !w.clock.head_pending() {
-            // Head in: bodies have timeouts of their own.
-            w.armed = None;
+            // Head in: bodies and idle keep-alive have timeouts of their own.
+            if w.armed.is_some() {
+                w.armed = None;
+                self.timer = None;
+            }
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
@@ -308,38 +284,15 @@ impl ClientStream {
         let deadline = match w.armed {
             Some((n, deadline)) if n == request => deadline,
             _ => {
-                // A later request: its clock starts with its first byte;
-                // until then the connection is idle.
+                // A later request: its clock starts with its first byte.
                 w.armed = None;
                 w.began = false;
+                self.timer = None;
                 if got_bytes {
                     w.armed = Some((request, Instant::now() + self.timeout));
                     w.began = true;
                 }
-                if polled.is_ready() {
-                    return polled;
-                }
-                let Some(idle) = w.clock.idle() else {
-                    return polled;
-                };
-                let deadline = match w.idle {
-                    Some((n, deadline)) if n == request => deadline,
-                    _ => {
-                        let deadline = Instant::now() + idle;
-                        w.idle = Some((request, deadline));
-                        deadline
-                    }
-                };
-                if !self.expired(cx, deadline) {
-                    return Poll::Pending;
-                }
-                tracing::debug!(
-                    client = %self.peer(),
-                    "kept-alive connection idle for keepalive_timeout_secs; closed"
-                );
-                // Nothing read: Pingora takes it as the client leaving and
-                // closes the connection without an answer.
-                return Poll::Ready(Ok(()));
+                return polled;
             }
         };
         w.began |= got_bytes;
@@ -689,13 +642,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
         ClientApp { proxy, shared, tls }
     }
 
-    /// How long a kept-alive connection may wait for its next request;
-    /// `None`: it is closed after the answer.
-    fn keepalive(&self, shutdown: &ShutdownWatch) -> Option<Duration> {
+    /// Keep-alive for the next request, in Pingora's terms (`None`: close
+    /// after the response; Pingora reads `Some(0)` as "no limit").
+    fn keepalive(&self, shutdown: &ShutdownWatch) -> Option<u64> {
         if *shutdown.borrow() || self.shared.lifecycle.is_handing_over() {
             return None;
         }
-        self.shared.state.load().config.server.keepalive_timeout
+        let idle = self.shared.state.load().config.server.keepalive_timeout;
+        idle.map(|d| d.as_secs().max(1))
     }
 
     /// The TLS handshake, within the head timeout.
@@ -765,11 +719,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
         let stream = ClientStream::http1(stream, Arc::clone(&clock), timeout);
         let mut session = ServerSession::new_http1(Box::new(stream));
         loop {
-            // The stream times the wait; Pingora reads `Some(0)` as "no
-            // limit" and `None` as "close after the answer".
-            let idle = self.keepalive(shutdown);
-            clock.set_idle(idle);
-            session.set_keepalive(idle.map(|_| 0));
+            session.set_keepalive(self.keepalive(shutdown));
             let served = self.proxy.process_new_http(session, shutdown).await;
             if let Some(refusal) = clock.take_refusal() {
                 self.record(refusal);
