@@ -278,6 +278,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
+const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
 /// The ACK flag of SETTINGS and PING.
 const ACK: u8 = 0x1;
@@ -835,6 +836,50 @@ fn http2_headers_never_finished_are_closed_at_the_header_timeout_while_others_ar
     fx.assert_serving();
     fx.assert_no_error_logged();
     assert_no_secret_in(&fx.gw.log(), "the gateway log");
+}
+
+/// HTTP/2 `:path` without its leading slash: never routed as `/` (a keyless
+/// public route would carry it) and never reaches the upstream. The HTTP/2
+/// layer resets the stream (malformed request); were it let through, row 1
+/// answers 400.
+#[test]
+fn http2_path_without_a_leading_slash_never_reaches_the_upstream() {
+    let fx = tls_fixture();
+    let mut h2 = H2::connect(fx.pki(), fx.https_port());
+    h2.send_preface();
+    h2.settle();
+    // HPACK: :method GET, :scheme https, :authority and :path as literals
+    // without indexing (static name indexes 1 and 4).
+    let mut block = vec![0x82, 0x87, 0x01, 9];
+    block.extend_from_slice(b"localhost");
+    let path = b"api/v1/company/x";
+    block.push(0x04);
+    block.push(path.len() as u8);
+    block.extend_from_slice(path);
+    assert!(h2.send(&frame(HEADERS, END_STREAM | 0x4, 1, &block)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        match h2.next(deadline) {
+            Next::Frame(f) if f.ty == HEADERS => {
+                break format!("HEADERS {:02x?}", f.payload.first());
+            }
+            Next::Frame(f) if f.ty == RST_STREAM || f.ty == GOAWAY => {
+                break format!("frame {}", f.ty);
+            }
+            Next::Frame(f) => {
+                h2.answer(&f);
+            }
+            Next::Closed => break "closed".to_string(),
+            Next::Quiet => panic!("no answer to the stream"),
+        }
+    };
+    // 0x8c: `:status 400` from HPACK's static table.
+    assert!(
+        answer == "HEADERS Some(8c)" || answer == format!("frame {RST_STREAM}"),
+        "{answer}"
+    );
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    fx.assert_serving_h2();
 }
 
 #[test]
