@@ -79,18 +79,7 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Gateway, Problems> {
         let config_text = read_text(config_path, "config")?;
-        let config = Config::parse(config_path, &config_text).map_err(|mut problems| {
-            // Every error at once, as `check` promises: the snapshot's too,
-            // where the refused config still says which file it is.
-            if let Some(snapshot) = Config::snapshot_path(config_path, &config_text)
-                && SnapshotFormat::of(&snapshot).is_some()
-                && let Err(more) = read_text(&snapshot, "key snapshot")
-                    .and_then(|text| KeyIndex::parse(&snapshot, &text))
-            {
-                problems.0.extend(more.0);
-            }
-            problems
-        })?;
+        let config = Config::parse(config_path, &config_text)?;
         let snapshot_text = read_text(&config.keys.snapshot, "key snapshot")?;
         if snapshot_text.len() > LARGE_TOML
             && SnapshotFormat::of(&config.keys.snapshot) == Some(SnapshotFormat::Toml)
