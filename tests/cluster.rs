@@ -145,13 +145,17 @@ fn three_gateways_share_one_limit_exactly() {
     for key in &shared {
         let known = redis.keys("share:b:*");
         let mut admitted = 0u64;
-        for i in 0..30 {
-            let r = fleet[i % 3].get(PATH, Some(key));
+        // One request to instance `n`: counted if admitted, else a 429.
+        let ask = |n: usize, admitted: &mut u64, what: &str| {
+            let r = fleet[n].get(PATH, Some(key));
             match r.status().as_u16() {
-                200 => admitted += 1,
+                200 => *admitted += 1,
                 429 => assert_429(r, 10),
-                s => panic!("request {i}: status {s}"),
+                s => panic!("{what}: status {s}"),
             }
+        };
+        for i in 0..30 {
+            ask(i % 3, &mut admitted, &format!("request {i}"));
         }
         // An instance that refused may hold the one token the fleet
         // reserved for it, counted in Redis when reserved, or get it at its
@@ -180,13 +184,8 @@ fn three_gateways_share_one_limit_exactly() {
                 round <= 5,
                 "{used} tokens counted by the fleet, {admitted} admitted"
             );
-            for (n, g) in fleet.iter().enumerate() {
-                let r = g.get(PATH, Some(key));
-                match r.status().as_u16() {
-                    200 => admitted += 1,
-                    429 => assert_429(r, 10),
-                    s => panic!("instance {n}, round {round}: status {s}"),
-                }
+            for n in 0..fleet.len() {
+                ask(n, &mut admitted, &format!("instance {n}, round {round}"));
             }
             for g in &fleet {
                 g.wait_synced();

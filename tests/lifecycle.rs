@@ -134,6 +134,25 @@ fn a_busy_port_stops_start_up_with_a_clear_message() {
     );
 }
 
+/// `keygate check` on a config it must refuse (exit 1): its stdout and
+/// the `error: ` lines in it.
+#[track_caller]
+fn check_refused(config: &std::path::Path) -> (String, Vec<String>) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .map(str::to_owned)
+        .collect();
+    (stdout, errors)
+}
+
 #[test]
 fn check_reports_ok_or_every_error() {
     let out = Command::new(BIN)
@@ -154,17 +173,7 @@ fn check_reports_ok_or_every_error() {
     )
     .unwrap();
     std::fs::write(dir.path().join("keys.toml"), "").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("keygate.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let errors: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let (stdout, errors) = check_refused(&dir.path().join("keygate.toml"));
     assert_eq!(errors.len(), 3, "{stdout}");
     assert!(
         stdout.contains("keygate.toml:4: rate_limit: requests must be"),
@@ -179,17 +188,7 @@ fn check_reports_ok_or_every_error() {
     // The snapshot the refused config names is checked too: its errors are
     // among every error.
     std::fs::write(dir.path().join("keys.toml"), "[[keys]]\nid = \"k1\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("keygate.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let errors: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let (stdout, errors) = check_refused(&dir.path().join("keygate.toml"));
     assert_eq!(errors.len(), 4, "{stdout}");
     assert!(
         errors[3].contains("keys.toml:1: missing field `name`"),
