@@ -134,12 +134,9 @@ impl Handler {
         let reply = self.route(&mut session).await;
         let head_only = session.req_header().method == http::Method::HEAD;
         // Every answer names its request, as the proxy's do.
-        let request_id = crate::request::headers::request_id(
-            session
-                .req_header()
-                .headers
-                .get(&crate::request::headers::name::X_REQUEST_ID),
-        );
+        let id_name = &crate::request::headers::name::X_REQUEST_ID;
+        let request_id =
+            crate::request::headers::request_id(session.req_header().headers.get(id_name));
         let Ok(mut resp) = ResponseHeader::build(reply.status, Some(5)) else {
             return;
         };
@@ -152,7 +149,7 @@ impl Handler {
             .is_ok()
             && length.is_ok()
             && resp.insert_header("cache-control", "no-store").is_ok()
-            && resp.insert_header("x-request-id", request_id).is_ok()
+            && resp.insert_header(id_name.clone(), request_id).is_ok()
             && (!reply.www_authenticate
                 || resp.insert_header("www-authenticate", "Bearer").is_ok());
         if !headers_ok {
