@@ -20,6 +20,7 @@ use crate::telemetry::metrics::UpstreamErrorKind;
 use async_trait::async_trait;
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -232,6 +233,12 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Box<Ctx> {
         Box::new(Ctx::new(self.shared.lifecycle.enter()))
     }
+
+    /// No downstream modules. Pingora's default is its response compression
+    /// module at level 0: it compresses nothing, yet each request built its
+    /// context (an allocation) and ran it in four phases. keygate passes
+    /// answers on as the upstream encoded them.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Runs the whole decision and the limiter. `Ok(true)`: a denial was
     /// written and the request ends here; `Ok(false)`: proxy it.
