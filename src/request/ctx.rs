@@ -61,10 +61,14 @@ pub struct Inline<const N: usize> {
 }
 
 impl<const N: usize> Inline<N> {
-    /// `text`, cut at `N` bytes (callers only pass text known to fit).
+    /// `text`, cut at `N` bytes (callers only pass text known to fit), or
+    /// before, at the start of the character that would be split.
     pub fn new(text: &str) -> Self {
         let mut bytes = [0u8; N];
-        let n = text.len().min(N).min(usize::from(u8::MAX));
+        let mut n = text.len().min(N).min(usize::from(u8::MAX));
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
         bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
         Inline {
             len: n as u8,
@@ -72,9 +76,15 @@ impl<const N: usize> Inline<N> {
         }
     }
 
-    /// The text.
+    /// The text. Read several times a request (forwarding headers, the
+    /// access log), so it is not validated again each time.
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("-")
+        let text = &self.bytes[..usize::from(self.len)];
+        // SAFETY: `new` is the only writer of `bytes` and `len`, and it
+        // copies a prefix of a `&str` ending on a character boundary, so
+        // `text` is valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 }
 
@@ -233,6 +243,16 @@ mod tests {
             let parsed: IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::of(parsed).as_str(), parsed.to_string(), "{ip}");
         }
+    }
+
+    #[test]
+    fn inline_text_too_long_is_cut_before_a_split_character() {
+        type Four = Inline<4>;
+        assert_eq!(Four::new("abcdef").as_str(), "abcd");
+        // "é" is two bytes: the cut at 4 would fall inside the second.
+        assert_eq!(Four::new("aéé").as_str(), "aé");
+        assert_eq!(Four::new("€€").as_str(), "€");
+        assert_eq!(Four::new("").as_str(), "");
     }
 
     #[test]
