@@ -143,13 +143,18 @@ pub fn sane_request_id(v: &[u8]) -> bool {
 }
 
 /// A fresh request id: 32 random lowercase hex digits.
+///
+/// The digits are owned by the `Bytes` inside the value: one allocation,
+/// and the copies for the upstream and the client share it. A value copied
+/// from a slice would allocate again when first shared.
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     // 32 lowercase hex digits are a valid header value.
-    hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut buf).map_or_else(
-        |_| HeaderValue::from_static("-"),
-        |()| HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-")),
-    )
+    match hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut buf) {
+        Ok(()) => HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+            .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        Err(_) => HeaderValue::from_static("-"),
+    }
 }
 
 /// The client's request id if sane, else a new one.
