@@ -117,8 +117,9 @@ fn allowed_decision_and_limiter_check_allocate_nothing() {
 }
 
 /// The rest of an allowed request's work outside Pingora: the precheck, the
-/// request id, the client address, what a request keeps once the upstream
-/// answers (`Ctx::settle`) allocate nothing; the header values keygate
+/// client's request id, the client address, what a request keeps once the
+/// upstream answers (`Ctx::settle`) allocate nothing; a request id keygate
+/// makes is one allocation, shared by both heads; the header values keygate
 /// builds for a head share one buffer (two allocations for all of them),
 /// and adding its headers grows a head's map at most once; names are
 /// statics. What else allocates per request: the `Box` of the context (one
@@ -182,6 +183,14 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
         ctx.settle();
     });
     assert_eq!(n, 0, "{n} allocations in the request glue");
+    // A request id keygate makes: one allocation, shared by the upstream's
+    // head and the client's (the thread's random source is made first).
+    std::hint::black_box(headers::new_request_id());
+    let n = allocations_during(|| {
+        let id = headers::new_request_id();
+        std::hint::black_box((id.clone(), id.clone(), id));
+    });
+    assert_eq!(n, 1, "{n} allocations for a new request id and two copies");
     assert!(
         ctx.gateway.is_none(),
         "settled requests let go of the gateway"
