@@ -12,9 +12,11 @@ use crate::request::limiter::Outcome;
 use bytes::BytesMut;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::Error;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{ErrorType, OrErr, Result};
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// The names of the headers keygate adds, parsed once; each static is the
 /// header it is named for.
@@ -187,13 +189,39 @@ impl Values {
         self.push(itoa::Buffer::new().format(n))
     }
 
+    /// Bytes of the value being written so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing of the next value is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The value written since the last one. UTF-8 passes as it is; a
     /// control character (never in what keygate writes, possible in a
     /// snapshot's company name) fails the request rather than reach a peer
     /// altered.
     pub fn take(&mut self) -> Result<HeaderValue> {
-        HeaderValue::from_maybe_shared(self.0.split().freeze())
-            .or_err(ErrorType::InvalidHTTPHeader, "not a valid header value")
+        value(self.0.split().freeze())
+    }
+
+    /// [`take`](Self::take), with values that are parts of it: `parts` are
+    /// byte ranges of the value, each handed out as a value of its own that
+    /// shares its bytes, with no split of the buffer for it.
+    pub fn take_with_parts<const N: usize>(
+        &mut self,
+        parts: [Range<usize>; N],
+    ) -> Result<(HeaderValue, [HeaderValue; N])> {
+        let whole = self.0.split().freeze();
+        if parts.iter().any(|r| r.start > r.end || r.end > whole.len()) {
+            return Error::e_explain(ErrorType::InternalError, "header value part out of range");
+        }
+        let all = value(whole.clone())?;
+        // Any part of a valid value is valid: the rule is per byte.
+        let parts = parts.map(|r| value(whole.slice(r)).unwrap_or_else(|_| all.clone()));
+        Ok((all, parts))
     }
 
     /// `s` alone as the next value.
@@ -202,18 +230,46 @@ impl Values {
     }
 }
 
+fn value(bytes: bytes::Bytes) -> Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes)
+        .or_err(ErrorType::InvalidHTTPHeader, "not a valid header value")
+}
+
 /// The RFC 7239 `Forwarded` value, saying what `x-forwarded-for` and
 /// `x-forwarded-proto` say: `for=203.0.113.7;proto=https`, an IPv6 address
-/// quoted and bracketed, `for=unknown` without an IP peer.
-pub fn forwarded(v: &mut Values, client: Option<&str>, tls: bool) -> Result<HeaderValue> {
+/// quoted and bracketed, `for=unknown` without an IP peer. With an address,
+/// the `x-forwarded-for` value too: the address, a part of the first.
+pub fn forwarded(
+    v: &mut Values,
+    client: Option<&str>,
+    tls: bool,
+) -> Result<(HeaderValue, Option<HeaderValue>)> {
     v.push("for=");
-    match client {
-        Some(ip) if ip.as_bytes().contains(&b':') => v.push("\"[").push(ip).push("]\""),
-        Some(ip) => v.push(ip),
-        None => v.push("unknown"),
+    let ip = match client {
+        Some(ip) if ip.as_bytes().contains(&b':') => {
+            v.push("\"[");
+            let start = v.len();
+            v.push(ip).push("]\"");
+            Some(start..start + ip.len())
+        }
+        Some(ip) => {
+            let start = v.len();
+            v.push(ip);
+            Some(start..start + ip.len())
+        }
+        None => {
+            v.push("unknown");
+            None
+        }
     };
     v.push(if tls { ";proto=https" } else { ";proto=http" });
-    v.take()
+    match ip {
+        Some(ip) => {
+            let (forwarded, [for_]) = v.take_with_parts([ip])?;
+            Ok((forwarded, Some(for_)))
+        }
+        None => Ok((v.take()?, None)),
+    }
 }
 
 /// Adds the five rate-limit headers of an authorized request. The two that
@@ -243,21 +299,22 @@ pub fn rate_limit(h: &mut HeaderMap, o: &Outcome) -> Result<()> {
             }
         }
     })?;
+    // `"default";r=<remaining>;t=<reset>`, whose two figures are also the
+    // values of their own headers.
+    v.push("\"default\";r=");
+    let r = v.len();
+    v.push_u64(o.remaining);
+    let remaining = r..v.len();
+    v.push(";t=");
+    let t = v.len();
+    v.push_u64(o.reset_secs);
+    let reset = t..v.len();
+    let (ratelimit, [remaining, reset]) = v.take_with_parts([remaining, reset])?;
     h.insert(name::X_RATELIMIT_LIMIT.clone(), limit);
-    h.insert(
-        name::X_RATELIMIT_REMAINING.clone(),
-        v.push_u64(o.remaining).take()?,
-    );
-    h.insert(
-        name::X_RATELIMIT_RESET.clone(),
-        v.push_u64(o.reset_secs).take()?,
-    );
+    h.insert(name::X_RATELIMIT_REMAINING.clone(), remaining);
+    h.insert(name::X_RATELIMIT_RESET.clone(), reset);
     h.insert(name::RATELIMIT_POLICY.clone(), policy);
-    v.push("\"default\";r=")
-        .push_u64(o.remaining)
-        .push(";t=")
-        .push_u64(o.reset_secs);
-    h.insert(name::RATELIMIT.clone(), v.take()?);
+    h.insert(name::RATELIMIT.clone(), ratelimit);
     Ok(())
 }
 
@@ -293,10 +350,11 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
         h.insert(name::X_REQUEST_ID.clone(), ctx.request_id.clone());
         let mut v = Values::with_capacity(512);
         let client = ctx.client.as_ref().map(|c| c.as_str());
-        if let Some(ip) = client {
-            h.insert(name::X_FORWARDED_FOR.clone(), v.of(ip)?);
+        let (forwarded, forwarded_for) = forwarded(&mut v, client, ctx.tls)?;
+        if let Some(ip) = forwarded_for {
+            h.insert(name::X_FORWARDED_FOR.clone(), ip);
         }
-        h.insert(name::FORWARDED.clone(), forwarded(&mut v, client, ctx.tls)?);
+        h.insert(name::FORWARDED.clone(), forwarded);
         let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
         h.insert(name::X_FORWARDED_PROTO.clone(), proto);
         if let Some(reason) = ctx.shadow {
@@ -361,9 +419,16 @@ mod tests {
     fn forwarded_says_what_x_forwarded_says() {
         let mut v = Values::with_capacity(64);
         let mut f = |client, tls| forwarded(&mut v, client, tls).unwrap();
-        assert_eq!(f(Some("10.1.2.3"), false), "for=10.1.2.3;proto=http");
-        assert_eq!(f(Some("::1"), true), "for=\"[::1]\";proto=https");
-        assert_eq!(f(None, true), "for=unknown;proto=https");
+        let (fw, ip) = f(Some("10.1.2.3"), false);
+        assert_eq!(fw, "for=10.1.2.3;proto=http");
+        assert_eq!(ip.unwrap(), "10.1.2.3");
+        let (fw, ip) = f(Some("::1"), true);
+        assert_eq!(fw, "for=\"[::1]\";proto=https");
+        assert_eq!(ip.unwrap(), "::1");
+        assert_eq!(
+            f(None, true),
+            ("for=unknown;proto=https".parse().unwrap(), None)
+        );
     }
 
     #[test]
@@ -458,6 +523,25 @@ mod tests {
             assert_eq!(resp.headers["content-type"], "text/plain");
             assert_eq!(resp.headers["x-request-id"], "id");
         }
+    }
+
+    #[test]
+    fn values_hand_out_parts_of_a_value() {
+        let mut v = Values::with_capacity(8);
+        v.push("for=10.0.0.1;x");
+        let (all, [ip, empty]) = v.take_with_parts([4..12, 3..3]).unwrap();
+        assert_eq!(all, "for=10.0.0.1;x");
+        assert_eq!(ip, "10.0.0.1");
+        assert_eq!(empty, "");
+        // The buffer goes on with the next value, which shares nothing.
+        assert_eq!(v.of("next").unwrap(), "next");
+        // A part past the value, or backwards, is an error, not a panic.
+        v.push("abc");
+        assert!(v.take_with_parts([0..1, 1..4]).is_err());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = [0..1, 2..1];
+        v.push("abc");
+        assert!(v.take_with_parts(backwards).is_err());
     }
 
     #[test]
