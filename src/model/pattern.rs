@@ -154,7 +154,15 @@ impl<'p> SplitPath<'p> {
     pub fn checked(path: &'p str) -> Result<Self, BadPath> {
         let rest = path.strip_prefix('/').ok_or(BadPath)?;
         let mut out = SplitPath::empty(false);
+        let mut after_empty = false;
         for seg in segments(rest) {
+            // An empty segment with more after it (`//`): a backend that
+            // merges slashes serves the path without it, which may be a
+            // route this one did not match. A trailing `/` is kept.
+            if after_empty {
+                return Err(BadPath);
+            }
+            after_empty = seg.is_empty();
             out.escaped |= check_segment(seg)?;
             out.push(seg);
         }
@@ -254,8 +262,9 @@ pub struct Match<'p> {
 pub struct BadPath;
 
 /// Refuses paths with `.`/`..` segments (raw or %-encoded), `%2F`, `\` (raw or
-/// `%5C`), NUL (raw or `%00`), malformed escapes, escapes that decode to invalid
-/// UTF-8, and anything not starting with `/` (asterisk- and authority-form).
+/// `%5C`), NUL (raw or `%00`), an empty segment before another (`//`),
+/// malformed escapes, escapes that decode to invalid UTF-8, and anything not
+/// starting with `/` (asterisk- and authority-form).
 pub fn check_path(path: &str) -> Result<(), BadPath> {
     SplitPath::checked(path).map(drop)
 }
@@ -556,6 +565,11 @@ mod tests {
             "*",
             "",
             "example.com:443",
+            "//x",
+            "//",
+            "/a//b",
+            "/a/b//",
+            "/a///b",
         ] {
             assert_eq!(check_path(bad), Err(BadPath), "{bad:?}");
             assert!(SplitPath::checked(bad).is_err(), "{bad:?}");
@@ -568,7 +582,8 @@ mod tests {
             "/a/b.",
             "/a%20b",
             "/caf%C3%A9",
-            "//x",
+            "/a/",
+            "/a/b/",
             "/a/b;c",
             "/a/;/b",
             "/a/...;/b",

@@ -95,3 +95,51 @@ fn dot_segments_with_path_parameters_are_400_before_any_route() {
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
+
+/// A backend that merges slashes serves `/api/v1/company//keys/x` as
+/// `/api/v1/company/keys/x`: if `//` were routed, the empty segment would
+/// miss the admin-only `keys/**` route and the tenant-bound
+/// `workspaces/{workspace}/**` one, and the broad company route would let a
+/// read-only key of another company through.
+#[test]
+fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
+    let fx = fixture();
+    let reader = format!("Authorization: Bearer {}", fx.reader);
+    for target in [
+        "/api/v1/company//keys/x",
+        "/api/v1/company/keys//x",
+        "/api/v1/company/workspaces//ws_a/x",
+        "/api/v1/company///workspaces/ws_a/x",
+        "//api/v1/company/keys/x",
+        "/healthz//",
+    ] {
+        let req = head("GET", target, &[&reader, "Connection: close"]);
+        let r = exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"));
+        assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
+    }
+    assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
+    // Without the empty segment the stricter route answers as it should.
+    let req = head(
+        "GET",
+        "/api/v1/company/keys/x",
+        &[&reader, "Connection: close"],
+    );
+    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    assert_denied(
+        &r,
+        403,
+        "FORBIDDEN",
+        "API key is missing the required scope: admin",
+    );
+    // Control: a trailing slash is one empty segment at the end, not `//`.
+    let req = head(
+        "GET",
+        "/api/v1/company/things/",
+        &[&reader, "Connection: close"],
+    );
+    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(fx.up.last().url, "/api/v1/company/things/");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
