@@ -5,8 +5,10 @@
 use crate::model::key::{DEFAULT_COMPANY_PREFIX, DEFAULT_WORKSPACE_PREFIX, KeyDigest, Prefixes};
 use crate::model::limit::Limit;
 use crate::model::pattern::Pattern;
-use crate::model::problem::{Problem, Problems, from_toml_error, line_of};
+use crate::model::problem::{Problem, Problems, line_of};
 use crate::model::scope::ScopeRule;
+use crate::model::unknown_fields;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -494,26 +496,56 @@ impl Config {
 
     /// Validates config text as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
-        let raw: raw::Config =
-            toml::from_str(text).map_err(|e| Problems(vec![from_toml_error(path, text, &e)]))?;
-        Validator {
+        let (mut problems, raw) = raw_config(path, text);
+        let Some((raw, text)) = raw else {
+            return Err(Problems(problems));
+        };
+        let validated = Validator {
             path,
-            text,
+            text: &text,
             dir: dir_of(path),
             problems: Problems(Vec::new()),
         }
-        .validate(raw)
+        .validate(raw);
+        match validated {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(Problems(problems)),
+            Err(more) => {
+                problems.extend(more.0);
+                Err(Problems(problems))
+            }
+        }
     }
 
     /// The key snapshot that config text read from `path` names, valid or
-    /// not the rest of it, as long as it is TOML of the config's shape:
-    /// where a config is refused, its snapshot's problems are reported
-    /// beside its own.
+    /// not the rest of it, as long as it is TOML of the config's shape once
+    /// the fields serde refuses are left out: where a config is refused,
+    /// its snapshot's problems are reported beside its own.
     pub fn snapshot_path(path: &Path, text: &str) -> Option<PathBuf> {
-        let raw: raw::Config = toml::from_str(text).ok()?;
+        let (raw, _) = raw_config(path, text).1?;
         let named = raw.keys.and_then(|k| k.into_inner().snapshot);
         Some(snapshot_file(dir_of(path), named.as_deref()))
     }
+}
+
+/// The serde mirror of config text, and the text it was read from: the
+/// file's own, or, when serde refuses fields of it (unknown, wrong type),
+/// what is left once they are blanked out, with a problem for each, so
+/// that one run reports them all and the rest is still checked.
+fn raw_config<'t>(
+    path: &Path,
+    text: &'t str,
+) -> (Vec<Problem>, Option<(raw::Config, Cow<'t, str>)>) {
+    let first = match toml::from_str::<raw::Config>(text) {
+        Ok(raw) => return (Vec::new(), Some((raw, Cow::Borrowed(text)))),
+        Err(e) => e,
+    };
+    let parses = |t: &str| toml::from_str::<raw::Config>(t).map(drop);
+    let reported = unknown_fields::report(path, text, &first, parses);
+    let raw = reported
+        .rest
+        .and_then(|rest| Some((toml::from_str::<raw::Config>(&rest).ok()?, Cow::Owned(rest))));
+    (reported.problems, raw)
 }
 
 /// The folder relative paths in the config at `path` start from.

@@ -384,6 +384,34 @@ fn unknown_field_in_upstream_is_refused_with_line() {
 }
 
 #[test]
+fn every_unknown_field_and_wrong_value_is_reported_with_the_rest_checked() {
+    let text = BASE.replace("[server]\n", "[server]\ncolour = 1\nthreads = \"two\"\n")
+        + "tmeout = 5\n\n[[routes]]\nname = \"r\"\npath = \"/x\"\nupstream = \"nowhere\"\n"
+        + "auth = \"any\"\nsope = \"admin\"\n";
+    let problems = refused(&text);
+    let got: Vec<(String, &str)> = problems
+        .0
+        .iter()
+        .map(|p| (p.location.clone(), p.message.as_str()))
+        .collect();
+    let at = |needle| format!("{PATH}:{}", line_with(&text, needle));
+    assert_eq!(got.len(), 5, "{problems}");
+    for (i, (line, needle)) in [
+        (at("colour"), "unknown field `colour`"),
+        (at("threads"), "invalid type: string \"two\""),
+        (at("tmeout"), "unknown field `tmeout`"),
+        (at("sope"), "unknown field `sope`"),
+        (at("[[routes]]"), "unknown upstream \"nowhere\""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(got[i].0, line, "{problems}");
+        assert!(got[i].1.contains(needle), "{needle:?} in {problems}");
+    }
+}
+
+#[test]
 fn wrong_type_is_refused_with_line() {
     let text = BASE.replace("[server]\n", "[server]\nthreads = \"two\"\n");
     assert_one_problem(&text, 2, "invalid type: string \"two\"");

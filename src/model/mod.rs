@@ -8,3 +8,4 @@ pub mod limit;
 pub mod pattern;
 pub mod problem;
 pub mod scope;
+pub mod unknown_fields;
