@@ -452,8 +452,25 @@ mod raw {
 }
 
 fn parse_toml(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
-    let snap: raw::TomlSnapshot = toml::from_str(text)
-        .map_err(|e| Problems(vec![crate::model::problem::from_toml_error(path, text, &e)]))?;
+    match toml::from_str::<raw::TomlSnapshot>(text) {
+        Ok(snap) => build_toml(path, text, snap),
+        Err(first) => {
+            // Every field serde refuses, then the rest checked without them.
+            let parses = |t: &str| toml::from_str::<raw::TomlSnapshot>(t).map(drop);
+            let reported = crate::model::unknown_fields::report(path, text, &first, parses);
+            let mut problems = reported.problems;
+            if let Some(rest) = &reported.rest
+                && let Ok(snap) = toml::from_str::<raw::TomlSnapshot>(rest)
+                && let Err(more) = build_toml(path, rest, snap)
+            {
+                problems.extend(more.0);
+            }
+            Err(Problems(problems))
+        }
+    }
+}
+
+fn build_toml(path: &Path, text: &str, snap: raw::TomlSnapshot<'_>) -> Result<KeyIndex, Problems> {
     let mut lines = LineCounter::new(text);
     let mut builder = Builder::new(path, snap.keys.len());
     for w in snap.workspaces {
@@ -475,8 +492,56 @@ fn parse_json(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
     let mut de = serde_json::Deserializer::from_str(text);
     serde::de::DeserializeSeed::deserialize(json::Snapshot(&mut builder), &mut de)
         .and_then(|()| de.end())
-        .map_err(|e| Problems(vec![Problem::at_line(path, Some(e.line()), format!("{e}"))]))?;
+        .map_err(|e| Problems(json_problems(path, text, &e)))?;
     builder.finish()
+}
+
+/// Why serde refused a JSON snapshot: each workspace and key record it
+/// refuses, named by its id (read again one by one, on this path only; the
+/// first, where the parse stopped, with its line), or the parser's own words
+/// with line and column when the text is not JSON or the fault is outside
+/// the records.
+fn json_problems(path: &Path, text: &str, e: &serde_json::Error) -> Vec<Problem> {
+    use serde::Deserialize;
+    use serde_json::Value;
+    let whole = || vec![Problem::at_line(path, Some(e.line()), format!("{e}"))];
+    if !e.is_data() {
+        return whole();
+    }
+    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(text) else {
+        return whole();
+    };
+    let mut problems = Vec::new();
+    // In file order, as the parse met them.
+    for (list, records) in &doc {
+        let what = match list.as_str() {
+            "workspaces" => "workspace",
+            "keys" => "key",
+            _ => continue,
+        };
+        let Some(records) = records.as_array() else {
+            continue;
+        };
+        for (i, record) in records.iter().enumerate() {
+            let refused = if what == "key" {
+                raw::Key::deserialize(record).err()
+            } else {
+                raw::Workspace::deserialize(record).err()
+            };
+            let Some(refused) = refused else { continue };
+            let message = match record.get("id").and_then(Value::as_str) {
+                Some(id) => format!("{what} {id:?}: {refused}"),
+                None => format!("{what} number {} (no id): {refused}", i + 1),
+            };
+            let line = problems.is_empty().then(|| e.line());
+            problems.push(Problem::at_line(path, line, message));
+        }
+    }
+    if problems.is_empty() {
+        whole()
+    } else {
+        problems
+    }
 }
 
 mod json {

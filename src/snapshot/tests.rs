@@ -346,6 +346,87 @@ fn unknown_field_is_refused_with_line() {
 }
 
 #[test]
+fn every_unknown_field_is_reported_and_the_rest_checked() {
+    let text = format!(
+        "{}{}{}",
+        base_toml(),
+        key_toml(
+            "k_x",
+            "ord_Extra00000000000000000000000000000",
+            "colour = \"red\"\n"
+        ),
+        key_toml(
+            "k_y",
+            "ord_Extra00000000000000000000000000001",
+            "size = 3\n"
+        )
+        .replace("[\"read:all\"]", "[\"root\"]"),
+    );
+    let problems = refused(TOML_PATH, &text);
+    let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got.len(), 3, "{problems}");
+    let line = |needle: &str| text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    assert!(
+        got[0].starts_with(&format!(
+            "{TOML_PATH}:{}: unknown field `colour`",
+            line("colour")
+        )),
+        "{problems}"
+    );
+    assert!(
+        got[1].starts_with(&format!(
+            "{TOML_PATH}:{}: unknown field `size`",
+            line("size")
+        )),
+        "{problems}"
+    );
+    assert!(
+        got[2].contains("k_y") && got[2].contains("root"),
+        "{problems}"
+    );
+}
+
+#[test]
+fn a_json_record_serde_refuses_is_named_by_its_id() {
+    let text = json_snapshot(&format!(
+        "{},\n{}",
+        json_key(
+            "k_a",
+            "ord_Json0000000000000000000000000000000",
+            r#", "colour": 1"#
+        ),
+        json_key(
+            "k_b",
+            "ord_Json0000000000000000000000000000001",
+            r#", "scopes": "admin""#
+        )
+        .replace(r#""scopes": ["read:all"], "#, ""),
+    ));
+    let problems = refused(JSON_PATH, &text);
+    let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got.len(), 2, "{problems}");
+    let line = text.lines().position(|l| l.contains("\"colour\"")).unwrap() + 1;
+    assert!(
+        got[0].starts_with(&format!(
+            "{JSON_PATH}:{line}: key \"k_a\": unknown field `colour`"
+        )),
+        "{problems}"
+    );
+    assert!(
+        got[1].starts_with(&format!("{JSON_PATH}: key \"k_b\": invalid type: string")),
+        "{problems}"
+    );
+    // Not JSON at all: the parser's line and column.
+    let problems = refused(JSON_PATH, "{\"keys\": [\n{]}");
+    assert!(
+        problems.0[0]
+            .location
+            .starts_with(&format!("{JSON_PATH}:2")),
+        "{problems}"
+    );
+}
+
+#[test]
 fn unknown_top_level_and_workspace_fields_are_refused_with_line() {
     let problems = refused(TOML_PATH, "[[teams]]\nid = \"t\"\n");
     assert_eq!(problems.0[0].location, format!("{TOML_PATH}:1"));
