@@ -194,6 +194,30 @@ fn check_reports_ok_or_every_error() {
         errors[3].contains("keys.toml:1: missing field `name`"),
         "{stdout}"
     );
+
+    // Unknown fields (typos) are reported all at once, in file order, beside
+    // the other errors of the file and of its snapshot.
+    std::fs::write(
+        dir.path().join("keygate.toml"),
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\ncolour = \"red\"\n\n[[upstreams]]\nname = \"a\"\nservers = [\"127.0.0.1:1\"]\ntmeout = 5\n\n[[routes]]\nname = \"r\"\npath = \"/x/**\"\nupstream = \"b\"\nauth = \"company\"\nsope = \"admin\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("keys.toml"),
+        "[[workspaces]]\nid = \"w\"\ncompany = \"c\"\nowner = \"x\"\n",
+    )
+    .unwrap();
+    let (stdout, errors) = check_refused(&dir.path().join("keygate.toml"));
+    assert_eq!(errors.len(), 5, "{stdout}");
+    for (error, start) in errors.iter().zip([
+        "keygate.toml:3: unknown field `colour`",
+        "keygate.toml:8: unknown field `tmeout`",
+        "keygate.toml:15: unknown field `sope`",
+        "keygate.toml:10: route \"r\": unknown upstream \"b\"",
+        "keys.toml:4: unknown field `owner`",
+    ]) {
+        assert!(error.contains(start), "{start:?} in {stdout}");
+    }
 }
 
 /// A config that loads but holds likely mistakes: `check` prints a
