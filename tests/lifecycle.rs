@@ -162,7 +162,7 @@ fn check_reports_ok_or_every_error() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("ok: config/keygate.toml: 8 routes, 1 upstreams, 5 keys"),
+        stdout.starts_with("ok: config/keygate.toml: 8 routes, 1 upstream, 5 keys"),
         "{stdout}"
     );
 

@@ -209,13 +209,17 @@ impl Gateway {
 
     /// One line for `keygate check` and the start-up log.
     pub fn summary(&self) -> String {
+        let count = |n: usize, what: &str| match n {
+            1 => format!("1 {what}"),
+            n => format!("{n} {what}s"),
+        };
         format!(
-            "{}: {} routes, {} upstreams, {} keys, {} workspaces",
+            "{}: {}, {}, {}, {}",
             self.config.path.display(),
-            self.policy.routes.len(),
-            self.upstreams.len(),
-            self.policy.keys.len(),
-            self.policy.keys.workspace_count()
+            count(self.policy.routes.len(), "route"),
+            count(self.upstreams.len(), "upstream"),
+            count(self.policy.keys.len(), "key"),
+            count(self.policy.keys.workspace_count(), "workspace")
         )
     }
 }
