@@ -172,6 +172,17 @@ fn route_added_by_reload_works_and_restart_only_settings_are_reported() {
     );
     assert_eq!(gw.get("/api/v2/new", Some(&company)).status(), 200);
     assert_eq!(up.last().url, "/api/v2/new");
+    // Still two threads run: the next reload of the same file says so again,
+    // and going back to what runs needs no restart.
+    let restart_required = || {
+        let resp = gw.client.post(gw.admin_url("/reload")).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        let report: serde_json::Value = resp.json().unwrap();
+        report["report"]["restart_required"].clone()
+    };
+    assert_eq!(restart_required(), serde_json::json!(["server.threads"]));
+    gw.write_config(&with_route.replace("threads = 3", "threads = 2"));
+    assert_eq!(restart_required(), serde_json::json!([]));
 }
 
 #[test]

@@ -139,8 +139,9 @@ fn diff_keys(old: &KeyIndex, new: &KeyIndex, now: i64, r: &mut ReloadReport) {
     r.keys_changed = ids(news, changed);
 }
 
-/// Describes what changes from `old` to `new` at time `now`.
-pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
+/// Describes what changes from `old` to `new` at time `now`; restart-only
+/// settings are compared with `running`, what the process started with.
+pub fn diff(old: &Gateway, new: &Gateway, running: &Config, now: i64) -> ReloadReport {
     let mut r = ReloadReport {
         loaded: new.summary(),
         ..Default::default()
@@ -166,7 +167,7 @@ pub fn diff(old: &Gateway, new: &Gateway, now: i64) -> ReloadReport {
     let (a, rm, c) = diff_named(&ups(old), &ups(new));
     (r.upstreams_added, r.upstreams_removed, r.upstreams_changed) = (a, rm, c);
 
-    r.restart_required = restart_required(&old.config, &new.config);
+    r.restart_required = restart_required(running, &new.config);
     r
 }
 
@@ -292,6 +293,10 @@ fn retire(old: Arc<Gateway>) {
 pub struct Reloader {
     config_path: PathBuf,
     shared: Arc<Shared>,
+    /// The config the process started with: listeners, threads and the rest
+    /// of the restart-only settings still run as it says, whatever the
+    /// reloads since, so each reload reports what still differs from it.
+    running: Config,
     certs: Option<Arc<CertStore>>,
     lock: Mutex<()>,
     last_watched: Mutex<Option<WatchedDigests>>,
@@ -303,8 +308,10 @@ type WatchedDigests = (Option<[u8; 32]>, Option<[u8; 32]>);
 impl Reloader {
     /// A reloader of `config_path` into `shared.state`.
     pub fn new(config_path: PathBuf, shared: Arc<Shared>, certs: Option<Arc<CertStore>>) -> Self {
+        let running = shared.state.load().config.clone();
         Reloader {
             config_path,
+            running,
             shared,
             certs,
             lock: Mutex::new(()),
@@ -346,7 +353,7 @@ impl Reloader {
         self.shared.state.store(Arc::clone(&new));
         let swapped_in = started.elapsed();
         // Described after the swap: the new state serves while this runs.
-        let report = diff(&old, &new, now);
+        let report = diff(&old, &new, &self.running, now);
         // Buckets of keys that are gone are dropped; a changed limit resets
         // its bucket on the key's next request.
         if !report.keys_removed.is_empty() {
