@@ -388,9 +388,16 @@ impl Drop for Gateway {
             let _ = c.wait();
         }
         // Every test's gateway log, whatever the test was about, must hold
-        // no key and no key hash (skipped while unwinding from a failure).
+        // no key and no key hash (skipped while unwinding from a failure,
+        // where the log's end is shown instead, to tell what the gateway
+        // was doing).
         if !std::thread::panicking() {
             assert_no_secret_in(&self.log(), "a gateway log");
+        } else {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- the gateway's log, last 40 lines ---\n{tail}\n---");
         }
     }
 }
