@@ -90,6 +90,7 @@ pub fn run(
     config_path: &Path,
     options: RunOptions,
 ) -> Result<std::convert::Infallible, StartError> {
+    crate::util::sys::ignore_hangup_until_handled();
     let metrics = Arc::new(Metrics::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let gateway = Gateway::load(config_path, &metrics, None).map_err(StartError::Load)?;

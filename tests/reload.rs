@@ -548,3 +548,52 @@ fn stalled_downloads_hold_no_old_state_and_are_cut_at_the_send_timeout() {
         200
     );
 }
+
+/// SIGHUP's default action ends a process: one that comes while the gateway
+/// is still starting (`systemctl reload` right after a start) must not, and
+/// once it is ready, SIGHUP reloads (before, a reload right after readiness
+/// could still find no handler and end the process).
+#[test]
+fn sighup_while_starting_is_ignored_and_after_ready_reloads() {
+    let (up, snap, company, _) = base();
+    let gw = Gateway::spawn(&standard_config(up.addr, "", ""), &snap.render());
+    // From the moment the process stops taking SIGHUP's default action (it
+    // ignores it, or its handler is in) until it is ready, SIGHUPs come
+    // without a pause: the load, the services starting, the handler.
+    // Polled without a pause: the window is tens of milliseconds.
+    let pid = gw.pid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        // Bit 0 is signal 1, SIGHUP.
+        if (mask("SigIgn:") | mask("SigCgt:")) & 1 == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP never ignored nor handled:\n{status}"
+        );
+    }
+    let ready = || {
+        gw.client
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    };
+    let mut sent = 0;
+    while !ready() && sent < 500 {
+        gw.signal("HUP");
+        sent += 1;
+    }
+    gw.wait_ready();
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
+}

@@ -77,6 +77,12 @@ impl BackgroundService for Readiness {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // Not ready before a SIGHUP can reload: until its handler is in,
+        // the signal is ignored, and an operator who reloads right after
+        // start-up must not be ignored.
+        while !self.lifecycle.reload_signal_handled() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.lifecycle.set_ready();
         tracing::info!(plain = ?self.plain, tls = ?self.tls, "ready");
         if let Some(m) = &self.message {

@@ -52,6 +52,7 @@ pub const PROBE_HEADER: &str = "x-keygate-probe";
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     ready: AtomicBool,
+    reload_signal: AtomicBool,
     draining: AtomicBool,
     handing_over: AtomicBool,
     inflight: AtomicUsize,
@@ -87,6 +88,17 @@ impl Lifecycle {
     /// SIGTERM arrived.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether SIGHUP has its handler (or cannot have one: POST /reload
+    /// is then the way, as logged).
+    pub fn reload_signal_handled(&self) -> bool {
+        self.reload_signal.load(Ordering::Acquire)
+    }
+
+    /// Marks SIGHUP as handled.
+    pub fn set_reload_signal_handled(&self) {
+        self.reload_signal.store(true, Ordering::Release);
     }
 
     /// Marks the gateway ready.

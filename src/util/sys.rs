@@ -60,6 +60,18 @@ pub fn ignore_file_size_signal() {
     }
 }
 
+/// Ignores SIGHUP until a handler takes it: its default action ends the
+/// process, and an operator's reload (`systemctl reload`) can come while
+/// the gateway is still starting. The reload service's handler replaces
+/// this one; readiness waits for it.
+#[allow(unsafe_code)]
+pub fn ignore_hangup_until_handled() {
+    // SAFETY: installing SIG_IGN for one signal has no handler to run.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// Flushes standard output, best effort: called before the process exits.
 pub fn flush_stdout() {
     use std::io::Write;

@@ -540,7 +540,10 @@ pub struct ReloadService {
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        // Readiness waits for this: after "ready", a SIGHUP reloads.
+        self.reloader.shared.lifecycle.set_reload_signal_handled();
+        let mut hup = match hup {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /reload");
