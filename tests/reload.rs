@@ -219,6 +219,22 @@ fn post_reload_answers_422_with_every_error() {
         gw.metric("keygate_reloads_total{result=\"failure\"}"),
         Some(1.0)
     );
+    // A refused config and its snapshot's problems, in one answer.
+    let config = standard_config(up.addr, "", "").replace("[server]\n", "[server]\ncolour = 1\n");
+    gw.write_config(&config);
+    let resp = gw.client.post(gw.admin_url("/reload")).send().unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: serde_json::Value = resp.json().unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{errors:?}"
+    );
+    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 200);
 }
 
 /// The snapshot as JSON, keys listed before the workspaces and in reverse

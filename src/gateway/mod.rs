@@ -79,7 +79,14 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Gateway, Problems> {
         let config_text = read_text(config_path, "config")?;
-        let config = Config::parse(config_path, &config_text)?;
+        let config = Config::parse(config_path, &config_text).map_err(|mut problems| {
+            // Every error at once: the snapshot the refused config names is
+            // checked too, so fixing the config does not reveal more.
+            problems
+                .0
+                .extend(snapshot_problems_of_refused(config_path, &config_text));
+            problems
+        })?;
         let snapshot_text = read_text(&config.keys.snapshot, "key snapshot")?;
         if snapshot_text.len() > LARGE_TOML
             && SnapshotFormat::of(&config.keys.snapshot) == Some(SnapshotFormat::Toml)
@@ -221,5 +228,20 @@ impl Gateway {
             count(self.policy.keys.len(), "key"),
             count(self.policy.keys.workspace_count(), "workspace")
         )
+    }
+}
+
+/// The problems of the snapshot a refused config names, when it still says
+/// which (nothing when it does not, or when that file is not a snapshot).
+fn snapshot_problems_of_refused(path: &Path, text: &str) -> Vec<Problem> {
+    let Some(snapshot) = Config::snapshot_path(path, text) else {
+        return Vec::new();
+    };
+    if SnapshotFormat::of(&snapshot).is_none() {
+        return Vec::new();
+    }
+    match read_text(&snapshot, "key snapshot").and_then(|t| KeyIndex::parse(&snapshot, &t)) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.0,
     }
 }
