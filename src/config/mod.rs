@@ -496,10 +496,23 @@ impl Config {
 
     /// Validates config text as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Problems> {
+        Config::parse_naming_snapshot(path, text).map_err(|(problems, _)| problems)
+    }
+
+    /// [`Config::parse`]; a refusal also gives the key snapshot the text
+    /// names, when it is still TOML of the config's shape once the fields
+    /// serde refuses are left out: where a config is refused, its
+    /// snapshot's problems are reported beside its own.
+    pub fn parse_naming_snapshot(
+        path: &Path,
+        text: &str,
+    ) -> Result<Config, (Problems, Option<PathBuf>)> {
         let (mut problems, raw) = raw_config(path, text);
         let Some((raw, text)) = raw else {
-            return Err(Problems(problems));
+            return Err((Problems(problems), None));
         };
+        let named = raw.keys.as_ref().and_then(|k| k.get_ref().snapshot.clone());
+        let snapshot = || Some(snapshot_file(dir_of(path), named.as_deref()));
         let validated = Validator {
             path,
             text: &text,
@@ -509,22 +522,12 @@ impl Config {
         .validate(raw);
         match validated {
             Ok(config) if problems.is_empty() => Ok(config),
-            Ok(_) => Err(Problems(problems)),
+            Ok(_) => Err((Problems(problems), snapshot())),
             Err(more) => {
                 problems.extend(more.0);
-                Err(Problems(problems))
+                Err((Problems(problems), snapshot()))
             }
         }
-    }
-
-    /// The key snapshot that config text read from `path` names, valid or
-    /// not the rest of it, as long as it is TOML of the config's shape once
-    /// the fields serde refuses are left out: where a config is refused,
-    /// its snapshot's problems are reported beside its own.
-    pub fn snapshot_path(path: &Path, text: &str) -> Option<PathBuf> {
-        let (raw, _) = raw_config(path, text).1?;
-        let named = raw.keys.and_then(|k| k.into_inner().snapshot);
-        Some(snapshot_file(dir_of(path), named.as_deref()))
     }
 }
 

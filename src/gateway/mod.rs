@@ -16,7 +16,7 @@ use crate::snapshot::KeyIndex;
 use crate::telemetry::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use pingora::tls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Above this size a TOML snapshot is worth a warning: parsing it holds the
@@ -79,14 +79,16 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Gateway, Problems> {
         let config_text = read_text(config_path, "config")?;
-        let config = Config::parse(config_path, &config_text).map_err(|mut problems| {
-            // Every error at once: the snapshot the refused config names is
-            // checked too, so fixing the config does not reveal more.
-            problems
-                .0
-                .extend(snapshot_problems_of_refused(config_path, &config_text));
-            problems
-        })?;
+        let config = Config::parse_naming_snapshot(config_path, &config_text).map_err(
+            |(mut problems, snapshot)| {
+                // Every error at once: the snapshot the refused config names
+                // is checked too, so fixing the config does not reveal more.
+                problems
+                    .0
+                    .extend(snapshot.map(snapshot_problems).unwrap_or_default());
+                problems
+            },
+        )?;
         let snapshot_text = read_text(&config.keys.snapshot, "key snapshot")?;
         if snapshot_text.len() > LARGE_TOML
             && SnapshotFormat::of(&config.keys.snapshot) == Some(SnapshotFormat::Toml)
@@ -231,12 +233,9 @@ impl Gateway {
     }
 }
 
-/// The problems of the snapshot a refused config names, when it still says
-/// which (nothing when it does not, or when that file is not a snapshot).
-fn snapshot_problems_of_refused(path: &Path, text: &str) -> Vec<Problem> {
-    let Some(snapshot) = Config::snapshot_path(path, text) else {
-        return Vec::new();
-    };
+/// The problems of the snapshot a refused config names (none when that file
+/// is not a snapshot: the config's own problems say so).
+fn snapshot_problems(snapshot: PathBuf) -> Vec<Problem> {
     if SnapshotFormat::of(&snapshot).is_none() {
         return Vec::new();
     }

@@ -1,8 +1,9 @@
-//! Every unknown field of a TOML file, not just the first: serde stops at
-//! the first field it does not know (and not even the first in the file), so
-//! an operator fixing typos would meet them one `keygate check` at a time.
+//! Every unknown field and wrong value of a TOML file, not just the first:
+//! serde stops at the first field it does not take (and not even the first
+//! in the file), so an operator fixing typos would meet them one
+//! `keygate check` at a time.
 //!
-//! On the failure path only: each unknown field the parse reports is blanked
+//! On the failure path only: each field the parse refuses is blanked
 //! out of a copy of the text (its bytes turned to spaces, line breaks kept,
 //! so every later line number still points into the file as written), and
 //! the copy is parsed again, until it parses or fails for another reason.
@@ -81,7 +82,7 @@ fn blank_entry(text: &mut String, at: &Range<usize>) -> bool {
     drop(doc);
     let mut bytes = std::mem::take(text).into_bytes();
     for r in ranges {
-        for b in &mut bytes[r] {
+        for b in bytes.get_mut(r).unwrap_or_default() {
             if *b != b'\n' && *b != b'\r' {
                 *b = b' ';
             }
