@@ -433,6 +433,42 @@ impl Limiter {
         self.buckets.retain(|id, _| keep(id));
     }
 
+    /// Starts bucket `to` from the state of bucket `from`, whose requests
+    /// are now counted under `to` (a rotation chain renamed by a reload that
+    /// deleted its older keys): what was spent stays spent, and what was
+    /// admitted and not yet told to the fleet moves along. Nothing happens
+    /// when `from` holds nothing or `to` is already in use.
+    pub fn carry(&self, from: &str, to: &str) {
+        if from == to || self.buckets.contains_key(to) {
+            return;
+        }
+        let copy = {
+            let Some(b) = self.buckets.get(from) else {
+                return;
+            };
+            let pending = b.pending.swap(0, Ordering::AcqRel);
+            Bucket {
+                tat: AtomicU64::new(b.tat.load(Ordering::Acquire)),
+                limit: b.limit,
+                cost: AtomicU64::new(b.cost.load(Ordering::Relaxed)),
+                alone_until: AtomicU64::new(0),
+                pending: AtomicU64::new(pending),
+                pending_since: AtomicU64::new(b.pending_since.load(Ordering::Relaxed)),
+                inflight: AtomicU64::new(0),
+                denied: AtomicBool::new(false),
+                reserved: AtomicBool::new(false),
+                // Where the fleet's copy starts, if it has none under the
+                // new name.
+                fleet_tat: AtomicU64::new(b.fleet_tat.load(Ordering::Relaxed)),
+                fleet_id: OnceLock::new(),
+            }
+        };
+        self.buckets.entry(Arc::from(to)).or_insert(copy);
+        if self.fleet() != Fleet::Alone {
+            self.wake.notify_one();
+        }
+    }
+
     /// What the fleet must hear: every bucket that admitted or refused a
     /// request since the last report, is not full, or was never synced. The
     /// consumption handed out is cleared here; give it back with

@@ -190,12 +190,10 @@ impl Proxy {
             return None;
         }
         let route = &gw.policy.routes[allow.route];
-        let limit = gw.limit_of(key);
         // A rotated key draws from its chain's bucket: old and new, one limit.
-        let outcome = self
-            .shared
-            .limiter
-            .check(gw.policy.keys.bucket_id(slot), limit);
+        let (bucket, limited_as) = gw.policy.keys.bucket(slot);
+        let limit = gw.limit_of(limited_as);
+        let outcome = self.shared.limiter.check(bucket, limit);
         if outcome.unavailable {
             // The fleet's limiter is unreachable and the operator chose to
             // refuse: no figures to show. A shadow route refuses nothing.

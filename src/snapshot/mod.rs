@@ -172,9 +172,10 @@ pub struct KeyIndex {
     by_digest: hashbrown::HashTable<u32>,
     workspaces: HashMap<Arc<str>, Arc<str>>,
     last_used: Box<[AtomicI64]>,
-    /// Rotations: slot → slot of its chain's root (only for keys that
-    /// replace another; every other key is its own bucket).
-    roots: hashbrown::HashMap<u32, u32>,
+    /// Rotations: slot of every key of a chain (one that replaces another,
+    /// or is replaced) → its chain's root and head; every other key is its
+    /// own bucket under its own limit.
+    chains: hashbrown::HashMap<u32, Link>,
     /// Rotations the other way: slot of a replaced key → slot of its newest
     /// replacement.
     successors: hashbrown::HashMap<u32, u32>,
@@ -223,18 +224,41 @@ impl KeyIndex {
     /// id its chain started from (the root's `replaces` if that key was
     /// deleted since), so old and new keys share one limit.
     pub fn bucket_id(&self, slot: usize) -> &str {
-        match self.roots.get(&(slot as u32)) {
-            None => self.records[slot].id(),
-            Some(&root) => {
-                let root = &self.records[root as usize];
-                root.replaces().unwrap_or(root.id())
+        self.bucket(slot).0
+    }
+
+    /// The rate-limit bucket of a key ([`KeyIndex::bucket_id`]) and the
+    /// record whose `rate_limit` it is counted under: a chain's keys share
+    /// one bucket under one limit, its head's (the key no other replaces),
+    /// so old and new keys of a rotation that changed the limit never reset
+    /// each other's bucket.
+    #[inline]
+    pub fn bucket(&self, slot: usize) -> (&str, &KeyRecord) {
+        match self.chains.get(&(slot as u32)) {
+            None => {
+                let key = &self.records[slot];
+                (key.id(), key)
+            }
+            Some(link) => {
+                let root = &self.records[link.root as usize];
+                (
+                    root.replaces().unwrap_or(root.id()),
+                    &self.records[link.head as usize],
+                )
             }
         }
     }
 
     /// The bucket ids rotation chains share (ids that may name no key here).
     pub fn chain_buckets(&self) -> impl Iterator<Item = &str> {
-        self.roots.keys().map(|&s| self.bucket_id(s as usize))
+        self.chains.keys().map(|&s| self.bucket_id(s as usize))
+    }
+
+    /// The bucket of every key of a rotation chain, by key id.
+    pub fn chain_members(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.chains
+            .keys()
+            .map(|&s| (self.records[s as usize].id(), self.bucket_id(s as usize)))
     }
 
     /// The key that replaces `slot`'s, if any (the last such in the file).
@@ -934,7 +958,7 @@ impl<'p, 'a> Builder<'p, 'a> {
             self.problems
                 .push(Problem::at_line(self.path, None, "too many keys"));
         }
-        let Chains { roots, successors } = chain_roots(
+        let Chains { chains, successors } = chain_roots(
             &self.records,
             &self.rotations,
             self.path,
@@ -954,24 +978,35 @@ impl<'p, 'a> Builder<'p, 'a> {
             by_digest: self.by_digest,
             workspaces: self.workspaces,
             last_used,
-            roots,
+            chains,
             successors,
         })
     }
 }
 
+/// Where a key of a rotation chain counts its requests.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// The chain's oldest key still present: the bucket is named after it
+    /// (or after the key it replaces, deleted since).
+    root: u32,
+    /// The chain's newest key, the one no other replaces (the last in the
+    /// file if several do): its limit is the chain's.
+    head: u32,
+}
+
 /// The rotation chains of a snapshot.
 #[derive(Default)]
 struct Chains {
-    /// Slot of a key that replaces another → slot of its chain's root.
-    roots: hashbrown::HashMap<u32, u32>,
+    /// Slot of every key of a chain → its root and head.
+    chains: hashbrown::HashMap<u32, Link>,
     /// Slot of a replaced key → slot of its newest replacement.
     successors: hashbrown::HashMap<u32, u32>,
 }
 
-/// Checks every rotation (`replaces`) and finds the root of each chain: the
-/// oldest key still present. A key and every key it replaces share the
-/// root's bucket.
+/// Checks every rotation (`replaces`) and finds the root of each chain (the
+/// oldest key still present) and its head (the newest). A key and every key
+/// it replaces share the root's bucket, under the head's limit.
 fn chain_roots(
     records: &[KeyRecord],
     rotations: &[(u32, Option<usize>)],
@@ -982,7 +1017,8 @@ fn chain_roots(
     if rotations.is_empty() {
         return chains;
     }
-    let Chains { roots, successors } = &mut chains;
+    let mut roots: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+    let successors = &mut chains.successors;
     let by_id: hashbrown::HashMap<&str, u32> = records
         .iter()
         .enumerate()
@@ -1038,6 +1074,23 @@ fn chain_roots(
         }
         roots.insert(slot, at);
         successors.insert(*target, slot);
+    }
+    // A chain's head: a key of it that no other replaces, the last in the
+    // file when a key was replaced twice.
+    let mut heads: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::new();
+    for (&slot, &root) in &roots {
+        if !successors.contains_key(&slot) {
+            let head = heads.entry(root).or_insert(slot);
+            *head = (*head).max(slot);
+        }
+    }
+    for (&slot, &root) in &roots {
+        // Every chain has a head (it has no loop); a missing one is only
+        // possible in a snapshot refused above.
+        let head = heads.get(&root).copied().unwrap_or(slot);
+        let link = Link { root, head };
+        chains.chains.insert(slot, link);
+        chains.chains.insert(root, link);
     }
     chains
 }

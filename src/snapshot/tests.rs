@@ -1146,6 +1146,49 @@ fn a_chain_shares_its_roots_bucket_and_names_its_successors() {
 }
 
 #[test]
+fn a_chain_counts_under_its_newest_keys_limit() {
+    let limit = |n: u32| format!("rate_limit = {{ requests = {n}, per_secs = 60 }}");
+    let text = [
+        rotated("a", &limit(6)),
+        rotated("b", &format!("replaces = \"a\"\n{}", limit(10))),
+        rotated("c", "replaces = \"b\""),
+        rotated("solo", &limit(3)),
+    ]
+    .concat();
+    let index = ok_toml(&text);
+    let slot = |id: &str| index.by_id(id).unwrap().0;
+    // c, the head, has no limit of its own: the whole chain takes the
+    // default, and each key keeps its own record.
+    for id in ["a", "b", "c"] {
+        let (bucket, limited_as) = index.bucket(slot(id));
+        assert_eq!((bucket, limited_as.id()), ("a", "c"), "{id}");
+    }
+    assert_eq!(
+        index.record(slot("b")).rate_limit.unwrap().requests.get(),
+        10
+    );
+    let (bucket, limited_as) = index.bucket(slot("solo"));
+    assert_eq!((bucket, limited_as.id()), ("solo", "solo"));
+    // A key replaced twice (two rotations of one key): one bucket, under
+    // the later replacement's limit.
+    let text = [
+        rotated("a", ""),
+        rotated("x", &format!("replaces = \"a\"\n{}", limit(7))),
+        rotated("y", &format!("replaces = \"a\"\n{}", limit(9))),
+    ]
+    .concat();
+    let index = ok_toml(&text);
+    for id in ["a", "x", "y"] {
+        let (bucket, limited_as) = index.bucket(index.by_id(id).unwrap().0);
+        assert_eq!((bucket, limited_as.id()), ("a", "y"), "{id}");
+    }
+    // The root deleted: its successor replaces a missing key and heads.
+    let index = ok_toml(&rotated("b", &format!("replaces = \"a\"\n{}", limit(4))));
+    let (bucket, limited_as) = index.bucket(0);
+    assert_eq!((bucket, limited_as.id()), ("a", "b"));
+}
+
+#[test]
 fn replaces_must_stay_within_type_company_and_workspace_and_never_loop() {
     let text = [
         rotated("a", "replaces = \"b\""),

@@ -9,6 +9,7 @@ use crate::gateway::Gateway;
 use crate::gateway::cert::CertStore;
 use crate::model::problem::Problems;
 use crate::request::Shared;
+use crate::request::limiter::Limiter;
 use crate::snapshot::KeyIndex;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -137,6 +138,60 @@ fn diff_keys(old: &KeyIndex, new: &KeyIndex, now: i64, r: &mut ReloadReport) {
     r.keys_removed = ids(olds, removed);
     r.keys_revoked = ids(news, revoked);
     r.keys_changed = ids(news, changed);
+}
+
+/// Rotation chains whose bucket `new` names after another key than `old`
+/// did (a reload deleted the older keys the name came from, or cut a
+/// `replaces`) start their new bucket from the old one: a reload resets a
+/// bucket only when its limit changes (CONTRACT §6, §9). Keys that shared a
+/// bucket and no longer do (the key linking them was deleted) are logged:
+/// each counts on its own from now on.
+fn carry_chain_buckets(old: &KeyIndex, new: &KeyIndex, limiter: &Limiter) {
+    let old_of: HashMap<&str, &str> = old.chain_members().collect();
+    let new_of: HashMap<&str, &str> = new.chain_members().collect();
+    if old_of.is_empty() && new_of.is_empty() {
+        return;
+    }
+    // Only keys that left every chain need asking whether they are still
+    // here: few, so the id set is made only for them.
+    let mut present: Option<HashSet<&str>> = None;
+    let mut bucket_now = |id: &str| -> Option<String> {
+        if let Some(&b) = new_of.get(id) {
+            return Some(b.to_string());
+        }
+        let ids = present.get_or_insert_with(|| new.records().iter().map(|r| r.id()).collect());
+        ids.contains(id).then(|| id.to_string())
+    };
+    let mut now_in: HashMap<&str, Vec<(&str, String)>> = HashMap::new();
+    for id in new_of
+        .keys()
+        .chain(old_of.keys().filter(|id| !new_of.contains_key(*id)))
+    {
+        let Some(to) = bucket_now(id) else {
+            continue;
+        };
+        let from = old_of.get(id).copied().unwrap_or(id);
+        if from != to {
+            limiter.carry(from, &to);
+        }
+        if old_of.contains_key(id) {
+            now_in.entry(from).or_default().push((id, to));
+        }
+    }
+    for (from, mut keys) in now_in {
+        keys.sort_unstable();
+        let mut buckets: Vec<&str> = keys.iter().map(|(_, b)| b.as_str()).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        if buckets.len() > 1 {
+            let ids: Vec<&str> = keys.iter().map(|(id, _)| *id).collect();
+            tracing::warn!(
+                keys = ?ids,
+                bucket = from,
+                "these keys no longer share one rate-limit bucket: the key that linked their rotations was removed; each part now counts on its own"
+            );
+        }
+    }
 }
 
 /// Describes what changes from `old` to `new` at time `now`; restart-only
@@ -349,6 +404,8 @@ impl Reloader {
         self.shared
             .limiter
             .set_max_buckets(new.config.rate_limit.max_buckets);
+        // Before the swap: a request under the new names finds its bucket.
+        carry_chain_buckets(&old.policy.keys, &new.policy.keys, &self.shared.limiter);
         let new = Arc::new(new);
         self.shared.state.store(Arc::clone(&new));
         let swapped_in = started.elapsed();
@@ -734,6 +791,62 @@ mod tests {
             report(&new, &old, NOW),
             [ids(&["b"]), ids(&["x", "y"]), vec![], ids(&["d", "e"])]
         );
+    }
+
+    /// An index of company keys `(id, replaces)` in this order.
+    fn chain(keys: &[(&str, Option<&str>)]) -> KeyIndex {
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|(id, replaces)| {
+                let replaces = replaces
+                    .map(|r| format!(",\"replaces\":\"{r}\""))
+                    .unwrap_or_default();
+                format!(
+                    "{{\"id\":\"{id}\",\"name\":\"n\",\"type\":\"company\",\"company\":\"acme\",\
+                     \"scopes\":[\"admin\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"{replaces}}}",
+                    KeyDigest::of(id.as_bytes()).to_text()
+                )
+            })
+            .collect();
+        let text = format!("{{\"keys\":[{}]}}", keys.join(","));
+        KeyIndex::parse(std::path::Path::new("keys.json"), &text).expect("valid")
+    }
+
+    #[test]
+    fn a_chain_renamed_by_deleting_its_older_keys_keeps_what_it_spent() {
+        use crate::model::limit::Limit;
+        let limit = Limit::from_raw(3, 60, None).unwrap();
+        let limiter = Limiter::new(crate::util::clock::ManualClock::at(NOW), 100);
+        let spend = |l: &Limiter, bucket: &str| while l.check(bucket, limit).allowed {};
+        let full = chain(&[("a", None), ("b", Some("a")), ("c", Some("b"))]);
+        assert_eq!(full.bucket_id(2), "a");
+        spend(&limiter, "a");
+        // a deleted: still "a" (b replaces it); then b: "b" (c replaces it).
+        let no_a = chain(&[("b", Some("a")), ("c", Some("b"))]);
+        carry_chain_buckets(&full, &no_a, &limiter);
+        let only_c = chain(&[("c", Some("b"))]);
+        assert_eq!(only_c.bucket_id(0), "b");
+        carry_chain_buckets(&no_a, &only_c, &limiter);
+        assert!(
+            !limiter.check("b", limit).allowed,
+            "spent before the rename"
+        );
+        // The link in the middle deleted: both parts start from the chain's
+        // state, each on its own from then on.
+        let limiter = Limiter::new(crate::util::clock::ManualClock::at(NOW), 100);
+        spend(&limiter, "a");
+        let split = chain(&[("a", None), ("c", Some("b"))]);
+        carry_chain_buckets(&full, &split, &limiter);
+        assert_eq!(split.bucket_id(0), "a");
+        assert!(!limiter.check("a", limit).allowed);
+        assert!(!limiter.check("b", limit).allowed);
+        // A key cut out of a chain (its `replaces` removed) keeps it too.
+        let limiter = Limiter::new(crate::util::clock::ManualClock::at(NOW), 100);
+        spend(&limiter, "a");
+        let cut = chain(&[("a", None), ("b", None), ("c", Some("b"))]);
+        carry_chain_buckets(&full, &cut, &limiter);
+        assert_eq!(cut.bucket_id(1), "b");
+        assert!(!limiter.check("b", limit).allowed);
     }
 
     #[test]

@@ -270,6 +270,24 @@ fn retain_keys_drops_buckets_of_removed_keys() {
 }
 
 #[test]
+fn a_carried_bucket_starts_where_the_old_one_was() {
+    let (_, l) = limiter(100);
+    let lim = limit(10, 60, 3);
+    let (old, new, used) = (key("old"), key("new"), key("used"));
+    assert_eq!(drain(&l, &old, lim), 3);
+    l.carry("old", "new");
+    assert!(!l.check(&new, lim).allowed, "spent tokens stay spent");
+    // Nothing to carry, or a bucket already in use: left as it is.
+    l.carry("never", "fresh");
+    assert_eq!(l.check(&key("fresh"), lim).remaining, 2);
+    l.check(&used, lim);
+    l.carry("old", "used");
+    assert_eq!(l.check(&used, lim).remaining, 1);
+    l.carry("old", "old");
+    assert!(!l.check(&old, lim).allowed);
+}
+
+#[test]
 fn full_map_serves_new_keys_untracked() {
     let (clock, l) = limiter(2);
     let lim = limit(10, 10, 3);
