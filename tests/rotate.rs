@@ -233,6 +233,18 @@ fn rotate_refuses_unknown_revoked_and_expired_keys_and_leaves_the_file() {
     assert_eq!(names, ["keys.toml"], "no temp file left");
 }
 
+/// Removes the `[[keys]]` record `id` from a TOML snapshot, atomically.
+fn delete_record(path: &Path, id: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let starts: Vec<usize> = text.match_indices("[[keys]]").map(|(i, _)| i).collect();
+    let at = starts
+        .iter()
+        .position(|&s| text[s..].lines().nth(1) == Some(&format!("id = \"{id}\"")))
+        .unwrap_or_else(|| panic!("no record {id} in\n{text}"));
+    let end = starts.get(at + 1).copied().unwrap_or(text.len());
+    write_atomic(path, &format!("{}{}", &text[..starts[at]], &text[end..]));
+}
+
 /// The limit of the rotated key: 3 per minute, burst 3.
 fn limited_snapshot() -> (Snapshot, String) {
     let mut s = Snapshot::new();
@@ -334,21 +346,36 @@ fn a_chain_of_three_and_a_deleted_root_keep_one_bucket_and_grace_zero_revokes_no
     assert_eq!(status(&second), 200);
     assert_eq!(status(&third), 200);
     assert_eq!(status(&third), 429, "three keys, one bucket of 3");
-    // Delete the root: the chain still shares its bucket (named after it).
-    let text = std::fs::read_to_string(gw.keys_path()).unwrap();
-    let start = text.find("[[keys]]").unwrap();
-    let end = text[start + 1..].find("[[keys]]").unwrap() + start + 1;
-    assert!(text[start..end].contains("key_old"));
-    write_atomic(
-        &gw.keys_path(),
-        &format!("{}{}", &text[..start], &text[end..]),
+    // A key rotated already is not rotated twice: its successor is.
+    let before = std::fs::read_to_string(gw.keys_path()).unwrap();
+    let out = rotate(&gw.keys_path(), "key_old", &["--id", "key_fork"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out)
+            .contains("key \"key_old\" is already replaced by \"key_2\"; rotate \"key_2\" instead"),
+        "{}",
+        stderr(&out)
     );
+    assert_eq!(std::fs::read_to_string(gw.keys_path()).unwrap(), before);
+    // Delete the root: the chain still shares its bucket (named after it).
+    delete_record(&gw.keys_path(), "key_old");
     assert_eq!(gw.reload_by_signal(), "success");
     assert_eq!(status(&first), 401, "the deleted key is unknown");
     assert_eq!(
         status(&third),
         429,
         "the bucket survived the root's removal"
+    );
+    // Then the next one: the bucket is named after another key now, and
+    // starts from where the chain's was.
+    delete_record(&gw.keys_path(), "key_2");
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(status(&second), 401);
+    assert_eq!(
+        status(&third),
+        429,
+        "the bucket survived the removal of the root's successor too"
     );
     // A leaked key: --grace 0s stops it at once.
     let fourth = printed_key(
@@ -363,6 +390,40 @@ fn a_chain_of_three_and_a_deleted_root_keep_one_bucket_and_grace_zero_revokes_no
     let r = gw.get("/api/v1/company/x", Some(&third));
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(status(&fourth), 429, "the successor inherits the bucket");
+}
+
+#[test]
+fn a_rotation_that_changes_the_limit_counts_both_keys_under_the_new_one() {
+    let up = Upstream::start();
+    let (snap, old) = limited_snapshot();
+    let gw = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    let new = printed_key(
+        &rotate(&gw.keys_path(), "key_old", &["--id", "key_new"]),
+        "ord_c_",
+    );
+    // The new key's record (the last) gets 5 a minute instead of 3.
+    let text = std::fs::read_to_string(gw.keys_path()).unwrap();
+    let last = text.rfind("[[keys]]").unwrap();
+    let (head, record) = text.split_at(last);
+    assert!(record.contains("requests = 3"), "{record}");
+    write_atomic(
+        &gw.keys_path(),
+        &format!("{head}{}", record.replace("requests = 3", "requests = 5")),
+    );
+    assert_eq!(gw.reload_by_signal(), "success");
+    // Old and new in turn: one bucket, under the newest key's limit.
+    let mut admitted = 0;
+    for i in 0..12 {
+        let key = if i % 2 == 0 { &old } else { &new };
+        let r = gw.get("/api/v1/company/x", Some(key));
+        assert_eq!(r.headers()["x-ratelimit-limit"], "5", "request {i}");
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => {}
+            s => panic!("request {i}: {s}"),
+        }
+    }
+    assert_eq!(admitted, 5, "one bucket of 5 for both keys");
 }
 
 #[test]

@@ -295,6 +295,23 @@ pub enum KeysError {
     /// `--grace` does not parse.
     #[error("--grace {0:?} must be a duration such as 24h, 30m or 0s")]
     BadGrace(String),
+    /// `--grace` ends after the last instant RFC 3339 can write.
+    #[error("--grace {0:?} is too long: the old key would stop working after the year 9999")]
+    GraceTooLong(String),
+    /// The key to rotate was rotated already: a second rotation of it would
+    /// leave a live key that no chain names as its successor.
+    #[error(
+        "{}: key {id:?} is already replaced by {by:?}; rotate {by:?} instead",
+        path.display()
+    )]
+    AlreadyReplaced {
+        /// Snapshot.
+        path: PathBuf,
+        /// The id.
+        id: String,
+        /// The key that replaces it.
+        by: String,
+    },
     /// The key to rotate is no longer usable.
     #[error(
         "{}: key {id:?} is {state}, so it cannot be rotated; make a new key with `keygate keys new`",
@@ -1224,7 +1241,7 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
     let now = crate::util::clock::unix_now();
-    let Some((_, old)) = index.by_id(&args.id) else {
+    let Some((slot, old)) = index.by_id(&args.id) else {
         return Err(KeysError::UnknownId {
             path: path.clone(),
             id: args.id.clone(),
@@ -1240,6 +1257,13 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     }
     if old.is_expired_at(now) {
         return Err(not_rotatable("expired"));
+    }
+    if let Some(by) = index.replaced_by(slot) {
+        return Err(KeysError::AlreadyReplaced {
+            path: path.clone(),
+            id: args.id.clone(),
+            by: by.to_string(),
+        });
     }
     let expires_at = future_time(args.expires.as_deref(), now)?;
     let id = fresh_id(args.new_id.as_deref(), &index, path)?;
@@ -1260,6 +1284,10 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     };
     // An earlier revocation already planned stays: rotation never extends it.
     let planned = now.saturating_add(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+    // 9999-12-31T23:59:59Z, the last instant RFC 3339 writes.
+    if planned > 253_402_300_799 {
+        return Err(KeysError::GraceTooLong(args.grace.clone()));
+    }
     let stops = old.revoked_at.map_or(planned, |t| t.min(planned));
     drop(index);
     let old_text = text.as_deref().unwrap_or_default();
