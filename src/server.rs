@@ -169,7 +169,10 @@ pub fn run(
 
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        // A backstop a second past keygate's own exit at the grace's end
+        // (`exit_when_drained`), so that exit is the one that says how many
+        // requests it cut off.
+        grace_period_seconds: Some(config.server.grace_period.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -338,6 +341,22 @@ impl Signals {
         let grace = self.grace;
         let access_log = Arc::clone(&self.access_log);
         std::thread::spawn(move || exit_when_drained(&lifecycle, grace, &access_log));
+        self.exit_on_interrupt();
+    }
+
+    /// SIGINT exits at once, also while draining: Pingora stops watching
+    /// signals once a drain starts, so the watch goes on here.
+    fn exit_on_interrupt(&self) {
+        let access_log = Arc::clone(&self.access_log);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut int) = signal(SignalKind::interrupt()) else {
+                return;
+            };
+            if int.recv().await.is_some() {
+                exit_now(&access_log);
+            }
+        });
     }
 
     /// SIGQUIT: hands every listener to the new process waiting on the
@@ -365,6 +384,7 @@ impl Signals {
         // Answers from now on close their connection: clients reconnect, and
         // the new process may take them.
         self.lifecycle.set_handing_over();
+        self.exit_on_interrupt();
         let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
         let lifecycle = Arc::clone(&self.lifecycle);
         let grace = self.grace;
@@ -416,14 +436,17 @@ impl ShutdownSignalWatch for Signals {
                         return ShutdownSignal::GracefulUpgrade;
                     }
                 }
-                _ = int.recv() => {
-                    tracing::info!("SIGINT: exiting now");
-                    self.access_log.flush();
-                    std::process::exit(0)
-                }
+                _ = int.recv() => exit_now(&self.access_log),
             }
         }
     }
+}
+
+/// SIGINT: the log written out, then exit 0 whatever is in flight.
+fn exit_now(access_log: &crate::telemetry::log::AccessLog) -> ! {
+    tracing::info!("SIGINT: exiting now");
+    access_log.flush();
+    std::process::exit(0)
 }
 
 /// Exits 0 once no request has been in flight for two consecutive polls, or

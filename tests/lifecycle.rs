@@ -73,9 +73,29 @@ fn sigint_exits_at_once_even_with_a_request_in_flight() {
     let config =
         standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 60");
     let mut gw = Gateway::start(&config, &snap.render());
+    let inflight = hold_one_request(&gw, &up, &key);
+    gw.signal("INT");
+    gw.wait_exit(Duration::from_secs(5));
+    assert!(
+        inflight.join().unwrap().is_err(),
+        "the in-flight request is cut"
+    );
+}
+
+/// Starts a request that the upstream holds for 20 s; returns once the
+/// upstream has it.
+fn hold_one_request(
+    gw: &Gateway,
+    up: &Upstream,
+    key: &str,
+) -> std::thread::JoinHandle<Result<u16, reqwest::Error>> {
     up.delay_ms.store(20_000, Ordering::SeqCst);
-    let url = gw.url("/api/v1/company/slow");
-    let c = gw.client.clone();
+    let (url, c, key) = (
+        gw.url("/api/v1/company/slow"),
+        gw.client.clone(),
+        key.to_string(),
+    );
+    let seen = up.count();
     let inflight = std::thread::spawn(move || {
         c.get(url)
             .header("Authorization", format!("Bearer {key}"))
@@ -85,14 +105,46 @@ fn sigint_exits_at_once_even_with_a_request_in_flight() {
     wait_for(
         "the slow request to reach the upstream",
         Duration::from_secs(10),
-        || (up.count() == 1).then_some(()),
+        || (up.count() == seen + 1).then_some(()),
     );
+    inflight
+}
+
+#[test]
+fn sigint_while_draining_exits_at_once_and_a_grace_that_runs_out_says_what_it_cut() {
+    let (up, snap, key) = one_key();
+    let config =
+        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 60");
+    let mut gw = Gateway::start(&config, &snap.render());
+    let inflight = hold_one_request(&gw, &up, &key);
+    gw.signal("TERM");
+    wait_for("/readyz to answer 503", Duration::from_secs(5), || {
+        gw.client
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == 503)
+    });
+    let asked = Instant::now();
     gw.signal("INT");
-    gw.wait_exit(Duration::from_secs(5));
-    assert!(
-        inflight.join().unwrap().is_err(),
-        "the in-flight request is cut"
-    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert!(inflight.join().unwrap().is_err(), "the request is cut");
+    assert!(gw.log().contains("SIGINT: exiting now"), "{}", gw.log());
+
+    let config =
+        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 1");
+    let mut gw = Gateway::start(&config, &snap.render());
+    let inflight = hold_one_request(&gw, &up, &key);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(inflight.join().unwrap().is_err(), "cut at the grace's end");
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("grace period over; exiting with requests in flight"))
+        .unwrap_or_else(|| panic!("no word of the cut request:\n{log}"));
+    assert!(line.contains("\"inflight\":1"), "{line}");
 }
 
 #[test]
