@@ -34,6 +34,8 @@ pub struct Config {
     /// The line of each `[[upstreams]]` entry, for problems found later
     /// (name resolution, CA files) to name it.
     pub upstream_lines: Vec<Option<usize>>,
+    /// The line of `[server.tls]`, for problems with its files found later.
+    pub tls_line: Option<usize>,
     /// `[[routes]]`, in file order (first match wins).
     pub routes: Vec<RouteConfig>,
     /// `[cluster]`: shared limits on Redis; `None`, each instance on its own.
@@ -470,6 +472,24 @@ pub const DEFAULT_PATH: &str = "config/keygate.toml";
 /// upgrade_sock` is not set.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/keygate-upgrade.sock";
 
+/// Whether two listeners cannot both be bound: the same port on the same
+/// address, or on the any-address of the family (or `[::]`, which takes
+/// IPv4 too unless the host is set to IPv6 only).
+fn bind_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip()
+            || match (a, b) {
+                (SocketAddr::V4(x), SocketAddr::V4(y)) => {
+                    x.ip().is_unspecified() || y.ip().is_unspecified()
+                }
+                (SocketAddr::V6(x), SocketAddr::V6(y)) => {
+                    x.ip().is_unspecified() || y.ip().is_unspecified()
+                }
+                (SocketAddr::V6(v6), SocketAddr::V4(_))
+                | (SocketAddr::V4(_), SocketAddr::V6(v6)) => v6.ip().is_unspecified(),
+            })
+}
+
 /// Where the admin listener is when `[admin] listen` is not set.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
@@ -615,9 +635,52 @@ impl Validator<'_> {
             routes,
             cluster,
         } = raw;
+        let server_line = self.line(server.span());
+        let tls_line = server
+            .get_ref()
+            .tls
+            .as_ref()
+            .and_then(|t| self.line(t.span()));
+        let admin_line = admin.as_ref().and_then(|a| self.line(a.span()));
         let server = self.server(server);
         let cluster = cluster.and_then(|c| self.cluster(c));
         let admin = self.admin(admin);
+        let mut listeners: Vec<(SocketAddr, &str, Option<usize>)> = Vec::new();
+        listeners.extend(
+            server
+                .listen
+                .iter()
+                .map(|&a| (a, "server.listen", server_line)),
+        );
+        if let Some(tls) = &server.tls {
+            listeners.extend(
+                tls.listen
+                    .iter()
+                    .map(|&a| (a, "server.tls.listen", tls_line)),
+            );
+        }
+        listeners.push((admin.listen, "admin.listen", admin_line.or(server_line)));
+        for (i, &(a, what, line)) in listeners.iter().enumerate() {
+            if a.port() == 0 {
+                self.err(
+                    line,
+                    format!("{what}: {a} has port 0, which listens on a port chosen at random; name the port"),
+                );
+                continue;
+            }
+            if let Some(&(b, other, _)) = listeners[..i].iter().find(|(b, _, _)| bind_clash(a, *b))
+            {
+                let with = if other == what {
+                    format!("{b}, also in {other}")
+                } else {
+                    format!("{b} in {other}")
+                };
+                self.err(
+                    line,
+                    format!("{what}: {a} cannot be listened on beside {with}: one socket cannot take both"),
+                );
+            }
+        }
         let keys = self.keys(keys);
         let rate_limit = self.rate_limit(rate_limit);
         let upstream_headers = UpstreamHeaders {
@@ -634,8 +697,16 @@ impl Validator<'_> {
         let routes = self.routes(routes, &upstreams);
         if server.listen.is_empty() && server.tls.as_ref().is_none_or(|t| t.listen.is_empty()) {
             self.err(
-                None,
+                server_line,
                 "no listener: set [server] listen or [server.tls] listen",
+            );
+        } else if let Some(tls) = &server.tls
+            && tls.listen.is_empty()
+            && tls.plain_http == PlainHttp::Reject
+        {
+            self.err(
+                tls_line,
+                "server.tls.plain_http = \"reject\" with no TLS listener would refuse every request: set server.tls.listen",
             );
         }
         let config = Config {
@@ -647,6 +718,7 @@ impl Validator<'_> {
             upstream_headers,
             upstreams,
             upstream_lines,
+            tls_line,
             routes,
             cluster,
         };
@@ -762,6 +834,12 @@ impl Validator<'_> {
         let listen = self.addrs(line, "server.listen", &listen);
         let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let threads = self.positive(line, "server.threads", threads, default_threads) as usize;
+        if threads > 1024 {
+            self.err(
+                line,
+                format!("server.threads must be at most 1024 (got {threads})"),
+            );
+        }
         let grace = match grace_period_secs {
             None => 10,
             Some(n) if n >= 0 => n as u64,
@@ -1138,6 +1216,7 @@ impl Validator<'_> {
                 );
             }
             let methods = methods.map(|list| {
+                let listed = !list.is_empty();
                 let mut parsed = Vec::with_capacity(list.len());
                 for m in list {
                     match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
@@ -1149,7 +1228,8 @@ impl Validator<'_> {
                         _ => self.err(line, format!("route {name:?}: {m:?} is not an HTTP method")),
                     }
                 }
-                if parsed.is_empty() {
+                // A list of only refused methods is told as such, above.
+                if !listed {
                     self.err(line, format!("route {name:?}: methods must not be empty (omit it to allow every method)"));
                 }
                 parsed

@@ -135,7 +135,7 @@ impl Gateway {
                 Err(e) => {
                     problems.push(Problem::at_line(
                         &config.path,
-                        None,
+                        config.tls_line,
                         format!("server.tls: {e}"),
                     ));
                     None
