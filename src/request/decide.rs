@@ -69,12 +69,22 @@ pub enum Decision<'a> {
         route: Option<usize>,
         /// Why.
         denial: Denial,
+        /// The key, when it authenticated and a check after that failed
+        /// (rows 9-12): the access log names it.
+        key: Option<(usize, &'a KeyRecord)>,
+        /// The key's workspace then, or the one a company key reached.
+        workspace: Option<Cow<'a, str>>,
     },
 }
 
 /// Decides one request at wall-clock second `now`.
 pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'a> {
-    let deny = |route, denial| Decision::Deny { route, denial };
+    let deny = |route, denial| Decision::Deny {
+        route,
+        denial,
+        key: None,
+        workspace: None,
+    };
     // Row 1.
     let Ok(split) = SplitPath::checked(req.path) else {
         return deny(None, Denial::BadPath);
@@ -137,7 +147,12 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
                     workspace,
                     shadow: Some(ShadowReason::Check(reason)),
                 }),
-                _ => deny(route_id, denial),
+                _ => Decision::Deny {
+                    route: route_id,
+                    denial,
+                    key,
+                    workspace,
+                },
             }
         };
     // Rows 5-6.

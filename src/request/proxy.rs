@@ -15,6 +15,7 @@ use crate::request::failure::{self, Facts, Failure, Kind, Side};
 use crate::request::precheck::{HeadFacts, HeadLimits, precheck};
 use crate::request::respond::respond;
 use crate::request::{PROBE_HEADER, Shared, headers};
+use crate::snapshot::KeyRecord;
 use crate::telemetry::log::AccessRecord;
 use crate::telemetry::metrics::UpstreamErrorKind;
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The `ProxyHttp` implementation.
@@ -129,6 +131,17 @@ fn client_ip(session: &Session) -> Option<IpText> {
     }
 }
 
+/// Names the key that authenticated, and its workspace, for the upstream and
+/// the access log.
+fn identify(ctx: &mut Ctx, (slot, key): (usize, &KeyRecord), workspace: Option<Cow<'_, str>>) {
+    ctx.key_slot = Some(slot);
+    ctx.workspace = match (workspace, &key.workspace) {
+        (None, _) => None,
+        (Some(_), Some(own)) => Some(Arc::clone(own)),
+        (Some(bound), None) => Some(Arc::from(&*bound)),
+    };
+}
+
 impl Proxy {
     /// The gateway of this request: the live one, loaded once per request.
     fn load(&self, ctx: &mut Ctx) {
@@ -169,8 +182,16 @@ impl Proxy {
         };
         let now = self.shared.clock.unix_secs();
         let allow = match decide(&request, &gw.policy, now) {
-            Decision::Deny { route, denial } => {
+            Decision::Deny {
+                route,
+                denial,
+                key,
+                workspace,
+            } => {
                 ctx.route = route;
+                if let Some(key) = key {
+                    identify(ctx, key, workspace);
+                }
                 return Some(denial);
             }
             Decision::Allow(allow) => allow,
@@ -178,12 +199,7 @@ impl Proxy {
         ctx.route = Some(allow.route);
         ctx.shadow = allow.shadow;
         let (slot, key) = allow.key?;
-        ctx.key_slot = Some(slot);
-        ctx.workspace = match (allow.workspace, &key.workspace) {
-            (None, _) => None,
-            (Some(_), Some(own)) => Some(Arc::clone(own)),
-            (Some(bound), None) => Some(Arc::from(&*bound)),
-        };
+        identify(ctx, (slot, key), allow.workspace);
         gw.policy.keys.touch(slot, now);
         // Only requests that passed rows 1-12 take a token.
         if ctx.shadow.is_some() {

@@ -455,3 +455,71 @@ fn slow_upstream_is_504_naming_it() {
         200
     );
 }
+
+#[test]
+fn a_key_refused_after_it_authenticated_is_named_in_the_access_log() {
+    let fx = fixture("", "");
+    let line = |method: &str, path: &str, key: &str, id: &str| {
+        let r = fx
+            .gw
+            .client
+            .request(method.parse().unwrap(), fx.gw.url(path))
+            .header("Authorization", format!("Bearer {key}"))
+            .header("X-Request-Id", id)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "{id}");
+        fx.gw.access_line(id)
+    };
+    // Rows 9-12: the key is known, and so is whose it is.
+    for (method, path, key, id, outcome, workspace) in [
+        (
+            "GET",
+            "/api/v1/company/x",
+            &fx.k.ws,
+            "r9",
+            "wrong_key_type",
+            Some("ws_a"),
+        ),
+        (
+            "GET",
+            "/api/v1/profiles/me",
+            &fx.k.admin,
+            "r10",
+            "wrong_key_type",
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/workspaces/ws_b/posts/1",
+            &fx.k.ws,
+            "r11",
+            "workspace",
+            Some("ws_a"),
+        ),
+        (
+            "POST",
+            "/api/v1/company/x",
+            &fx.k.reader,
+            "r12",
+            "scope",
+            None,
+        ),
+    ] {
+        let l = line(method, path, key, id);
+        assert_eq!(l["outcome"], outcome, "{id}: {l}");
+        let expected = match id {
+            "r9" | "r11" => "k_ws",
+            "r10" => "k_admin",
+            _ => "k_reader",
+        };
+        assert_eq!(l["key_id"], expected, "{id}: {l}");
+        assert_eq!(l["company"], "acme", "{id}: {l}");
+        assert_eq!(l["workspace"].as_str(), workspace, "{id}: {l}");
+    }
+    // A revoked key did not authenticate: not named.
+    let l = line("GET", "/api/v1/profiles/me", &fx.k.revoked, "r8");
+    assert_eq!(l["outcome"], "revoked");
+    assert!(l.get("key_id").is_none_or(|v| v.is_null()), "{l}");
+    assert_no_secret_in(&fx.gw.log(), "the gateway log");
+}

@@ -351,7 +351,7 @@ fn run(
                 workspace: a.workspace.map(Cow::into_owned),
             })
         }
-        Decision::Deny { route, denial } => Err(Denied {
+        Decision::Deny { route, denial, .. } => Err(Denied {
             route: route.map(route_name),
             denial,
         }),
