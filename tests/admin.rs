@@ -421,6 +421,19 @@ fn probes_and_unknown_admin_paths() {
         "METHOD_NOT_ALLOWED",
         "Method DELETE is not allowed on this route",
     );
+    for (method, path, allow) in [
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("POST", "/keys", "GET, HEAD"),
+        ("GET", "/reload", "POST"),
+    ] {
+        let r = gw
+            .client
+            .request(method.parse().unwrap(), gw.admin_url(path))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
     let m = gw.client.get(gw.admin_url("/metrics")).send().unwrap();
     assert!(
         m.headers()["content-type"]

@@ -54,6 +54,8 @@ struct Reply {
     content_type: &'static str,
     body: Body,
     www_authenticate: bool,
+    /// `Allow` of a 405.
+    allow: Option<Arc<str>>,
 }
 
 enum Body {
@@ -75,6 +77,7 @@ impl Reply {
             content_type: "application/json",
             body: Body::Full(Bytes::from(value.to_string())),
             www_authenticate: false,
+            allow: None,
         }
     }
 
@@ -85,6 +88,10 @@ impl Reply {
             content_type: "application/json",
             body: Body::Full(denial.body()),
             www_authenticate: denial.status() == 401,
+            allow: match denial {
+                Denial::MethodNotAllowed { allowed, .. } => Some(Arc::clone(allowed)),
+                _ => None,
+            },
         }
     }
 
@@ -94,6 +101,7 @@ impl Reply {
             content_type: "application/json",
             body: Body::Full(json_body(code, message)),
             www_authenticate: status == 401,
+            allow: None,
         }
     }
 }
@@ -151,7 +159,11 @@ impl Handler {
             && resp.insert_header("cache-control", "no-store").is_ok()
             && resp.insert_header(id_name.clone(), request_id).is_ok()
             && (!reply.www_authenticate
-                || resp.insert_header("www-authenticate", "Bearer").is_ok());
+                || resp.insert_header("www-authenticate", "Bearer").is_ok())
+            && reply
+                .allow
+                .as_deref()
+                .is_none_or(|a| resp.insert_header("allow", a).is_ok());
         if !headers_ok {
             return;
         }
@@ -261,6 +273,7 @@ impl Handler {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: Body::Full(Bytes::from(self.shared.metrics.render())),
             www_authenticate: false,
+            allow: None,
         }
     }
 
@@ -304,6 +317,7 @@ impl Handler {
             content_type: "application/json",
             body: Body::Keys(self.shared.state.load_full(), self.shared.clock.unix_secs()),
             www_authenticate: false,
+            allow: None,
         }
     }
 
