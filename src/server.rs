@@ -102,7 +102,13 @@ pub fn run(
     // fails at once with a clear message.
     let upgrade_sock = config.server.upgrade_sock.clone();
     let mut admin_listener = None;
+    let mut upgrade_lock = None;
+    // Sockets bound while waiting for the hand-over are this user's alone:
+    // whoever connects to them hands this process its listeners.
+    let mut umask = None;
     let admin_inbox = if options.upgrade {
+        upgrade_lock = Some(lock_upgrade(&upgrade_sock)?);
+        umask = Some(crate::util::sys::set_umask(0o077));
         let inbox = ListenerInbox::bind(&admin_path(&upgrade_sock)).map_err(|error| {
             StartError::Upgrade {
                 what: "cannot wait for the admin listener",
@@ -186,24 +192,35 @@ pub fn run(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     if options.upgrade {
+        let _ = WAITING_ON.set((upgrade_sock.clone(), admin_path(&upgrade_sock)));
+        STILL_WAITING.store(true, std::sync::atomic::Ordering::Release);
+        crate::util::sys::at_exit(upgrade_gave_up);
         announce_when_waiting(upgrade_sock.clone());
     }
     // With --upgrade this receives the proxy listeners (Pingora exits 1 if
     // they do not come within 5 s); then the admin listener follows.
     server.bootstrap();
+    if let Some(mask) = umask {
+        crate::util::sys::set_umask(mask);
+    }
     let admin_listener = match (admin_listener, admin_inbox) {
         (Some(l), _) => l,
         (None, Some(inbox)) => {
-            inbox
-                .receive(Duration::from_secs(5))
-                .map_err(|error| StartError::Upgrade {
-                    what: "the admin listener was not handed over",
-                    error,
-                })?
+            let inherited =
+                inbox
+                    .receive(Duration::from_secs(5))
+                    .map_err(|error| StartError::Upgrade {
+                        what: "the admin listener was not handed over",
+                        error,
+                    })?;
+            adopt_admin(inherited, config.admin.listen)
         }
         (None, None) => unreachable!("either bound here or received"),
     };
     if options.upgrade {
+        STILL_WAITING.store(false, std::sync::atomic::Ordering::Release);
+        // The next upgrade may wait on the same socket.
+        drop(upgrade_lock);
         tracing::info!("upgrade: took over every listener");
     }
     let admin_handover = admin_listener
@@ -295,6 +312,103 @@ pub fn run(
     std::process::exit(0)
 }
 
+/// What this process waits on for the running gateway's sockets, and
+/// whether it still waits: Pingora exits the process itself when they do
+/// not come.
+static WAITING_ON: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+static STILL_WAITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// At exit, if still waiting: says why and removes the sockets waited on.
+/// Runs as the process exits, when thread-locals (and so `tracing`) may be
+/// gone: it writes to stderr directly, as start-up errors are told.
+extern "C" fn upgrade_gave_up() {
+    if !STILL_WAITING.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    if let Some((sock, admin)) = WAITING_ON.get() {
+        let _ = std::fs::remove_file(sock);
+        let _ = std::fs::remove_file(admin);
+    }
+    crate::util::sys::write_stderr(
+        b"keygate: upgrade: no running gateway handed over its listening sockets in time; nothing changed (send SIGQUIT to the running gateway once this process says it is waiting)\n",
+    );
+}
+
+/// One `run --upgrade` at a time waits on an upgrade socket: a second one
+/// would take the socket from the first. Also refuses a path that holds
+/// something other than a socket, which the wait would delete.
+fn lock_upgrade(sock: &Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let refuse = |what, error| StartError::Upgrade { what, error };
+    for path in [sock.to_path_buf(), admin_path(sock)] {
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && !meta.file_type().is_socket()
+        {
+            return Err(refuse(
+                "server.upgrade_sock names a file that is not a socket; remove it or choose another path",
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    path.display().to_string(),
+                ),
+            ));
+        }
+    }
+    let mut lock = sock.as_os_str().to_os_string();
+    lock.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(|e| refuse("cannot open the upgrade lock", e))?;
+    let busy = || {
+        refuse(
+            "another `keygate run --upgrade` is already waiting on this upgrade_sock",
+            std::io::Error::new(std::io::ErrorKind::WouldBlock, sock.display().to_string()),
+        )
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(refuse("cannot take the upgrade lock", e));
+        }
+    }
+    // A waiter of a build without the lock.
+    if is_listening(sock) {
+        return Err(busy());
+    }
+    Ok(file)
+}
+
+/// The admin listener handed over, or a new one when the new config moved
+/// `[admin] listen` (the proxy listeners follow the config the same way).
+fn adopt_admin(inherited: TcpListener, wanted: SocketAddr) -> TcpListener {
+    let Ok(had) = inherited.local_addr() else {
+        return inherited;
+    };
+    if had == wanted {
+        return inherited;
+    }
+    match TcpListener::bind(wanted) {
+        Ok(fresh) => {
+            tracing::info!(from = %had, to = %wanted, "upgrade: admin listener moved to the new admin.listen");
+            fresh
+        }
+        Err(error) => {
+            tracing::warn!(
+                from = %had,
+                to = %wanted,
+                error = %error,
+                "upgrade: cannot listen on the new admin.listen; admin stays on the old address until a restart"
+            );
+            inherited
+        }
+    }
+}
+
 /// Says "send it SIGQUIT" once Pingora listens on the upgrade socket (it
 /// binds it inside `bootstrap`, which blocks until the sockets come): a
 /// SIGQUIT sent on an earlier line would find nobody waiting and leave the
@@ -307,6 +421,14 @@ fn announce_when_waiting(upgrade_sock: PathBuf) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+        // Pingora opens it to everyone (mode 0666); whoever connects hands
+        // this process its listeners, so only this user may.
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) =
+            std::fs::set_permissions(&upgrade_sock, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(error = %e, upgrade_sock = %upgrade_sock.display(), "upgrade: cannot make the upgrade socket private");
         }
         tracing::info!(
             upgrade_sock = %upgrade_sock.display(),

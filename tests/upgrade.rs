@@ -375,3 +375,102 @@ fn a_refused_config_on_the_new_side_exits_1_and_leaves_the_old_serving() {
         "nothing was handed over"
     );
 }
+
+#[test]
+fn one_waiter_at_a_time_on_private_sockets_and_a_waiter_nobody_answers_says_so_and_cleans_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
+    let gw = Gateway::start(&config_with_upgrade_sock(up.addr), &snap.render());
+    let sock = gw.dir.path().join("upgrade.sock");
+    let admin_sock = gw.dir.path().join("upgrade.sock.admin");
+    let mut first = Successor::start(&gw);
+    first.wait_for_line("send it SIGQUIT");
+    for path in [&sock, &admin_sock] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{}: only its owner may connect ({mode:o})",
+            path.display()
+        );
+    }
+    let second = Command::new(BIN)
+        .args(["run", "--upgrade", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another `keygate run --upgrade` is already waiting"),
+        "{err}"
+    );
+    // Nobody sends SIGQUIT: the first gives up, says so, and leaves no socket.
+    let status = wait_for("the waiter to give up", Duration::from_secs(20), || {
+        first.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        first
+            .log()
+            .contains("upgrade: no running gateway handed over its listening sockets in time"),
+        "{}",
+        first.log()
+    );
+    assert!(!sock.exists() && !admin_sock.exists());
+    assert_eq!(
+        gw.get("/api/v1/company/x", Some(&key)).status().as_u16(),
+        200
+    );
+    // A path that is not a socket is not deleted by a waiter.
+    std::fs::write(&sock, "not a socket").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--upgrade", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not a socket");
+}
+
+#[test]
+fn an_upgrade_that_moves_the_admin_listener_serves_admin_on_the_new_address() {
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    snap.company_key("k1", "acme").scopes(&["read:all"]).add();
+    let mut gw = Gateway::start(&config_with_upgrade_sock(up.addr), &snap.render());
+    let old = format!("127.0.0.1:{}", gw.ports.admin);
+    let new = format!("127.0.0.1:{}", free_port());
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert_eq!(text.matches(&old).count(), 1, "{text}");
+    write_atomic(&gw.config_path(), &text.replace(&old, &new));
+    let next = Successor::start(&gw);
+    next.wait_for_line("send it SIGQUIT");
+    gw.signal("QUIT");
+    next.wait_for_line("upgrade: took over every listener");
+    assert!(
+        next.log().contains("upgrade: admin listener moved"),
+        "{}",
+        next.log()
+    );
+    let health = wait_for("admin on the new address", Duration::from_secs(10), || {
+        gw.client
+            .get(format!("http://{new}/readyz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+    assert_eq!(health.status(), 200);
+    assert!(gw.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        std::net::TcpStream::connect(&old).is_err(),
+        "nothing left on the old admin address"
+    );
+}

@@ -100,3 +100,19 @@ pub fn at_exit(f: extern "C" fn()) -> bool {
     // `extern "C"` function that runs on the exiting thread.
     unsafe { libc::atexit(f) == 0 }
 }
+
+/// Sets the process's file mode creation mask, returning the one before.
+/// Process-wide: meant for start-up, before other threads create files.
+#[allow(unsafe_code)]
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask takes and returns a plain integer and cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Writes `bytes` to stderr with one `write(2)`, touching no thread-local
+/// state: for a word at process exit, when `eprintln!` may panic.
+#[allow(unsafe_code)]
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: write reads `bytes.len()` bytes from a live slice.
+    let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
