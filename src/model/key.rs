@@ -158,6 +158,61 @@ impl Prefixes {
         }
     }
 
+    /// `text` with every secret it may quote blanked out: the value of an
+    /// `Authorization` field, and anything shaped like a key (a prefix and
+    /// 8 or more letters and digits). For text keygate does not write itself
+    /// (a peer's bytes quoted in an error) before it reaches a log line.
+    pub fn redact(&self, text: &str) -> String {
+        const BLANK: &[u8] = b"[redacted]";
+        let b = text.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            const FIELD: &[u8] = b"authorization";
+            if b[i..].len() >= FIELD.len() && b[i..i + FIELD.len()].eq_ignore_ascii_case(FIELD) {
+                let mut j = i + FIELD.len();
+                while j < b.len() && (b[j] == b' ' || b[j] == b'\t') {
+                    j += 1;
+                }
+                if j < b.len() && (b[j] == b':' || b[j] == b'=') {
+                    // The value runs to the end of its line, raw or escaped.
+                    let mut end = j + 1;
+                    while end < b.len() && !matches!(b[end], b'\r' | b'\n' | b'\\' | b'"' | b',') {
+                        end += 1;
+                    }
+                    out.extend_from_slice(&b[i..=j]);
+                    out.push(b' ');
+                    out.extend_from_slice(BLANK);
+                    i = end;
+                    continue;
+                }
+            }
+            let starts_word = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let prefix = [&*self.company, &*self.workspace]
+                .into_iter()
+                .filter(|p| starts_word && b[i..].starts_with(p.as_bytes()))
+                .map(str::len)
+                .max();
+            if let Some(len) = prefix {
+                let run = b[i + len..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .count();
+                if run >= 8 {
+                    out.extend_from_slice(&b[i..i + len]);
+                    out.extend_from_slice(BLANK);
+                    i += len + run;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        // Only ASCII was cut or added, so this is still UTF-8.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
     /// The key type a token claims by its prefix, or `None` when it starts with no
     /// configured prefix, has nothing after it, or is too long to be a key.
     pub fn classify(&self, token: &[u8]) -> Option<KeyType> {
@@ -310,6 +365,36 @@ mod tests {
         let q = Prefixes::new("k_", "k_ws_").unwrap();
         assert_eq!(q.classify(b"k_ws_abc"), Some(KeyType::Workspace));
         assert_eq!(q.classify(b"k_abc"), Some(KeyType::Company));
+    }
+
+    #[test]
+    fn redact_blanks_authorization_values_and_key_shaped_text() {
+        let p = Prefixes::new("ord_c_", "ord_").unwrap();
+        let key = format!("ord_c_{}", "a1B2".repeat(10));
+        let ws = format!("ord_{}", "Z9".repeat(20));
+        let text = format!(
+            "buf: GET /x HTTP/1.1\\r\\nAuthorization: Bearer {key}\\r\\nx-id: {ws}\\r\\nHost: h"
+        );
+        let r = p.redact(&text);
+        assert!(!r.contains(&key) && !r.contains(&ws), "{r}");
+        assert!(!r.contains("Bearer"), "{r}");
+        assert!(r.contains("Authorization: [redacted]\\r\\n"), "{r}");
+        assert!(r.contains("x-id: ord_[redacted]\\r\\nHost: h"), "{r}");
+        // Raw line ends, `authorization=`, other case.
+        let r = p.redact(&format!("a\r\nAUTHORIZATION :{key}\r\nb"));
+        assert_eq!(r, "a\r\nAUTHORIZATION : [redacted]\r\nb");
+        let r = p.redact(&format!("authorization={key}, next"));
+        assert_eq!(r, "authorization= [redacted], next");
+        // Short or embedded lookalikes, and plain text, are left alone.
+        for kept in [
+            "wordord_c_abcdefghij",
+            "ord_c_abc",
+            "ordinary text é ünï",
+            "no authorization here",
+        ] {
+            assert_eq!(p.redact(kept), kept);
+        }
+        assert_eq!(p.redact(&format!("é{key}")), "éord_c_[redacted]");
     }
 
     #[test]

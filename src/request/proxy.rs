@@ -450,16 +450,29 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// `true` silences Pingora's error line: a client hanging up or stalling
-    /// mid-request is routine, and its access-log line says `client_error`.
+    /// Always `true`: Pingora's own error line is replaced by keygate's. A
+    /// client hanging up or stalling mid-request is routine (its access-log
+    /// line says `client_error`) and gets none; any other failure gets one
+    /// line, with secrets blanked out: Pingora's text may quote a peer's
+    /// bytes, and an upstream that echoes the request quotes its
+    /// `Authorization` (with `forward_authorization = true`).
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
         // Runs after `fail_to_proxy`, which has classified the failure.
-        ctx.outcome == Ending::ClientError
+        let routine = ctx.outcome == Ending::ClientError
             || (error.esource() == &ErrorSource::Downstream
                 && matches!(
                     error.etype(),
                     ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-                ))
+                ));
+        if !routine {
+            let gw = self.shared.state.load();
+            tracing::error!(
+                request_id = ctx.request_id(),
+                error = %gw.policy.prefixes.redact(&error.to_string()),
+                "proxy failed"
+            );
+        }
+        true
     }
 
     /// Counts the request and writes its access-log line.

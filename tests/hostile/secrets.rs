@@ -158,3 +158,60 @@ fn a_guessed_readiness_probe_gets_no_special_answer() {
     assert_eq!(r.header("x-keygate-probe"), None);
     fx.assert_serving();
 }
+
+/// An upstream that answers with the request it got: Pingora's error quotes
+/// those bytes, `Authorization` among them when it is forwarded. The error
+/// line keygate writes instead has it blanked out.
+#[test]
+fn an_upstream_echoing_the_request_gets_no_key_into_the_error_line() {
+    use std::io::{Read, Write};
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = echo.local_addr().unwrap();
+    echo.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            match echo.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(&got);
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let mut snap = Snapshot::new();
+    let key = snap.company_key("k1", "acme").scopes(&["admin"]).add();
+    let config = standard_config(
+        addr,
+        "[upstream_headers]\nforward_authorization = true\n",
+        "",
+    );
+    let gw = Gateway::start(&config, &snap.render());
+    let r = gw.get("/api/v1/company/x", Some(&key));
+    assert_eq!(r.status().as_u16(), 502);
+    server.join().unwrap();
+    let log = gw.log();
+    let line = wait_for("keygate's error line", Duration::from_secs(10), || {
+        gw.log()
+            .lines()
+            .find(|l| l.contains("proxy failed"))
+            .map(str::to_owned)
+    });
+    assert!(line.contains("[redacted]"), "{line}");
+    assert!(
+        !log.contains("Fail to proxy"),
+        "Pingora's own line is replaced:\n{log}"
+    );
+    assert_keys_kept_out_of(&gw.log(), &[key]);
+}
