@@ -174,7 +174,7 @@ fn allowed_request_glue_allocates_only_the_header_values_it_hands_over() {
             max_fields: 100,
         };
         assert_eq!(precheck(&facts, limits), None);
-        std::hint::black_box(headers::request_id(Some(&client_id)));
+        std::hint::black_box(headers::request_id(Some(&client_id), &gw.policy.prefixes));
         std::hint::black_box(IpText::of(ip));
         std::hint::black_box(KeyId::new("k_company"));
         ctx.gateway = Some(Arc::clone(&gw));

@@ -143,8 +143,10 @@ impl Handler {
         let head_only = session.req_header().method == http::Method::HEAD;
         // Every answer names its request, as the proxy's do.
         let id_name = &crate::request::headers::name::X_REQUEST_ID;
-        let request_id =
-            crate::request::headers::request_id(session.req_header().headers.get(id_name));
+        let request_id = crate::request::headers::request_id(
+            session.req_header().headers.get(id_name),
+            &self.shared.state.load().policy.prefixes,
+        );
         let Ok(mut resp) = ResponseHeader::build(reply.status, Some(5)) else {
             return;
         };

@@ -106,6 +106,9 @@ impl fmt::Display for KeyType {
     }
 }
 
+/// The fewest letters and digits a key has after its prefix (CONTRACT §1).
+pub const MIN_KEY_BODY: usize = 32;
+
 /// The configured key prefixes; the longest one a token starts with decides its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefixes {
@@ -187,23 +190,11 @@ impl Prefixes {
                     continue;
                 }
             }
-            let starts_word = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-            let prefix = [&*self.company, &*self.workspace]
-                .into_iter()
-                .filter(|p| starts_word && b[i..].starts_with(p.as_bytes()))
-                .map(str::len)
-                .max();
-            if let Some(len) = prefix {
-                let run = b[i + len..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric())
-                    .count();
-                if run >= 8 {
-                    out.extend_from_slice(&b[i..i + len]);
-                    out.extend_from_slice(BLANK);
-                    i += len + run;
-                    continue;
-                }
+            if let Some((len, run)) = self.key_shaped_at(b, i, 8) {
+                out.extend_from_slice(&b[i..i + len]);
+                out.extend_from_slice(BLANK);
+                i += len + run;
+                continue;
             }
             out.push(b[i]);
             i += 1;
@@ -211,6 +202,30 @@ impl Prefixes {
         // Only ASCII was cut or added, so this is still UTF-8.
         String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// Whether `b` holds a key's shape anywhere: a prefix starting a word,
+    /// then at least the 32 letters and digits a key has after it.
+    pub fn holds_key_shape(&self, b: &[u8]) -> bool {
+        (0..b.len()).any(|i| self.key_shaped_at(b, i, MIN_KEY_BODY).is_some())
+    }
+
+    /// A prefix at `i` that starts a word and is followed by `min_run` or
+    /// more letters and digits: the prefix's length and the run's.
+    fn key_shaped_at(&self, b: &[u8], i: usize, min_run: usize) -> Option<(usize, usize)> {
+        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+            return None;
+        }
+        let len = [&*self.company, &*self.workspace]
+            .into_iter()
+            .filter(|p| b[i..].starts_with(p.as_bytes()))
+            .map(str::len)
+            .max()?;
+        let run = b[i + len..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
+        (run >= min_run).then_some((len, run))
     }
 
     /// The key type a token claims by its prefix, or `None` when it starts with no

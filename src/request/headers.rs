@@ -6,6 +6,7 @@
 //! ([`edit_request`], [`edit_response`]).
 
 use crate::gateway::Gateway;
+use crate::model::key::Prefixes;
 use crate::model::limit::Limit;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
@@ -159,10 +160,14 @@ pub fn new_request_id() -> HeaderValue {
     }
 }
 
-/// The client's request id if sane, else a new one.
-pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
+/// The client's request id if sane, else a new one. An id holding a key's
+/// shape is not kept: it would be echoed, sent upstream and logged, and a
+/// client that pastes its key there would have it written out.
+pub fn request_id(sent: Option<&HeaderValue>, prefixes: &Prefixes) -> HeaderValue {
     match sent {
-        Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
+        Some(v) if sane_request_id(v.as_bytes()) && !prefixes.holds_key_shape(v.as_bytes()) => {
+            v.clone()
+        }
         _ => new_request_id(),
     }
 }
@@ -442,11 +447,33 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_ne!(id, new_request_id());
-        assert_eq!(request_id(Some(&HeaderValue::from_static("mine"))), "mine");
+        let p = Prefixes::new("ord_c_", "ord_").unwrap();
         assert_eq!(
-            request_id(Some(&HeaderValue::from_static("not mine"))).len(),
+            request_id(Some(&HeaderValue::from_static("mine")), &p),
+            "mine"
+        );
+        assert_eq!(
+            request_id(Some(&HeaderValue::from_static("not mine")), &p).len(),
             32
         );
+        // Key-shaped (anywhere in it): replaced. Short lookalikes: kept.
+        let key = format!("ord_c_{}", "a".repeat(32));
+        for sent in [
+            key.clone(),
+            format!("req-{key}"),
+            format!("ord_{}", "B".repeat(40)),
+        ] {
+            let v = HeaderValue::from_str(&sent).unwrap();
+            assert_ne!(request_id(Some(&v), &p), v, "{sent}");
+        }
+        for kept in [
+            "ord_12345",
+            "order-ord_c_abc",
+            "wordord_c_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let v = HeaderValue::from_static(kept);
+            assert_eq!(request_id(Some(&v), &p), v, "{kept}");
+        }
     }
 
     #[test]

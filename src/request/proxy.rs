@@ -270,8 +270,8 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let facts = head.facts;
-        ctx.request_id = headers::request_id(head.request_id);
         let gw = self.shared.state.load_full();
+        ctx.request_id = headers::request_id(head.request_id, &gw.policy.prefixes);
         // Pingora decides keep-alive again once it has read a head (from the
         // request's own `Connection`), so the close chosen before the read
         // does not hold; it is chosen again here. While the listeners are

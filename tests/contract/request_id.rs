@@ -31,7 +31,16 @@ fn request_id_is_echoed_when_sane_and_replaced_otherwise() {
 
     // Insane: replaced, with the replacement sent upstream.
     let long = "a".repeat(300);
-    for insane in [long.as_str(), "has spaces in it", "<script>x</script>", ""] {
+    // A key pasted as the id (the client's own or another's) would be
+    // echoed, sent upstream and logged: it is not a sane id.
+    let pasted = fx.k.reader.clone();
+    for insane in [
+        long.as_str(),
+        "has spaces in it",
+        "<script>x</script>",
+        "",
+        pasted.as_str(),
+    ] {
         let r = with_id(path, Some(&fx.k.admin), insane);
         assert_eq!(r.status, 200);
         let id = r.header("x-request-id").expect("x-request-id").to_string();
@@ -58,4 +67,5 @@ fn request_id_is_echoed_when_sane_and_replaced_otherwise() {
     let d2 = get(gw, path, None);
     assert_ne!(d1.header("x-request-id"), d2.header("x-request-id"));
     assert!(d1.header("x-request-id").is_some_and(|v| !v.is_empty()));
+    assert_no_secret_in(&gw.log(), "the gateway log");
 }
