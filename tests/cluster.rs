@@ -1241,3 +1241,22 @@ fn rediss_checks_the_server_certificate_unless_insecure() {
     insecure.wait_synced();
     assert_429(insecure.get(PATH, Some(&key)), 5);
 }
+
+/// A Redis that takes connections and never answers: until a sync succeeds,
+/// `/readyz` says the fleet is not up, as `keygate_cluster_up` does.
+#[test]
+fn readyz_says_up_only_once_a_sync_succeeded() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/0", silent.local_addr().unwrap());
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    company_key(&mut snap, "k_silent", &limit(4, 60));
+    let g = Gateway::start(
+        &config(&up, &url, "silent", "timeout_ms = 5000"),
+        &snap.render(),
+    );
+    let ready = g.readyz();
+    assert_eq!(ready["cluster"]["up"], false, "{ready}");
+    assert_eq!(g.metric("keygate_cluster_up"), Some(0.0));
+    drop(silent);
+}

@@ -305,8 +305,11 @@ impl Handler {
         // limits, as `on_unavailable` says.
         if gw.config.cluster.is_some() {
             let fleet = crate::cluster::status(self.shared.limiter.fleet());
+            // Up once a sync has succeeded, as `keygate_cluster_up` says:
+            // before the first one the instance only assumes it is alone.
+            let synced = self.shared.metrics.cluster.up.get() == 1;
             body["cluster"] = json!({
-                "up": fleet.is_some_and(|f| f.up),
+                "up": synced && fleet.is_some_and(|f| f.up),
                 "instances": fleet.map_or(0, |f| f.instances),
             });
         }
