@@ -665,6 +665,25 @@ fn redis_killed_then_restarted_on_its_port_degrades_then_recovers_by_itself() {
             .status(),
         200
     );
+    // Another setting of the same fleet, by reload, while Redis is down:
+    // the outage goes on, told once.
+    g.write_config(&config(
+        &up,
+        &redis.url(),
+        "kill",
+        "on_unavailable = \"local_full\"",
+    ));
+    assert_eq!(g.reload_by_signal(), "success");
+    let failures = || {
+        g.metric("keygate_cluster_sync_failures_total{kind=\"connect\"}")
+            .unwrap_or(0.0)
+    };
+    let before = failures();
+    wait_for("more failed syncs", Duration::from_secs(10), || {
+        (failures() >= before + 2.0).then_some(())
+    });
+    assert_eq!(g.count_logged("cluster on"), 2);
+    assert_eq!(g.count_logged("cluster degraded"), 1);
 
     redis.restart();
     g.wait_logged("cluster recovered");

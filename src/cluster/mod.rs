@@ -165,10 +165,16 @@ impl ClusterService {
         }
         let limiter = &self.shared.limiter;
         let metrics = &self.shared.metrics.cluster;
+        // The same Redis and fleet with other settings: an outage in
+        // progress goes on (one `cluster degraded`, one `cluster recovered`).
+        let same_fleet = matches!((&*link, &want),
+            (Some(l), Some(w)) if l.config.redis == w.redis && l.config.namespace == w.namespace);
         if let Some(old) = link.take() {
             leave(old, &self.instance).await;
         }
-        self.lock_state().degraded = None;
+        if !same_fleet {
+            self.lock_state().degraded = None;
+        }
         match want {
             None => {
                 limiter.set_fleet(Fleet::Alone);
