@@ -880,6 +880,34 @@ fn last_used_at_is_the_latest_use_on_any_instance() {
     );
 }
 
+/// Redis restarted empty: an instance tells it again the last uses it knew,
+/// so one started since still sees them.
+#[test]
+fn last_used_at_is_told_again_to_a_redis_that_lost_it() {
+    let mut redis = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_told", &limit(100, 60));
+    let conf = config(&up, &redis.url(), "told", "");
+    let b = Gateway::start(&conf, &snap.render());
+    b.wait_cluster(true, 1);
+    assert_eq!(status(&b, &key), 200);
+    wait_for("B's use pushed", Duration::from_secs(10), || {
+        (!redis.keys("told:u:*").is_empty()).then_some(())
+    });
+    let on_b = last_used(&b, "k_told");
+    assert!(on_b.is_string(), "{on_b}");
+    redis.restart();
+    b.wait_logged("cluster recovered");
+    let c = Gateway::start(&conf, &snap.render());
+    let on_c = wait_for(
+        "a new instance to see B's use",
+        Duration::from_secs(15),
+        || Some(last_used(&c, "k_told")).filter(|v| v.is_string()),
+    );
+    assert_eq!(on_c, on_b);
+}
+
 #[test]
 fn cluster_table_added_and_removed_by_reload() {
     let redis = Redis::start();

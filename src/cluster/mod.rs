@@ -336,7 +336,12 @@ impl ClusterService {
         match failure {
             None => {
                 metrics.up.set(1);
-                if let Some(reason) = self.lock_state().degraded.take() {
+                let mut state = self.lock_state();
+                if let Some(reason) = state.degraded.take() {
+                    // Redis may have lost what it held (a restart, a
+                    // failover): every last use known here is told again.
+                    state.pushed.fill(0);
+                    drop(state);
                     tracing::info!(was = %reason, "cluster recovered");
                 }
             }
