@@ -51,6 +51,21 @@ fn https_and_http2_clients_are_served_and_upstream_is_told_https() {
     // Plain HTTP is allowed on this config.
     assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
     assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+    // A TCP check that connects and closes (the readiness probe is one) is
+    // routine: no line at the default level. A client that speaks no TLS is
+    // worth one.
+    drop(std::net::TcpStream::connect(("127.0.0.1", gw.ports.https)).unwrap());
+    let mut junk = std::net::TcpStream::connect(("127.0.0.1", gw.ports.https)).unwrap();
+    std::io::Write::write_all(&mut junk, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    wait_for("the junk handshake logged", Duration::from_secs(10), || {
+        gw.log().contains("TLS handshake failed").then_some(())
+    });
+    assert_eq!(
+        gw.log().matches("TLS handshake failed").count(),
+        1,
+        "{}",
+        gw.log()
+    );
 }
 
 #[test]

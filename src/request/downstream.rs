@@ -670,7 +670,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
         match tokio::time::timeout(timeout, acceptor.tls_handshake(*l4)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
-                tracing::info!(client = %peer, reason = e.etype().as_str(), cause = %e.root_cause(), "TLS handshake failed; connection closed");
+                // A client that closes before finishing its hello (a load
+                // balancer's TCP check, the readiness probe, a port scan) is
+                // routine: not worth a line at the default level.
+                let cause = e.root_cause();
+                let closed = cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+                    || cause.to_string().contains("handshake eof");
+                if closed {
+                    tracing::debug!(client = %peer, cause = %cause, "TLS client closed before its handshake ended");
+                } else {
+                    tracing::info!(client = %peer, reason = e.etype().as_str(), cause = %cause, "TLS handshake failed; connection closed");
+                }
                 None
             }
             Err(_) => {
