@@ -876,12 +876,29 @@ fn keys_revoke_and_list_refuse_unknown_ids_and_missing_files() {
     );
     assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), COMMENTED);
     let missing = dir.path().join("missing.toml");
-    let out = keygate(&["keys", "list", "--snapshot", missing.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    for command in [
+        &["keys", "list", "--snapshot"][..],
+        &["keys", "revoke", "key_old", "--snapshot"],
+        &["keys", "rotate", "key_old", "--snapshot"],
+    ] {
+        let mut args = command.to_vec();
+        args.push(missing.to_str().unwrap());
+        let out = keygate(&args);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert!(
+            stderr(&out).contains("cannot read") && stderr(&out).contains("missing.toml"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("missing"))
+        .collect();
     assert!(
-        stderr(&out).contains("cannot read") && stderr(&out).contains("missing.toml"),
-        "{}",
-        stderr(&out)
+        left.is_empty(),
+        "no file made for a missing snapshot: {left:?}"
     );
 }
 

@@ -891,6 +891,17 @@ struct Current {
     index: KeyIndex,
 }
 
+/// A snapshot that must be there (to revoke or rotate in it): checked
+/// before its lock file is made beside it.
+fn must_exist(path: &Path) -> Result<(), KeysError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|source| KeysError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 fn read_current(path: &Path, missing_ok: bool) -> Result<Current, KeysError> {
     let format = format_of(path)?;
     let text = match std::fs::read_to_string(path) {
@@ -1186,6 +1197,7 @@ pub fn new_key(args: &NewArgs) -> Result<(), KeysError> {
 pub fn revoke(args: &RevokeArgs) -> Result<(), KeysError> {
     let path = &args.snapshot;
     let format = format_of(path)?;
+    must_exist(path)?;
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
     let now = crate::util::clock::unix_now();
@@ -1238,6 +1250,7 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     let grace = humantime::parse_duration(&args.grace)
         .map_err(|_| KeysError::BadGrace(args.grace.clone()))?;
     let prefixes = Prefixes::new(&args.company_prefix, &args.workspace_prefix)?;
+    must_exist(path)?;
     let _lock = SnapshotLock::acquire(path)?;
     let Current { text, index } = read_current(path, false)?;
     let now = crate::util::clock::unix_now();
