@@ -199,7 +199,7 @@ pub enum KeysError {
     },
     /// The existing file does not load.
     #[error(
-        "{} does not load, so it was left as it is; fix it first (`keygate check` reports the same):\n{problems}",
+        "{} does not load, and nothing was changed; fix it first (`keygate check` reports the same):\n{problems}",
         path.display()
     )]
     Invalid {
