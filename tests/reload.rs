@@ -81,8 +81,6 @@ fn refused_snapshots_keep_the_old_state_serving_and_are_counted() {
             1,
         )),
         ("unlisted workspace", good.replace("id = \"ws_a\"", "id = \"ws_zzz\"")),
-        // Caught between a truncation and the write that follows it.
-        ("empty file", String::new()),
     ];
     for (i, (what, text)) in bad_snapshots.iter().enumerate() {
         gw.write_keys(text);
@@ -99,19 +97,9 @@ fn refused_snapshots_keep_the_old_state_serving_and_are_counted() {
         );
     }
     assert!(gw.log().contains("reload refused"));
-    assert!(
-        gw.log()
-            .contains("the key snapshot is empty (0 bytes) while 2 keys are loaded"),
-        "{}",
-        gw.log()
-    );
     // Once the file is fixed, the next reload succeeds.
     gw.write_keys(&good);
     assert_eq!(gw.reload_by_signal(), "success");
-    // Every key removed on purpose: an empty list says so.
-    gw.write_keys("keys = []\n");
-    assert_eq!(gw.reload_by_signal(), "success");
-    assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 401);
 }
 
 #[test]

@@ -90,21 +90,6 @@ impl Gateway {
             },
         )?;
         let snapshot_text = read_text(&config.keys.snapshot, "key snapshot")?;
-        // A reload that finds the file empty most likely caught a writer
-        // that truncates before it writes (`cat new > keys.toml`, many
-        // editors): taking it would drop every key at once.
-        if let Some(loaded) = previous.map(|p| p.policy.keys.len()).filter(|&n| n > 0)
-            && snapshot_text.is_empty()
-        {
-            return Err(Problems(vec![Problem::at_line(
-                &config.keys.snapshot,
-                None,
-                format!(
-                    "the key snapshot is empty (0 bytes) while {loaded} {} loaded: refused as a file caught while being written; to remove every key, write one with an empty list (`keys = []`, or `{{\"keys\": []}}` in JSON)",
-                    if loaded == 1 { "key is" } else { "keys are" }
-                ),
-            )]));
-        }
         if snapshot_text.len() > LARGE_TOML
             && SnapshotFormat::of(&config.keys.snapshot) == Some(SnapshotFormat::Toml)
         {
