@@ -391,6 +391,7 @@ fn in_flight_request_finishes_on_the_state_it_started_with() {
     // Remove every key, then reload while the request is upstream.
     gw.write_keys("");
     assert_eq!(gw.reload_by_signal(), "success");
+    assert!(gw.log().contains("reload left no key"), "{}", gw.log());
     assert_eq!(inflight.join().unwrap(), 200);
     up.delay_ms.store(0, Ordering::SeqCst);
     assert_eq!(gw.get("/api/v1/company/x", Some(&company)).status(), 401);

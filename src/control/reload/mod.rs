@@ -443,6 +443,12 @@ impl Reloader {
             upstreams_changed = ?report.upstreams_changed,
             "reloaded"
         );
+        if new.policy.keys.is_empty() && !old.policy.keys.is_empty() {
+            tracing::warn!(
+                keys_removed = old.policy.keys.len(),
+                "reload left no key: every keyed request now gets 401; if the snapshot was being written (a truncation before the write), reload again once it is whole, and write it atomically (temp file and rename, as `keygate keys` does)"
+            );
+        }
         for setting in &report.restart_required {
             tracing::warn!(setting = %setting, "changed setting takes effect only after a restart");
         }
