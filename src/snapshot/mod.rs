@@ -185,6 +185,9 @@ impl KeyIndex {
     /// Validates snapshot text as if read from `path` (`.toml` or `.json` by
     /// extension).
     pub fn parse(path: &Path, text: &str) -> Result<KeyIndex, Problems> {
+        // A byte-order mark (some Windows editors write one) is not content;
+        // TOML skips it, JSON would refuse the file for it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match SnapshotFormat::of(path) {
             Some(SnapshotFormat::Json) => parse_json(path, text),
             Some(SnapshotFormat::Toml) => parse_toml(path, text),

@@ -1247,4 +1247,8 @@ fn replaces_reads_from_json_too() {
     );
     let index = KeyIndex::parse(Path::new(JSON_PATH), &text).expect("accepted");
     assert_eq!(index.bucket_id(index.by_id("b").unwrap().0), "a");
+    // With a byte-order mark in front, as some editors save it.
+    let index = KeyIndex::parse(Path::new(JSON_PATH), &format!("\u{feff}{text}"))
+        .expect("accepted with a BOM");
+    assert_eq!(index.len(), 2);
 }
