@@ -472,11 +472,13 @@ pub const DEFAULT_PATH: &str = "config/keygate.toml";
 /// upgrade_sock` is not set.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/keygate-upgrade.sock";
 
-/// Whether two listeners cannot both be bound: the same port on the same
+/// Whether two listeners cannot both be bound: the same port (not 0) on the same
 /// address, or on the any-address of the family (or `[::]`, which takes
 /// IPv4 too unless the host is set to IPv6 only).
 fn bind_clash(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
+    // Port 0 takes a free port each time: never the same one twice.
+    a.port() != 0
+        && a.port() == b.port()
         && (a.ip() == b.ip()
             || match (a, b) {
                 (SocketAddr::V4(x), SocketAddr::V4(y)) => {
@@ -661,13 +663,6 @@ impl Validator<'_> {
         }
         listeners.push((admin.listen, "admin.listen", admin_line.or(server_line)));
         for (i, &(a, what, line)) in listeners.iter().enumerate() {
-            if a.port() == 0 {
-                self.err(
-                    line,
-                    format!("{what}: {a} has port 0, which listens on a port chosen at random; name the port"),
-                );
-                continue;
-            }
             if let Some(&(b, other, _)) = listeners[..i].iter().find(|(b, _, _)| bind_clash(a, *b))
             {
                 let with = if other == what {
@@ -699,14 +694,6 @@ impl Validator<'_> {
             self.err(
                 server_line,
                 "no listener: set [server] listen or [server.tls] listen",
-            );
-        } else if let Some(tls) = &server.tls
-            && tls.listen.is_empty()
-            && tls.plain_http == PlainHttp::Reject
-        {
-            self.err(
-                tls_line,
-                "server.tls.plain_http = \"reject\" with no TLS listener would refuse every request: set server.tls.listen",
             );
         }
         let config = Config {

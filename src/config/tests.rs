@@ -764,13 +764,13 @@ fn listeners_that_cannot_all_be_bound_are_refused_with_line() {
         1,
         "10.0.0.1:8080 cannot be listened on beside [::]:8080",
     );
-    let text = BASE.replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"");
-    assert_one_problem(&text, 1, "server.listen: 127.0.0.1:0 has port 0");
     // Other ports, or two addresses of one family: fine.
     for listen in [
         "\"127.0.0.1:8080\", \"127.0.0.1:8081\"",
         "\"127.0.0.1:8080\", \"127.0.0.2:8080\"",
         "\"[::1]:8080\", \"127.0.0.1:8080\"",
+        // Port 0: a free port each time.
+        "\"127.0.0.1:0\", \"127.0.0.1:0\"",
     ] {
         let text = BASE.replace("\"127.0.0.1:8080\"", listen);
         if let Err(p) = parse(&text) {

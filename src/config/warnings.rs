@@ -58,6 +58,8 @@ pub enum Warning {
     /// `[cluster] redis` is a `rediss://` URL ending in `#insecure`: the
     /// server's certificate is not checked.
     InsecureRedis,
+    /// `plain_http = "reject"` with no TLS listener: every request is 403.
+    RejectWithoutTls,
     /// A route in shadow mode (CONTRACT §8).
     Shadow {
         /// Route name.
@@ -109,6 +111,10 @@ impl fmt::Display for Warning {
             Warning::Shadow { route } => write!(
                 f,
                 "route {route} is in shadow mode: denials are logged, not enforced"
+            ),
+            Warning::RejectWithoutTls => write!(
+                f,
+                "server.tls.plain_http = \"reject\" with no TLS listener: every request gets 403 HTTPS is required; set server.tls.listen"
             ),
             Warning::InsecureRedis => write!(
                 f,
@@ -197,6 +203,14 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         .is_some_and(|c| c.redis.is_insecure())
     {
         out.push(Warning::InsecureRedis);
+    }
+    if config
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.listen.is_empty() && t.plain_http == super::PlainHttp::Reject)
+    {
+        out.push(Warning::RejectWithoutTls);
     }
     out
 }
@@ -389,6 +403,27 @@ servers = ["127.0.0.1:9000"{extra_upstream_server}]
             "{w:?}"
         );
         assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn rejecting_plain_http_without_a_tls_listener_is_told() {
+        let routes = route("company", "/company/**", "company");
+        let mut c = config("127.0.0.1:9091", "", &routes);
+        let tls = |listen: Vec<SocketAddr>| super::super::TlsConfig {
+            listen,
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            plain_http: super::super::PlainHttp::Reject,
+        };
+        c.server.tls = Some(tls(vec![]));
+        assert_eq!(
+            texts(&c),
+            [
+                "server.tls.plain_http = \"reject\" with no TLS listener: every request gets 403 HTTPS is required; set server.tls.listen"
+            ]
+        );
+        c.server.tls = Some(tls(vec!["127.0.0.1:8443".parse().unwrap()]));
+        assert_eq!(texts(&c), Vec::<String>::new());
     }
 
     #[test]
