@@ -298,20 +298,6 @@ pub enum KeysError {
     /// `--grace` ends after the last instant RFC 3339 can write.
     #[error("--grace {0:?} is too long: the old key would stop working after the year 9999")]
     GraceTooLong(String),
-    /// The key to rotate was rotated already: a second rotation of it would
-    /// leave a live key that no chain names as its successor.
-    #[error(
-        "{}: key {id:?} is already replaced by {by:?}; rotate {by:?} instead",
-        path.display()
-    )]
-    AlreadyReplaced {
-        /// Snapshot.
-        path: PathBuf,
-        /// The id.
-        id: String,
-        /// The key that replaces it.
-        by: String,
-    },
     /// The key to rotate is no longer usable.
     #[error(
         "{}: key {id:?} is {state}, so it cannot be rotated; make a new key with `keygate keys new`",
@@ -1271,13 +1257,9 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     if old.is_expired_at(now) {
         return Err(not_rotatable("expired"));
     }
-    if let Some(by) = index.replaced_by(slot) {
-        return Err(KeysError::AlreadyReplaced {
-            path: path.clone(),
-            id: args.id.clone(),
-            by: by.to_string(),
-        });
-    }
+    // Rotated before (its successor may have been lost): allowed, and said,
+    // since both successors now replace it and share its bucket.
+    let replaced_by = index.replaced_by(slot).map(str::to_string);
     let expires_at = future_time(args.expires.as_deref(), now)?;
     let id = fresh_id(args.new_id.as_deref(), &index, path)?;
     let key = generate_key(&prefixes, old.key_type)?;
@@ -1329,6 +1311,12 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
         old = args.id,
         new_id = record.id,
     );
+    if let Some(earlier) = replaced_by {
+        eprintln!(
+            "note: key {} was already replaced by {earlier}, which still works; both replace it and share its rate-limit bucket (revoke {earlier} if it is no longer wanted)",
+            args.id
+        );
+    }
     Ok(())
 }
 
