@@ -1258,7 +1258,6 @@ impl Validator<'_> {
     }
 }
 
-/// Route and upstream names become metric labels and log fields: keep them tame.
 /// Validates a `[cluster] redis` URL without connecting. The error never
 /// repeats the URL: it may hold a password.
 fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
@@ -1273,6 +1272,9 @@ fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("has no host".into());
+    }
+    if url.port() == Some(0) {
+        return Err("names port 0, where no server can listen".into());
     }
     let db = url.path().trim_start_matches('/');
     if !db.is_empty() && db.parse::<u16>().is_err() {
@@ -1294,12 +1296,14 @@ fn parse_redis_url(text: &str) -> Result<RedisUrl, String> {
     Ok(RedisUrl(text.to_string()))
 }
 
+/// A `[cluster] namespace`: the prefix of every Redis key.
 fn valid_namespace(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// Route and upstream names become metric labels and log fields: keep them tame.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

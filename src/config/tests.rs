@@ -1127,6 +1127,7 @@ fn cluster_problems_name_the_field_line() {
         ("not a url", "is not a valid URL"),
         ("redis://127.0.0.1:6379/x", "database number"),
         ("redis://127.0.0.1:99999", "is not a valid URL"),
+        ("redis://127.0.0.1:0/0", "port 0"),
         ("redis://127.0.0.1:6379/0?x=1", "query"),
         ("redis://127.0.0.1:6379#insecure", "#insecure"),
     ] {
