@@ -67,13 +67,27 @@ fn sigterm_when_idle_exits_well_before_the_grace_period() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A gateway with this grace, holding one request at its upstream.
+fn holding_one_request(
+    grace_secs: u64,
+) -> (
+    Upstream,
+    Gateway,
+    std::thread::JoinHandle<Result<u16, reqwest::Error>>,
+) {
+    let (up, snap, key) = one_key();
+    let config = standard_config(up.addr, "", "").replace(
+        "grace_period_secs = 5",
+        &format!("grace_period_secs = {grace_secs}"),
+    );
+    let gw = Gateway::start(&config, &snap.render());
+    let inflight = hold_one_request(&gw, &up, &key);
+    (up, gw, inflight)
+}
+
 #[test]
 fn sigint_exits_at_once_even_with_a_request_in_flight() {
-    let (up, snap, key) = one_key();
-    let config =
-        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 60");
-    let mut gw = Gateway::start(&config, &snap.render());
-    let inflight = hold_one_request(&gw, &up, &key);
+    let (_up, mut gw, inflight) = holding_one_request(60);
     gw.signal("INT");
     gw.wait_exit(Duration::from_secs(5));
     assert!(
@@ -112,11 +126,7 @@ fn hold_one_request(
 
 #[test]
 fn sigint_while_draining_exits_at_once_and_a_grace_that_runs_out_says_what_it_cut() {
-    let (up, snap, key) = one_key();
-    let config =
-        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 60");
-    let mut gw = Gateway::start(&config, &snap.render());
-    let inflight = hold_one_request(&gw, &up, &key);
+    let (_up, mut gw, inflight) = holding_one_request(60);
     gw.signal("TERM");
     wait_for("/readyz to answer 503", Duration::from_secs(5), || {
         gw.client
@@ -132,10 +142,7 @@ fn sigint_while_draining_exits_at_once_and_a_grace_that_runs_out_says_what_it_cu
     assert!(inflight.join().unwrap().is_err(), "the request is cut");
     assert!(gw.log().contains("SIGINT: exiting now"), "{}", gw.log());
 
-    let config =
-        standard_config(up.addr, "", "").replace("grace_period_secs = 5", "grace_period_secs = 1");
-    let mut gw = Gateway::start(&config, &snap.render());
-    let inflight = hold_one_request(&gw, &up, &key);
+    let (_up, mut gw, inflight) = holding_one_request(1);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)).code(), Some(0));
     assert!(inflight.join().unwrap().is_err(), "cut at the grace's end");

@@ -647,23 +647,34 @@ mod tests {
     use super::*;
     use crate::model::key::KeyDigest;
 
-    /// An index of company keys `(id, revoked_at, scope)` in this order.
-    fn index(keys: &[(&str, Option<i64>, &str)]) -> KeyIndex {
+    /// An index of company keys `(id, scope, more JSON fields)` in this order.
+    fn json_index(keys: &[(&str, &str, String)]) -> KeyIndex {
         let keys: Vec<String> = keys
             .iter()
-            .map(|(id, revoked, scope)| {
-                let revoked = revoked
-                    .map(|t| format!(",\"revoked_at\":\"{}\"", crate::snapshot::format_time(t)))
-                    .unwrap_or_default();
+            .map(|(id, scope, more)| {
                 format!(
                     "{{\"id\":\"{id}\",\"name\":\"n\",\"type\":\"company\",\"company\":\"acme\",\
-                     \"scopes\":[\"{scope}\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"{revoked}}}",
+                     \"scopes\":[\"{scope}\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"{more}}}",
                     KeyDigest::of(id.as_bytes()).to_text()
                 )
             })
             .collect();
         let text = format!("{{\"keys\":[{}]}}", keys.join(","));
         KeyIndex::parse(std::path::Path::new("keys.json"), &text).expect("valid")
+    }
+
+    /// An index of company keys `(id, revoked_at, scope)` in this order.
+    fn index(keys: &[(&str, Option<i64>, &str)]) -> KeyIndex {
+        let keys: Vec<(&str, &str, String)> = keys
+            .iter()
+            .map(|&(id, revoked, scope)| {
+                let revoked = revoked
+                    .map(|t| format!(",\"revoked_at\":\"{}\"", crate::snapshot::format_time(t)))
+                    .unwrap_or_default();
+                (id, scope, revoked)
+            })
+            .collect();
+        json_index(&keys)
     }
 
     fn report(old: &KeyIndex, new: &KeyIndex, now: i64) -> [Vec<String>; 4] {
@@ -801,21 +812,16 @@ mod tests {
 
     /// An index of company keys `(id, replaces)` in this order.
     fn chain(keys: &[(&str, Option<&str>)]) -> KeyIndex {
-        let keys: Vec<String> = keys
+        let keys: Vec<(&str, &str, String)> = keys
             .iter()
-            .map(|(id, replaces)| {
+            .map(|&(id, replaces)| {
                 let replaces = replaces
                     .map(|r| format!(",\"replaces\":\"{r}\""))
                     .unwrap_or_default();
-                format!(
-                    "{{\"id\":\"{id}\",\"name\":\"n\",\"type\":\"company\",\"company\":\"acme\",\
-                     \"scopes\":[\"admin\"],\"hash\":\"{}\",\"created_at\":\"2026-11-01T10:00:00Z\"{replaces}}}",
-                    KeyDigest::of(id.as_bytes()).to_text()
-                )
+                (id, "admin", replaces)
             })
             .collect();
-        let text = format!("{{\"keys\":[{}]}}", keys.join(","));
-        KeyIndex::parse(std::path::Path::new("keys.json"), &text).expect("valid")
+        json_index(&keys)
     }
 
     #[test]
