@@ -12,6 +12,18 @@ fn one_key() -> (Upstream, Snapshot, String) {
     (up, snap, key)
 }
 
+/// Waits for `/readyz` to answer 503 (the drain has begun); its body.
+fn wait_not_ready(gw: &Gateway) -> serde_json::Value {
+    wait_for("/readyz to answer 503", Duration::from_secs(5), || {
+        gw.client
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == 503)
+            .map(|r| r.json::<serde_json::Value>().unwrap())
+    })
+}
+
 #[test]
 fn sigterm_turns_readyz_503_drains_in_flight_and_exits_0() {
     let (up, snap, key) = one_key();
@@ -34,14 +46,7 @@ fn sigterm_turns_readyz_503_drains_in_flight_and_exits_0() {
         || (up.count() == 1).then_some(()),
     );
     gw.signal("TERM");
-    wait_for("/readyz to answer 503", Duration::from_secs(5), || {
-        gw.client
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .ok()
-            .filter(|r| r.status() == 503)
-            .map(|r| r.json::<serde_json::Value>().unwrap())
-    });
+    wait_not_ready(&gw);
     // The proxy listener stops accepting new connections.
     wait_for("the listener to close", Duration::from_secs(5), || {
         std::net::TcpStream::connect(("127.0.0.1", gw.ports.http))
@@ -128,13 +133,7 @@ fn hold_one_request(
 fn sigint_while_draining_exits_at_once_and_a_grace_that_runs_out_says_what_it_cut() {
     let (_up, mut gw, inflight) = holding_one_request(60);
     gw.signal("TERM");
-    wait_for("/readyz to answer 503", Duration::from_secs(5), || {
-        gw.client
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .ok()
-            .filter(|r| r.status() == 503)
-    });
+    wait_not_ready(&gw);
     let asked = Instant::now();
     gw.signal("INT");
     assert_eq!(gw.wait_exit(Duration::from_secs(5)).code(), Some(0));
