@@ -207,7 +207,12 @@ impl Prefixes {
     /// Whether `b` holds a key's shape anywhere: a prefix starting a word,
     /// then at least the 32 letters and digits a key has after it.
     pub fn holds_key_shape(&self, b: &[u8]) -> bool {
-        (0..b.len()).any(|i| self.key_shaped_at(b, i, MIN_KEY_BODY).is_some())
+        // Only where a prefix starts can a key: found with memmem, as this
+        // runs on every logged path.
+        [&*self.company, &*self.workspace].into_iter().any(|p| {
+            memchr::memmem::find_iter(b, p.as_bytes())
+                .any(|i| self.key_shaped_at(b, i, MIN_KEY_BODY).is_some())
+        })
     }
 
     /// A prefix at `i` that starts a word and is followed by `min_run` or

@@ -122,12 +122,20 @@ impl ScopeRule {
     }
 
     /// The scope a request with `method` needs, if any.
+    ///
+    /// Methods are case-sensitive (RFC 9110 §9.1), so `get` is not `GET`;
+    /// but backends that fold case (Flask, ASP.NET Core routing) would serve
+    /// it as a read, so any case of GET, HEAD and OPTIONS needs `read:all`:
+    /// a write-only key must not read by lowercasing its method.
     pub fn required(self, method: &http::Method) -> Option<Scope> {
         match self {
             ScopeRule::Auto => Some(
                 if *method == http::Method::GET
                     || *method == http::Method::HEAD
                     || *method == http::Method::OPTIONS
+                    || ["GET", "HEAD", "OPTIONS"]
+                        .iter()
+                        .any(|m| method.as_str().eq_ignore_ascii_case(m))
                 {
                     Scope::Read
                 } else {
@@ -166,6 +174,15 @@ mod tests {
         }
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             assert_eq!(ScopeRule::Auto.required(&m), Some(Scope::Write));
+        }
+        // Another case of a read is still a read; of a write, a write.
+        for m in ["get", "Head", "options"] {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(ScopeRule::Auto.required(&m), Some(Scope::Read), "{m}");
+        }
+        for m in ["post", "PURGE", "gets"] {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(ScopeRule::Auto.required(&m), Some(Scope::Write), "{m}");
         }
         assert_eq!(ScopeRule::None.required(&Method::POST), None);
         assert_eq!(

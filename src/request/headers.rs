@@ -108,17 +108,29 @@ pub fn edit_response(
 
 /// Headers the client may not set for the upstream: identity (`x-keygate-*`),
 /// request id and forwarding headers (a backend trusting `X-Real-IP`,
-/// `X-Forwarded-Host` or `Forwarded` must only ever see keygate's word).
+/// `X-Forwarded-Host` or `Forwarded` must only ever see keygate's word), and
+/// URL and method overrides (the request checked is the request served).
 /// Compared after folding `_` to `-`, so `X_Keygate_Key_Id` cannot sneak
 /// through a backend that treats them alike.
 pub fn is_reserved(name: &str) -> bool {
-    const EXACT: [&str; 6] = [
+    const EXACT: [&str; 13] = [
         "x-request-id",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        "x-forwarded-port",
         "x-real-ip",
         "forwarded",
+        // A backend that routes on these (IIS URL Rewrite, Symfony and
+        // Laravel request handling) or takes the method from them
+        // (method-override middleware) would act on another path or method
+        // than the one keygate checked.
+        "x-original-url",
+        "x-rewrite-url",
+        "x-override-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
     ];
     const PREFIX: &str = "x-keygate-";
     let folded_eq = |a: &str, b: &str| {
@@ -406,7 +418,15 @@ mod tests {
         ] {
             assert!(is_reserved(n), "{n}");
         }
-        for n in ["x-forwarded-host", "X_Real_IP", "Forwarded"] {
+        for n in [
+            "x-forwarded-host",
+            "X_Real_IP",
+            "Forwarded",
+            "X-Original-URL",
+            "x-rewrite-url",
+            "X-HTTP-Method-Override",
+            "x_method_override",
+        ] {
             assert!(is_reserved(n), "{n}");
         }
         for n in [

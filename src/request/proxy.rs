@@ -511,11 +511,30 @@ impl ProxyHttp for Proxy {
         }
         metrics.duration.observe(elapsed.as_secs_f64());
         let req = session.req_header();
+        // A key the client put in its path or method is not written out.
+        let prefixes = &self.shared.state.load().policy.prefixes;
+        let (mut masked_path, mut masked_method) = (String::new(), String::new());
+        let mask = |text: &'_ str, into: &mut String| {
+            if prefixes.holds_key_shape(text.as_bytes()) {
+                *into = prefixes.redact(text);
+                true
+            } else {
+                false
+            }
+        };
+        let mut path = routed_path(req.raw_path(), req.uri.path());
+        if mask(path, &mut masked_path) {
+            path = &masked_path;
+        }
+        let mut method = req.method.as_str();
+        if mask(method, &mut masked_method) {
+            method = &masked_method;
+        }
         self.shared.access_log.record(&AccessRecord {
             request_id: ctx.request_id(),
             client: ctx.client.as_ref().map_or("-", |c| c.as_str()),
-            method: req.method.as_str(),
-            path: routed_path(req.raw_path(), req.uri.path()),
+            method,
+            path,
             route: route.unwrap_or(crate::telemetry::metrics::UNMATCHED),
             status,
             outcome: ctx.outcome.label(e.is_some()),

@@ -320,6 +320,17 @@ fn missing_scope_is_403_with_insufficient_scope_challenge() {
         send(&fx.gw, "POST", "/api/v1/company/x", Some(&fx.k.writer)).status,
         200
     );
+    // A read in another case is still a read: a write-only key does not read
+    // through a backend that folds the method's case.
+    for method in ["get", "Head", "options"] {
+        let r = send(&fx.gw, method, "/api/v1/company/x", Some(&fx.k.writer));
+        assert_eq!(r.status, 403, "{method}");
+        assert_eq!(
+            send(&fx.gw, method, "/api/v1/company/x", Some(&fx.k.reader)).status,
+            200,
+            "{method}"
+        );
+    }
 }
 
 #[test]
@@ -521,5 +532,16 @@ fn a_key_refused_after_it_authenticated_is_named_in_the_access_log() {
     let l = line("GET", "/api/v1/profiles/me", &fx.k.revoked, "r8");
     assert_eq!(l["outcome"], "revoked");
     assert!(l.get("key_id").is_none_or(|v| v.is_null()), "{l}");
+    // A key the client put in its path is not written out.
+    let r = fx
+        .gw
+        .client
+        .get(fx.gw.url(&format!("/nope/{}/x", fx.k.admin)))
+        .header("X-Request-Id", "in-path")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let l = fx.gw.access_line("in-path");
+    assert_eq!(l["path"], "/nope/ord_c_[redacted]/x", "{l}");
     assert_no_secret_in(&fx.gw.log(), "the gateway log");
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Forged identity, request-id and forwarding headers in assorted spellings.
-const FORGED: [&str; 17] = [
+const FORGED: [&str; 24] = [
     "X_Keygate_Key_Id: evil",
     "x-keygate-key-id: evil",
     "x-keygate-company: evil",
@@ -21,6 +21,14 @@ const FORGED: [&str; 17] = [
     "X-Real-IP: 6.6.6.6",
     "x_real_ip: 6.6.6.6",
     "X-Forwarded-Host: evil",
+    "X-Forwarded-Port: evil",
+    // URL and method overrides: what a backend would serve instead.
+    "X-Original-URL: evil",
+    "X-Rewrite-URL: evil",
+    "X-Override-URL: evil",
+    "X-HTTP-Method-Override: evil",
+    "X-HTTP-Method: evil",
+    "X-Method-Override: evil",
 ];
 
 /// Headers no client may set, whatever their spelling.
