@@ -65,14 +65,19 @@ pub struct Policy {
     pub prefixes: Prefixes,
     /// Whether plain HTTP is refused.
     pub plain_http: PlainHttp,
+    /// Whether some literal has an upper-case letter: then even a plain
+    /// path is matched loosely against the routes before its own.
+    pub upper_case_literals: bool,
 }
 
 impl Policy {
     /// The policy of `config` over `keys`: the one builder of a policy, for
     /// the gateway and for tests alike.
     pub fn compile(config: &Config, keys: KeyIndex) -> Policy {
+        let routes = Route::compile(config);
         Policy {
-            routes: Route::compile(config),
+            upper_case_literals: routes.iter().any(|r| r.pattern.has_upper_case()),
+            routes,
             keys,
             prefixes: config.keys.prefixes.clone(),
             plain_http: config

@@ -125,6 +125,47 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether `path` would match if each of its segments were read the way
+    /// lenient backends read them: letters in any case (Express, ASP.NET
+    /// Core), a `;parameter` tail dropped (Tomcat, Jetty, Spring), trailing
+    /// dots and blanks dropped (IIS). A stricter route that a path matches
+    /// only so must not be skipped for a broader one after it.
+    pub fn matches_loosely(&self, path: &SplitPath<'_>) -> bool {
+        let parts = path.segments();
+        let has_rest = matches!(self.segments.last(), Some(Segment::Rest));
+        let fixed = self.segments.len() - usize::from(has_rest);
+        if parts.len() < fixed || (!has_rest && parts.len() != fixed) {
+            return false;
+        }
+        self.segments[..fixed]
+            .iter()
+            .zip(parts)
+            .all(|(seg, raw)| match seg {
+                Segment::Literal(lit) => loose_eq(&decode(raw), lit),
+                Segment::Any | Segment::Workspace => !raw.is_empty(),
+                Segment::Rest => false,
+            })
+    }
+
+    /// Whether a literal has an upper-case letter (then a lower-case path
+    /// may match it loosely only).
+    pub fn has_upper_case(&self) -> bool {
+        self.segments.iter().any(|s| match s {
+            Segment::Literal(l) => l.bytes().any(|b| b.is_ascii_uppercase()),
+            _ => false,
+        })
+    }
+}
+
+/// A segment read leniently against a literal.
+fn loose_eq(segment: &str, literal: &str) -> bool {
+    let segment = segment.split(';').next().unwrap_or(segment);
+    segment
+        .trim_end_matches(['.', ' ', '\t'])
+        .eq_ignore_ascii_case(literal)
+}
+
 /// Most API paths have fewer segments than this; longer ones spill to the heap.
 const INLINE_SEGMENTS: usize = 16;
 
@@ -139,6 +180,17 @@ pub struct SplitPath<'p> {
 }
 
 impl<'p> SplitPath<'p> {
+    /// Whether a lenient reading of the path is the path itself: no escape,
+    /// no upper-case letter, no `;`, no segment ending in a dot or a blank.
+    /// Then, against lower-case literals, a loose match is a strict one.
+    pub fn is_plain(&self) -> bool {
+        !self.escaped
+            && self.segments().iter().all(|s| {
+                !s.bytes().any(|b| b.is_ascii_uppercase() || b == b';')
+                    && !s.ends_with(['.', ' ', '\t'])
+            })
+    }
+
     /// Splits an absolute path; `None` if it does not start with `/`.
     pub fn new(path: &'p str) -> Option<Self> {
         let rest = path.strip_prefix('/')?;
@@ -413,6 +465,37 @@ mod tests {
 
     fn p(s: &str) -> Pattern {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn loose_matching_reads_segments_as_lenient_backends_do() {
+        let keys = p("/api/company/keys/**");
+        let ws = p("/api/company/workspaces/{workspace}/**");
+        for path in [
+            "/api/company/Keys/x",
+            "/api/company/keys;v=1/x",
+            "/api/company/keys./x",
+            "/api/company/keys%20/x",
+            "/API/Company/KEYS",
+        ] {
+            let split = SplitPath::new(path).unwrap();
+            assert!(keys.matches_loosely(&split), "{path}");
+            assert!(!split.is_plain(), "{path}");
+        }
+        assert!(ws.matches_loosely(&SplitPath::new("/api/company/Workspaces/ws_a/x").unwrap()));
+        for path in [
+            "/api/company/keysmith/x",
+            "/api/company/keys.json",
+            "/api/company",
+            "/api/company/ke/x",
+        ] {
+            assert!(
+                !keys.matches_loosely(&SplitPath::new(path).unwrap()),
+                "{path}"
+            );
+        }
+        assert!(SplitPath::new("/api/company/things/x").unwrap().is_plain());
+        assert!(!keys.has_upper_case() && p("/api/UserProfiles/**").has_upper_case());
     }
 
     #[test]

@@ -104,6 +104,17 @@ pub fn decide<'a>(req: &Request<'a>, policy: &'a Policy, now: i64) -> Decision<'
             },
         );
     };
+    // Row 1 again, for backends that read paths leniently: a path that an
+    // earlier, stricter route matches when read so (`/keys;x`, `/Keys`,
+    // `/keys.`) would reach that route's paths through a broader one.
+    if idx > 0
+        && (policy.upper_case_literals || !split.is_plain())
+        && policy.routes[..idx]
+            .iter()
+            .any(|r| r.pattern.matches_loosely(&split))
+    {
+        return deny(None, Denial::BadPath);
+    }
     let route_id = Some(idx);
     // Row 3.
     if let Some(methods) = &route.methods

@@ -112,6 +112,17 @@ fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
         "/api/v1/company///workspaces/ws_a/x",
         "//api/v1/company/keys/x",
         "/healthz//",
+        // Read leniently (case folded, `;params` and trailing dots and blanks
+        // dropped, as Express, Spring and IIS do), these are the stricter
+        // route's paths too.
+        "/api/v1/company/Keys/x",
+        "/api/v1/company/KEYS/x",
+        "/api/v1/company/keys;jsessionid=1/x",
+        "/api/v1/company/keys./x",
+        "/api/v1/company/keys%20/x",
+        "/api/v1/company/keys%09/x",
+        "/api/v1/company/keys%3bx/x",
+        "/api/v1/company/Workspaces/ws_b/x",
     ] {
         let req = head("GET", target, &[&reader, "Connection: close"]);
         let r = exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"));
@@ -140,6 +151,17 @@ fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
     let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
     assert_eq!(r.status, 200);
     assert_eq!(fx.up.last().url, "/api/v1/company/things/");
+    // Control: other segments in any case, or with dots inside, are the broad
+    // route's as they were.
+    for target in [
+        "/api/v1/company/Things/x",
+        "/api/v1/company/keys.json",
+        "/api/v1/company/keysmith/x",
+    ] {
+        let req = head("GET", target, &[&reader, "Connection: close"]);
+        let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+        assert_eq!(r.status, 200, "{target}");
+    }
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
