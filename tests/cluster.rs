@@ -1307,3 +1307,29 @@ fn readyz_says_up_only_once_a_sync_succeeded() {
     assert_eq!(g.metric("keygate_cluster_up"), Some(0.0));
     drop(silent);
 }
+
+/// A reload that turns `[cluster]` on, or points it at another Redis, keeps
+/// what a key has spent (§6: a bucket is reset only when its limit changes):
+/// the first report tells Redis where the bucket stands.
+#[test]
+fn a_spent_bucket_stays_spent_when_cluster_is_added_or_moved_by_reload() {
+    let first = Redis::start();
+    let second = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_moved", &limit(4, 60));
+    let g = Gateway::start(&standard_config(up.addr, "", ""), &snap.render());
+    for _ in 0..4 {
+        assert_eq!(status(&g, &key), 200);
+    }
+    assert_429(g.get(PATH, Some(&key)), 4);
+    for redis in [&first, &second] {
+        g.write_config(&config(&up, &redis.url(), "moved", ""));
+        assert_eq!(g.reload_by_signal(), "success");
+        g.wait_synced();
+        for _ in 0..3 {
+            assert_429(g.get(PATH, Some(&key)), 4);
+        }
+        assert_eq!(redis.keys("moved:b:*").len(), 1, "the fleet holds it");
+    }
+}

@@ -243,6 +243,36 @@ impl ClusterService {
             self.degrade(e, on_unavailable);
             return;
         }
+        // A new link reads Redis's clock first: the first report of a bucket
+        // this instance already spent from (before `[cluster]` was set, or
+        // on another Redis) must tell where it stands, in Redis's time.
+        if link.clock_offset.is_none() {
+            let read = link
+                .call("time", async |mut conn| {
+                    redis::cmd("TIME")
+                        .query_async::<(String, String)>(&mut conn)
+                        .await
+                })
+                .await;
+            match read {
+                Ok((secs, micros)) => {
+                    let at = self.shared.clock.mono_nanos();
+                    if let (Ok(s), Ok(u)) = (secs.parse::<i64>(), micros.parse::<i64>()) {
+                        link.clock_offset =
+                            Some(s.saturating_mul(1_000_000).saturating_add(u) - local_micros(at));
+                    }
+                }
+                Err(e) => {
+                    let on_unavailable = link.config.on_unavailable;
+                    drop(guard);
+                    metrics
+                        .sync_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    self.degrade(e, on_unavailable);
+                    return;
+                }
+            }
+        }
         let reports = limiter.collect(bucket_name);
         let members = format!("{namespace}:members");
         let mut sent = 0;

@@ -497,6 +497,14 @@ impl Limiter {
             } else {
                 0
             };
+            // Never synced and nothing counted for the fleet: the bucket was
+            // spent from alone (before `[cluster]` was set), and the fleet
+            // starts from where it stands.
+            let known = if fleet_tat == 0 && consumed == 0 {
+                b.tat.load(Ordering::Acquire)
+            } else {
+                fleet_tat
+            };
             out.push(Report {
                 age,
                 bucket: Arc::clone(entry.key()),
@@ -505,7 +513,7 @@ impl Limiter {
                 consumed,
                 denied,
                 wants_token: denied && !b.reserved.load(Ordering::Acquire),
-                fleet_tat,
+                fleet_tat: known,
             });
         }
         out
