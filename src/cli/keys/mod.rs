@@ -1259,7 +1259,12 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
     }
     // Rotated before (its successor may have been lost): allowed, and said,
     // since both successors now replace it and share its bucket.
-    let replaced_by = index.replaced_by(slot).map(str::to_string);
+    let replaced_by = index.replaced_by(slot).map(|by| {
+        let usable = index
+            .by_id(by)
+            .is_some_and(|(_, k)| !k.is_revoked_at(now) && !k.is_expired_at(now));
+        (by.to_string(), usable)
+    });
     let expires_at = future_time(args.expires.as_deref(), now)?;
     let id = fresh_id(args.new_id.as_deref(), &index, path)?;
     let key = generate_key(&prefixes, old.key_type)?;
@@ -1311,11 +1316,16 @@ pub fn rotate(args: &RotateArgs) -> Result<(), KeysError> {
         old = args.id,
         new_id = record.id,
     );
-    if let Some(earlier) = replaced_by {
-        eprintln!(
+    match replaced_by {
+        Some((earlier, true)) => eprintln!(
             "note: key {} was already replaced by {earlier}, which still works; both replace it and share its rate-limit bucket (revoke {earlier} if it is no longer wanted)",
             args.id
-        );
+        ),
+        Some((earlier, false)) => eprintln!(
+            "note: key {} was already replaced by {earlier}, which no longer works; the new key replaces it too",
+            args.id
+        ),
+        None => {}
     }
     Ok(())
 }
