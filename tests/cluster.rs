@@ -1333,3 +1333,30 @@ fn a_spent_bucket_stays_spent_when_cluster_is_added_or_moved_by_reload() {
         assert_eq!(redis.keys("moved:b:*").len(), 1, "the fleet holds it");
     }
 }
+
+/// Degraded on a dead Redis, then pointed at a live one by reload: the
+/// outage ends with `cluster recovered`, at once (the dead one's goodbye
+/// does not hold the new link up for its timeout).
+#[test]
+fn a_reload_to_a_live_redis_ends_an_outage_with_cluster_recovered() {
+    let mut dead = Redis::start();
+    let live = Redis::start();
+    let up = Upstream::start();
+    let mut snap = Snapshot::new();
+    let key = company_key(&mut snap, "k_failover", &limit(50, 60));
+    let g = Gateway::start(
+        &config(&up, &dead.url(), "fo", "timeout_ms = 3000"),
+        &snap.render(),
+    );
+    g.wait_cluster(true, 1);
+    dead.kill();
+    g.wait_logged("cluster degraded");
+    g.write_config(&config(&up, &live.url(), "fo", "timeout_ms = 3000"));
+    assert_eq!(g.reload_by_signal(), "success");
+    g.wait_logged("cluster recovered");
+    g.wait_cluster(true, 1);
+    assert_eq!(g.count_logged("cluster degraded"), 1);
+    assert_eq!(g.count_logged("cluster recovered"), 1);
+    assert_eq!(status(&g, &key), 200);
+    assert_eq!(live.zrange("fo:members").len(), 1);
+}

@@ -169,11 +169,21 @@ impl ClusterService {
         // progress goes on (one `cluster degraded`, one `cluster recovered`).
         let same_fleet = matches!((&*link, &want),
             (Some(l), Some(w)) if l.config.redis == w.redis && l.config.namespace == w.namespace);
-        if let Some(old) = link.take() {
-            leave(old, &self.instance).await;
+        if let Some(old) = link.take()
+            && !same_fleet
+        {
+            // In the background: an old Redis that no longer answers must not
+            // hold up the new one for its timeout. (The same fleet is not
+            // left: this instance stays a member under the same id.)
+            let instance = self.instance.clone();
+            tokio::spawn(async move { leave(old, &instance).await });
         }
-        if !same_fleet {
+        if want.is_none() {
             self.lock_state().degraded = None;
+        } else if !same_fleet {
+            // Up again once the new Redis has answered a sync; an outage of
+            // the old one ends with `cluster recovered` then.
+            metrics.up.set(0);
         }
         match want {
             None => {
