@@ -247,10 +247,7 @@ impl ClusterService {
         {
             let on_unavailable = link.config.on_unavailable;
             drop(guard);
-            metrics
-                .sync_duration
-                .observe(started.elapsed().as_secs_f64());
-            self.degrade(e, on_unavailable);
+            self.sync_failed(started, e, on_unavailable);
             return;
         }
         // A new link reads Redis's clock first: the first report of a bucket
@@ -275,10 +272,7 @@ impl ClusterService {
                 Err(e) => {
                     let on_unavailable = link.config.on_unavailable;
                     drop(guard);
-                    metrics
-                        .sync_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    self.degrade(e, on_unavailable);
+                    self.sync_failed(started, e, on_unavailable);
                     return;
                 }
             }
@@ -391,6 +385,21 @@ impl ClusterService {
                 self.degrade(e, on_unavailable);
             }
         }
+    }
+
+    /// A sync that failed before its reports went out: timed, then degraded.
+    fn sync_failed(
+        &self,
+        started: Instant,
+        e: LinkError,
+        on_unavailable: crate::config::OnUnavailable,
+    ) {
+        self.shared
+            .metrics
+            .cluster
+            .sync_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.degrade(e, on_unavailable);
     }
 
     /// A failed sync: counted, the limiter told, logged once per spell.
