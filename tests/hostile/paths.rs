@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// `GET target` with one header line and `Connection: close`; its answer.
+#[track_caller]
+fn get_closing(fx: &Fx, target: &str, header: &str) -> Reply {
+    let req = head("GET", target, &[header, "Connection: close"]);
+    exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"))
+}
+
 #[test]
 fn encoded_dot_segments_and_separators_are_400_invalid_request_path() {
     let fx = fixture();
@@ -33,18 +40,12 @@ fn encoded_dot_segments_and_separators_are_400_invalid_request_path() {
         "/api/v1/workspaces/%2e%2e/posts/x",
         "/healthz/%2e%2e",
     ] {
-        let req = head("GET", target, &[&auth, "Connection: close"]);
-        let r = exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"));
+        let r = get_closing(&fx, target, &auth);
         assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
     }
     assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
     // Control: the same bytes in the query string are not the path.
-    let req = head(
-        "GET",
-        "/api/v1/company/x?next=%2e%2e%2F%5c%00",
-        &[&auth, "Connection: close"],
-    );
-    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    let r = get_closing(&fx, "/api/v1/company/x?next=%2e%2e%2F%5c%00", &auth);
     assert_eq!(r.status, 200);
     assert_eq!(fx.up.last().url, "/api/v1/company/x?next=%2e%2e%2F%5c%00");
     fx.assert_serving();
@@ -124,18 +125,12 @@ fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
         "/api/v1/company/keys%3bx/x",
         "/api/v1/company/Workspaces/ws_b/x",
     ] {
-        let req = head("GET", target, &[&reader, "Connection: close"]);
-        let r = exchange(fx.port(), req.as_bytes()).unwrap_or_else(|| panic!("{target}: closed"));
+        let r = get_closing(&fx, target, &reader);
         assert_denied(&r, 400, "BAD_REQUEST", "Invalid request path");
     }
     assert_eq!(fx.up.count(), 0, "{:?}", fx.up.seen());
     // Without the empty segment the stricter route answers as it should.
-    let req = head(
-        "GET",
-        "/api/v1/company/keys/x",
-        &[&reader, "Connection: close"],
-    );
-    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    let r = get_closing(&fx, "/api/v1/company/keys/x", &reader);
     assert_denied(
         &r,
         403,
@@ -143,12 +138,7 @@ fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
         "API key is missing the required scope: admin",
     );
     // Control: a trailing slash is one empty segment at the end, not `//`.
-    let req = head(
-        "GET",
-        "/api/v1/company/things/",
-        &[&reader, "Connection: close"],
-    );
-    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+    let r = get_closing(&fx, "/api/v1/company/things/", &reader);
     assert_eq!(r.status, 200);
     assert_eq!(fx.up.last().url, "/api/v1/company/things/");
     // Control: other segments in any case, or with dots inside, are the broad
@@ -158,8 +148,7 @@ fn empty_segments_are_400_before_they_can_skip_a_stricter_route() {
         "/api/v1/company/keys.json",
         "/api/v1/company/keysmith/x",
     ] {
-        let req = head("GET", target, &[&reader, "Connection: close"]);
-        let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+        let r = get_closing(&fx, target, &reader);
         assert_eq!(r.status, 200, "{target}");
     }
     fx.assert_serving();
