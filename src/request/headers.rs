@@ -11,7 +11,7 @@ use crate::model::limit::Limit;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
 use bytes::BytesMut;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::Error;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -347,11 +347,36 @@ pub fn for_client(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// A `Content-Length` sent as a list of one figure (`5, 5`, or two lines
+/// of `5`) goes upstream as that one figure, as RFC 9110 §8.6 lets a
+/// recipient do: Pingora framed the body by it, and an upstream that refuses
+/// lists (Go's `net/http` does) would otherwise answer 400 to a request
+/// keygate accepted. Lists that disagree never get here (Pingora answers 400).
+fn one_content_length(h: &mut HeaderMap) {
+    let mut values = h.get_all(CONTENT_LENGTH).iter();
+    let (Some(first), second) = (values.next(), values.next()) else {
+        return;
+    };
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let figure = first
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .find(|f| !f.is_empty());
+    if let Some(figure) = figure.and_then(|f| HeaderValue::from_bytes(f).ok()) {
+        h.insert(CONTENT_LENGTH, figure);
+    }
+}
+
 /// Rewrites the upstream request: client copies of reserved headers out,
 /// `Authorization` out unless configured, identity and forwarding in.
 pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<()> {
     edit_request(req, |h| {
-        if h.keys().any(|n| is_reserved(n.as_str())) {
+        if h.keys()
+            .any(|n| is_reserved(n.as_str()) || n == CONTENT_LENGTH)
+        {
             let reserved: Vec<HeaderName> = h
                 .keys()
                 .filter(|n| is_reserved(n.as_str()))
@@ -360,6 +385,7 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
             for name in reserved {
                 h.remove(&name);
             }
+            one_content_length(h);
         }
         if !gw.config.upstream_headers.forward_authorization {
             h.remove(AUTHORIZATION);
@@ -494,6 +520,24 @@ mod tests {
             let v = HeaderValue::from_static(kept);
             assert_eq!(request_id(Some(&v), &p), v, "{kept}");
         }
+    }
+
+    #[test]
+    fn a_content_length_list_of_one_figure_becomes_that_figure() {
+        let cl = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            one_content_length(&mut h);
+            let all: Vec<_> = h.get_all(CONTENT_LENGTH).iter().cloned().collect();
+            all
+        };
+        assert_eq!(cl(&["5, 5"]), ["5"]);
+        assert_eq!(cl(&["5", "5"]), ["5"]);
+        assert_eq!(cl(&[" 7 ,7,7"]), ["7"]);
+        assert_eq!(cl(&["12"]), ["12"]);
+        assert!(cl(&[]).is_empty());
     }
 
     #[test]

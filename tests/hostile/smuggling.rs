@@ -147,23 +147,21 @@ fn conflicting_or_broken_framing_is_refused_with_json_before_any_check() {
         .gw
         .metric("keygate_requests_total{route=\"unmatched\",status=\"400\"}");
     assert_eq!(refused, Some((cases.len() * 2) as f64), "each counted");
-    // Identical duplicates are one length (RFC 9110 §8.6): accepted.
-    let req = format!(
-        "{}hello",
-        head(
-            "POST",
-            "/api/v1/company/dup",
-            &[
-                &auth,
-                "Content-Length: 5",
-                "Content-Length: 5",
-                "Connection: close"
-            ]
-        )
-    );
-    let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
-    assert_eq!(r.status, 200);
-    assert_eq!(fx.up.last().body, b"hello");
+    // Identical duplicates are one length (RFC 9110 §8.6): accepted, and the
+    // upstream gets that one figure, not the list.
+    for framing in [
+        &["Content-Length: 5", "Content-Length: 5"][..],
+        &["Content-Length: 5, 5"],
+    ] {
+        let mut lines = vec![auth.as_str(), "Connection: close"];
+        lines.extend(framing);
+        let req = format!("{}hello", head("POST", "/api/v1/company/dup", &lines));
+        let r = exchange(fx.port(), req.as_bytes()).expect("an answer");
+        assert_eq!(r.status, 200, "{framing:?}");
+        let seen = fx.up.last();
+        assert_eq!(seen.body, b"hello", "{framing:?}");
+        assert_eq!(seen.header("content-length"), Some("5"), "{framing:?}");
+    }
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
