@@ -288,6 +288,11 @@ impl ProxyHttp for Proxy {
         }
         session.set_read_timeout(Some(gw.config.server.body_timeout));
         session.set_write_timeout(Some(gw.config.server.send_timeout));
+        // A request sent before the answer to the one before it (HTTP/1.1
+        // pipelining, RFC 9112 §9.3.2) is served after it, in order, as nginx
+        // and HAProxy do; by default Pingora closes the connection and drops
+        // it.
+        session.set_pipelining_enabled(true);
         ctx.client = client_ip(session);
         ctx.tls = is_tls(session);
         let denial = self.admit(session, &facts, ctx, &gw);

@@ -75,3 +75,56 @@ fn a_body_sent_with_an_early_denial_is_never_parsed_as_a_request() {
     fx.assert_serving();
     fx.assert_no_secrets_logged();
 }
+
+/// Requests sent one after another before any answer (HTTP/1.1 pipelining)
+/// are each answered, in order, on the same connection: proxied ones, a
+/// denial between them, and one with a body.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let fx = fixture();
+    let auth = format!("Authorization: Bearer {}", fx.admin);
+    let before = fx.up.count();
+    let requests = [
+        head("GET", "/api/v1/company/first", &[&auth]),
+        head("GET", "/api/v1/company/denied", &[]),
+        format!(
+            "{}hello",
+            head(
+                "POST",
+                "/api/v1/company/third",
+                &[&auth, "Content-Length: 5"]
+            )
+        ),
+        head("GET", "/api/v1/company/fourth", &[&auth]),
+    ];
+    let mut c = Conn::connect(fx.port());
+    assert!(c.send(requests.concat().as_bytes()));
+    let mut answers = Vec::new();
+    for _ in 0..requests.len() {
+        let r = c.read_reply().expect("an answer for every request");
+        assert!(!r.closes(), "closed after {} answers: {r:?}", answers.len());
+        answers.push(r);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 401, 200, 200]);
+    for (r, url) in [
+        (&answers[0], "/api/v1/company/first"),
+        (&answers[2], "/api/v1/company/third"),
+        (&answers[3], "/api/v1/company/fourth"),
+    ] {
+        assert_eq!(r.json()["url"], url);
+    }
+    let seen = fx.up.seen();
+    let urls: Vec<&str> = seen[before..].iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "/api/v1/company/first",
+            "/api/v1/company/third",
+            "/api/v1/company/fourth"
+        ]
+    );
+    assert_eq!(seen[before + 1].body, b"hello");
+    fx.assert_serving();
+    fx.assert_no_secrets_logged();
+}
