@@ -204,8 +204,9 @@ impl Prefixes {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
-    /// Whether `b` holds a key's shape anywhere: a prefix starting a word,
-    /// then at least the 32 letters and digits a key has after it.
+    /// Whether `b` holds a key's shape anywhere: a prefix, then at least the
+    /// 32 letters and digits a key has after it (glued to a word or not: a
+    /// client that writes `1` before its key still has its key there).
     pub fn holds_key_shape(&self, b: &[u8]) -> bool {
         // Only where a prefix's first byte is can a key start: found with
         // memchr, as this runs on every logged path.
@@ -215,12 +216,15 @@ impl Prefixes {
         memchr::memchr2_iter(c, w, b).any(|i| self.key_shaped_at(b, i, MIN_KEY_BODY).is_some())
     }
 
-    /// A prefix at `i` that starts a word and is followed by `min_run` or
-    /// more letters and digits: the prefix's length and the run's.
+    /// A prefix at `i` followed by `min_run` or more letters and digits: the
+    /// prefix's length and the run's. A prefix inside a word (`record_…`
+    /// holds `ord_`) counts only before a whole key's 32 or more.
     fn key_shaped_at(&self, b: &[u8], i: usize, min_run: usize) -> Option<(usize, usize)> {
-        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
-            return None;
-        }
+        let min_run = if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+            min_run.max(MIN_KEY_BODY)
+        } else {
+            min_run
+        };
         let len = [&*self.company, &*self.workspace]
             .into_iter()
             .filter(|p| b[i..].starts_with(p.as_bytes()))
@@ -415,6 +419,11 @@ mod tests {
             assert_eq!(p.redact(kept), kept);
         }
         assert_eq!(p.redact(&format!("é{key}")), "éord_c_[redacted]");
+        // A whole key glued to a word is still a key.
+        assert_eq!(p.redact(&format!("x=1{key}")), "x=1ord_c_[redacted]");
+        assert!(p.holds_key_shape(format!("1{key}").as_bytes()));
+        assert!(p.holds_key_shape(format!("/pub/x{ws}").as_bytes()));
+        assert!(!p.holds_key_shape(b"/records/record_abcdefghij"));
     }
 
     #[test]

@@ -508,6 +508,8 @@ mod tests {
             key.clone(),
             format!("req-{key}"),
             format!("ord_{}", "B".repeat(40)),
+            format!("1{key}"),
+            "wordord_c_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_string(),
         ] {
             let v = HeaderValue::from_str(&sent).unwrap();
             assert_ne!(request_id(Some(&v), &p), v, "{sent}");
@@ -515,7 +517,7 @@ mod tests {
         for kept in [
             "ord_12345",
             "order-ord_c_abc",
-            "wordord_c_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "record_abcdefghijklmnopqrstuvwxyz12345",
         ] {
             let v = HeaderValue::from_static(kept);
             assert_eq!(request_id(Some(&v), &p), v, "{kept}");
