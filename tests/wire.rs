@@ -609,13 +609,25 @@ fn a_request_head_that_stops_arriving_is_408_and_a_silent_client_is_closed() {
 /// timeout counter did not move. Returns how long the answer took.
 #[track_caller]
 fn assert_trickled_body_is_408(fx: &Fx) -> Duration {
+    assert_trickled_body_is_408_with(fx, &[])
+}
+
+/// [`assert_trickled_body_is_408`] with more request headers; an answer
+/// `100 Continue` before the 408 is read past.
+#[track_caller]
+fn assert_trickled_body_is_408_with(fx: &Fx, extra: &[&str]) -> Duration {
     let auth = format!("Authorization: Bearer {}", fx.admin);
     let mut c = Conn::connect(fx.port());
-    let request = head("POST", "/api/v1/company/x", &[&auth, "Content-Length: 100"]);
+    let mut lines = vec![auth.as_str(), "Content-Length: 100"];
+    lines.extend(extra);
+    let request = head("POST", "/api/v1/company/x", &lines);
     assert!(c.send(request.as_bytes()));
     assert!(c.send(b"0123456789"));
     let started = Instant::now();
-    let r = c.read_reply().expect("an answer to the trickled body");
+    let mut r = c.read_reply().expect("an answer to the trickled body");
+    if r.status == 100 {
+        r = c.read_reply().expect("a final answer after 100 Continue");
+    }
     let after = started.elapsed();
     let id = assert_answer(&r, 408, BODY_TIMEOUT, "trickled body");
     assert!(
@@ -645,6 +657,19 @@ fn a_trickled_body_is_408_at_the_body_timeout_not_an_upstream_timeout() {
     assert!(after < Duration::from_secs(5), "408 after {after:?}");
     fx.assert_serving();
     assert_eq!(fx.gw.metric(UPSTREAM_TIMEOUTS).unwrap_or(0.0), 0.0);
+    fx.assert_no_error_logged();
+    fx.assert_no_secrets_logged();
+}
+
+/// The upstream's `100 Continue` reaches the client first (the upstream
+/// started reading the body); the body then stalls. The client still gets
+/// its 408, not an empty reply, and the access line says 408.
+#[test]
+fn a_trickled_body_after_100_continue_still_gets_its_408() {
+    let fx = plain_fixture("body_timeout_ms = 500\n", |c| c);
+    let after = assert_trickled_body_is_408_with(&fx, &["Expect: 100-continue"]);
+    assert!(after < Duration::from_secs(5), "408 after {after:?}");
+    fx.assert_serving();
     fx.assert_no_error_logged();
     fx.assert_no_secrets_logged();
 }

@@ -94,6 +94,17 @@ fn scan_head(session: &Session) -> HeadScan<'_> {
     }
 }
 
+/// Whether the client has had the head of its final answer. A `100
+/// Continue` the upstream sent (forwarded as Pingora does) is not one: the
+/// answer to a failure after it (a body that stalls, an upstream that gives
+/// up) still goes out, where the client would otherwise be left with an
+/// empty reply. A `101` switched protocols and is final.
+fn final_head_sent(session: &Session) -> bool {
+    session.response_written().is_some_and(|r| {
+        !r.status.is_informational() || r.status == http::StatusCode::SWITCHING_PROTOCOLS
+    })
+}
+
 /// The plain facts of a Pingora error, for [`failure::classify`].
 fn failure_facts(e: &Error, body_done: bool, ctx: &Ctx) -> Facts {
     let side = match e.esource() {
@@ -440,7 +451,7 @@ impl ProxyHttp for Proxy {
         let denial = failure.denial(upstream.as_ref().map(|u| &u.name));
         let code = denial.as_ref().map_or(0, Denial::status);
         if let Some(denial) = &denial
-            && session.response_written().is_none()
+            && !final_head_sent(session)
         {
             // Pingora drops the client connection after a failed proxy
             // attempt; say so, or a keep-alive client would reuse a dead socket.
