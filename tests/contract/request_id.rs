@@ -34,12 +34,15 @@ fn request_id_is_echoed_when_sane_and_replaced_otherwise() {
     // A key pasted as the id (the client's own or another's) would be
     // echoed, sent upstream and logged: it is not a sane id.
     let pasted = fx.k.reader.clone();
+    // Glued to what comes before it, it is still the key.
+    let glued = format!("1{pasted}");
     for insane in [
         long.as_str(),
         "has spaces in it",
         "<script>x</script>",
         "",
         pasted.as_str(),
+        glued.as_str(),
     ] {
         let r = with_id(path, Some(&fx.k.admin), insane);
         assert_eq!(r.status, 200);
