@@ -106,6 +106,38 @@ fn plain_http_is_refused_when_rejecting_but_https_works() {
     );
 }
 
+/// `[server.tls]` added by reload with `plain_http = "reject"`: its
+/// listener waits for a restart, and so does the refusal of plain HTTP, or
+/// every client would be refused with nowhere to go.
+#[test]
+fn rejecting_plain_http_added_by_reload_waits_for_the_tls_listener() {
+    let up = Upstream::start();
+    let pki = Pki::new();
+    let mut snap = Snapshot::new();
+    let key = snap.company_key("k1", "acme").scopes(&["read:all"]).add();
+    let plain = standard_config(up.addr, "", "");
+    let gw = start_with_files(&plain, &snap.render(), |d| pki.write(d));
+    gw.write_config(&tls_config(up.addr, "reject"));
+    let resp = gw.client.post(gw.admin_url("/reload")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let report: serde_json::Value = resp.json().unwrap();
+    assert_eq!(
+        report["report"]["restart_required"],
+        serde_json::json!(["server.tls.listen", "server.tls.plain_http"])
+    );
+    assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
+    assert_eq!(gw.get("/healthz", None).status(), 200);
+    assert!(
+        gw.log().contains("server.tls.plain_http"),
+        "the held setting is logged: {}",
+        gw.log()
+    );
+    // Back to the file it started with: nothing waits any more.
+    gw.write_config(&plain);
+    assert_eq!(gw.reload_by_signal(), "success");
+    assert_eq!(gw.get("/api/v1/company/x", Some(&key)).status(), 200);
+}
+
 #[test]
 fn certificates_are_re_read_on_reload_and_a_bad_one_is_refused() {
     let up = Upstream::start();

@@ -4,7 +4,7 @@
 //! logged with every reason, counted, and the old gateway keeps serving.
 //! Requests in flight keep the `Arc<Gateway>` they started with.
 
-use crate::config::{AdminConfig, Config, RouteConfig, ServerConfig, TlsConfig};
+use crate::config::{AdminConfig, Config, PlainHttp, RouteConfig, ServerConfig, TlsConfig};
 use crate::gateway::Gateway;
 use crate::gateway::cert::CertStore;
 use crate::model::problem::Problems;
@@ -308,6 +308,21 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// What plain HTTP runs under after a reload, when that is not what the new
+/// file says: `plain_http = "reject"` refuses every request on the plain
+/// listeners, and a reload that turns it on while this process serves no
+/// TLS listener (listeners come with a restart) would leave clients no way
+/// in. It waits for the restart, as the listeners do; a process started
+/// that way was told so by `check` and keeps it.
+fn held_plain_http(running: &Config, old: PlainHttp, new: PlainHttp) -> Option<PlainHttp> {
+    let serves_tls = running
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|t| !t.listen.is_empty());
+    (new == PlainHttp::Reject && old != PlainHttp::Reject && !serves_tls).then_some(old)
+}
+
 /// Key ids in a log line: a snapshot that swaps a million keys must not make
 /// one line of tens of megabytes. The first [`Capped::SHOWN`] ids are listed,
 /// then how many more there are (`POST /reload` answers the whole lists).
@@ -384,7 +399,7 @@ impl Reloader {
         let metrics = &self.shared.metrics;
         let built = Gateway::load(&self.config_path, metrics, Some(&old));
         let built_in = started.elapsed();
-        let new = match built {
+        let mut new = match built {
             Ok(g) => g,
             Err(problems) => {
                 for p in &problems.0 {
@@ -395,6 +410,10 @@ impl Reloader {
                 return Err(problems);
             }
         };
+        let held = held_plain_http(&self.running, old.policy.plain_http, new.policy.plain_http);
+        if let Some(running) = held {
+            new.policy.plain_http = running;
+        }
         let now = self.shared.clock.unix_secs();
         if let (Some(store), Some(tls), Some(ck)) =
             (&self.certs, &new.config.server.tls, &new.certificate)
@@ -410,7 +429,10 @@ impl Reloader {
         self.shared.state.store(Arc::clone(&new));
         let swapped_in = started.elapsed();
         // Described after the swap: the new state serves while this runs.
-        let report = diff(&old, &new, &self.running, now);
+        let mut report = diff(&old, &new, &self.running, now);
+        if held.is_some() {
+            report.restart_required.push("server.tls.plain_http".into());
+        }
         // Buckets of keys that are gone are dropped; a changed limit resets
         // its bucket on the key's next request.
         if !report.keys_removed.is_empty() {
@@ -688,6 +710,27 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn rejecting_plain_http_waits_for_a_tls_listener() {
+        let text = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[[upstreams]]\nname = \"api\"\nservers = [\"127.0.0.1:9000\"]\n";
+        let plain = Config::parse(std::path::Path::new("/k/keygate.toml"), text).unwrap();
+        let mut tls = plain.clone();
+        tls.server.tls = Some(TlsConfig {
+            listen: vec!["127.0.0.1:8443".parse().unwrap()],
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            plain_http: PlainHttp::Allow,
+        });
+        use PlainHttp::{Allow, Reject};
+        // Turned on while no TLS listener runs: held.
+        assert_eq!(held_plain_http(&plain, Allow, Reject), Some(Allow));
+        // Started that way, turned off, or with TLS listeners running: as written.
+        assert_eq!(held_plain_http(&plain, Reject, Reject), None);
+        assert_eq!(held_plain_http(&plain, Reject, Allow), None);
+        assert_eq!(held_plain_http(&tls, Allow, Reject), None);
+        assert_eq!(held_plain_http(&tls, Allow, Allow), None);
+    }
 
     #[test]
     fn logged_id_lists_are_capped() {
