@@ -33,6 +33,17 @@ fn https_and_http2_clients_are_served_and_upstream_is_told_https() {
         Some("for=127.0.0.1;proto=https")
     );
     assert_eq!(up.last().header("x-keygate-key-id"), Some("k1"));
+    // HTTP/2 carries each cookie as a field of its own; the HTTP/1.1
+    // upstream gets them as one (RFC 9113 §8.2.3).
+    let resp = client
+        .get(&url)
+        .bearer_auth(&key)
+        .header("cookie", "a=1")
+        .header("cookie", "b=2; c=3")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().header("cookie"), Some("a=1; b=2; c=3"));
 
     let h1 = reqwest::blocking::Client::builder()
         .no_proxy()

@@ -11,7 +11,7 @@ use crate::model::limit::Limit;
 use crate::request::ctx::Ctx;
 use crate::request::limiter::Outcome;
 use bytes::BytesMut;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::Error;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -197,7 +197,12 @@ impl Values {
 
     /// Appends text to the value being written.
     pub fn push(&mut self, s: &str) -> &mut Self {
-        self.0.extend_from_slice(s.as_bytes());
+        self.push_bytes(s.as_bytes())
+    }
+
+    /// Appends bytes (of another header value) to the value being written.
+    pub fn push_bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
         self
     }
 
@@ -370,12 +375,32 @@ fn one_content_length(h: &mut HeaderMap) {
     }
 }
 
+/// Cookies sent as several fields go upstream as one, joined by `; `: an
+/// HTTP/2 client sends each cookie as a field of its own, and RFC 9113
+/// §8.2.3 has them joined for HTTP/1.1, where a backend may read only the
+/// first `Cookie` line.
+fn one_cookie(h: &mut HeaderMap) -> Result<()> {
+    let mut values = h.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return Ok(());
+    }
+    let mut joined = Values::with_capacity(256);
+    for (i, c) in h.get_all(COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.push("; ");
+        }
+        joined.push_bytes(c.as_bytes());
+    }
+    h.insert(COOKIE, joined.take()?);
+    Ok(())
+}
+
 /// Rewrites the upstream request: client copies of reserved headers out,
 /// `Authorization` out unless configured, identity and forwarding in.
 pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<()> {
     edit_request(req, |h| {
         if h.keys()
-            .any(|n| is_reserved(n.as_str()) || n == CONTENT_LENGTH)
+            .any(|n| is_reserved(n.as_str()) || n == CONTENT_LENGTH || n == COOKIE)
         {
             let reserved: Vec<HeaderName> = h
                 .keys()
@@ -386,6 +411,7 @@ pub fn for_upstream(req: &mut RequestHeader, ctx: &Ctx, gw: &Gateway) -> Result<
                 h.remove(&name);
             }
             one_content_length(h);
+            one_cookie(h)?;
         }
         if !gw.config.upstream_headers.forward_authorization {
             h.remove(AUTHORIZATION);
@@ -522,6 +548,19 @@ mod tests {
             let v = HeaderValue::from_static(kept);
             assert_eq!(request_id(Some(&v), &p), v, "{kept}");
         }
+    }
+
+    #[test]
+    fn cookies_in_several_fields_become_one() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        one_cookie(&mut h).unwrap();
+        assert_eq!(h[COOKIE], "a=1");
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        h.append(COOKIE, HeaderValue::from_static("c=3; d=4"));
+        one_cookie(&mut h).unwrap();
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3; d=4"]);
     }
 
     #[test]
