@@ -44,6 +44,21 @@ fn https_and_http2_clients_are_served_and_upstream_is_told_https() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().header("cookie"), Some("a=1; b=2; c=3"));
+    // A head over `max_header_bytes` (64 KiB) is keygate's JSON 431 over
+    // HTTP/2 too, not the HTTP/2 layer's bare one.
+    let big = client
+        .get(&url)
+        .bearer_auth(&key)
+        .header("x-big", "a".repeat(100 * 1024))
+        .send()
+        .unwrap();
+    assert_eq!(big.version(), reqwest::Version::HTTP_2);
+    assert_json_error(
+        big,
+        431,
+        "REQUEST_HEADER_FIELDS_TOO_LARGE",
+        "Request header fields too large",
+    );
 
     let h1 = reqwest::blocking::Client::builder()
         .no_proxy()

@@ -756,8 +756,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientApp<A> {
             socket_digest: stream.get_socket_digest(),
         });
         let stream: Stream = Box::new(ClientStream::h2(stream, timeout));
-        let options = self.proxy.h2_options();
-        let mut conn = match h2::handshake(stream, options).await {
+        let options = h2_options(&self.shared.state.load().config.server);
+        let mut conn = match h2::handshake(stream, Some(options)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(
@@ -863,6 +863,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientApp<A> {
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await
     }
+}
+
+/// Pingora's bounded HTTP/2 settings, with a header-list limit (the
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` a client is told, 64 KiB by default)
+/// well above `max_header_bytes`: a head over that gets keygate's JSON 431,
+/// as over HTTP/1, instead of the HTTP/2 layer's bare 431 and
+/// `REFUSED_STREAM` (which clients such as curl retry). HTTP/2 counts 32
+/// bytes a field where a line counts `: ` and CRLF; the pseudo-headers are
+/// four more fields.
+fn h2_options(server: &crate::config::ServerConfig) -> h2::H2Options {
+    let fields = server.max_headers.saturating_add(4);
+    let limit = server
+        .max_header_bytes
+        .saturating_mul(2)
+        .saturating_add(fields.saturating_mul(32));
+    let mut options = h2::default_h2_options();
+    options.max_header_list_size(u32::try_from(limit).unwrap_or(u32::MAX));
+    options
 }
 
 #[cfg(test)]
